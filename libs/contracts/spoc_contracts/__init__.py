@@ -1,0 +1,50 @@
+"""Spoc's event contracts: the envelope and every event, the single source of truth for the bus."""
+
+from spoc_contracts.envelope import Envelope, Event, InvalidEnvelope
+from spoc_contracts.notification import NotificationFailed, NotificationSent
+from spoc_contracts.registry import REGISTRY, event_class, open_envelope
+from spoc_contracts.routing import TicketAssigned, TicketEscalated, TicketRouted
+from spoc_contracts.sla import (
+    ClockTarget,
+    SlaBreached,
+    SlaClockStarted,
+    SlaClockUpdated,
+    SlaMet,
+    SlaWarning,
+)
+from spoc_contracts.tickets import (
+    FeedbackSubmitted,
+    Requester,
+    TicketCommented,
+    TicketCreated,
+    TicketEscalationRequested,
+    TicketStatusChanged,
+    TicketUpdated,
+)
+
+__all__ = [
+    "REGISTRY",
+    "ClockTarget",
+    "Envelope",
+    "Event",
+    "FeedbackSubmitted",
+    "InvalidEnvelope",
+    "NotificationFailed",
+    "NotificationSent",
+    "Requester",
+    "SlaBreached",
+    "SlaClockStarted",
+    "SlaClockUpdated",
+    "SlaMet",
+    "SlaWarning",
+    "TicketAssigned",
+    "TicketCommented",
+    "TicketCreated",
+    "TicketEscalated",
+    "TicketEscalationRequested",
+    "TicketRouted",
+    "TicketStatusChanged",
+    "TicketUpdated",
+    "event_class",
+    "open_envelope",
+]

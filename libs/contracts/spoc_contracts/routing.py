@@ -1,0 +1,65 @@
+"""Events published by routing: triage results, ownership and escalation."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from spoc_contracts.envelope import Event
+
+
+class GroupRef(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    id: str
+    name: str
+    tier: int = 1
+
+
+class AgentRef(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    id: str
+    name: str
+
+
+class TicketRouted(Event):
+    TYPE = "ticket.routed"
+    VERSION = 1
+
+    number: str
+    priority: str
+    impact: str
+    urgency: str
+    category: str | None = None
+    group: GroupRef
+    owner: AgentRef | None
+    reason: str
+    # When the requester submitted it: SLA clocks run from here, not from routing's turn.
+    ticket_created_at: datetime | None = None
+
+
+class TicketAssigned(Event):
+    TYPE = "ticket.assigned"
+    VERSION = 1
+
+    number: str
+    owner: AgentRef
+    group: GroupRef
+    previous_owner: AgentRef | None = None
+    reason: str | None = None
+
+
+class TicketEscalated(Event):
+    TYPE = "ticket.escalated"
+    VERSION = 1
+
+    number: str
+    kind: Literal["functional", "hierarchical"]
+    to_group: GroupRef
+    from_group: GroupRef | None = None
+    # The front-line owner keeps the ticket through an escalation (D3).
+    owner: AgentRef | None = None
+    reason: str

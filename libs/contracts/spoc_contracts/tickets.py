@@ -1,0 +1,100 @@
+"""Events published by intake: the ticket record and what requesters and agents do to it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from spoc_contracts.envelope import Event
+
+TicketType = Literal["incident", "request", "complaint", "suggestion"]
+Channel = Literal["portal", "email", "api", "chat", "phone"]
+ContactChannel = Literal["email", "sms", "chat", "webhook", "phone", "portal"]
+Level = Literal["high", "medium", "low"]
+Status = Literal["new", "open", "in_progress", "pending", "resolved", "closed"]
+AuthorKind = Literal["requester", "agent", "system"]
+
+
+class Requester(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    name: str
+    email: str
+    phone: str | None = None
+    locale: str | None = None
+    preferred_channel: ContactChannel = "email"
+
+
+class TicketCreated(Event):
+    TYPE = "ticket.created"
+    VERSION = 1
+
+    number: str
+    subject: str
+    description: str
+    type: TicketType
+    channel: Channel
+    requester: Requester
+    category: str | None = None
+    subcategory: str | None = None
+    item: str | None = None
+    impact: Level | None = None
+    urgency: Level | None = None
+    fields: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime
+    # The requester's secret for the portal link in the acknowledgement (D2). It travels only
+    # on the internal bus; intake keeps just its hash.
+    access_key: str
+
+
+class TicketUpdated(Event):
+    TYPE = "ticket.updated"
+    VERSION = 1
+
+    number: str
+    changes: dict[str, Any]
+    updated_by: str | None = None
+
+
+class TicketCommented(Event):
+    TYPE = "ticket.commented"
+    VERSION = 1
+
+    number: str
+    comment_id: str
+    author_kind: AuthorKind
+    author_name: str
+    visibility: Literal["public", "internal"]
+    body: str
+
+
+class TicketStatusChanged(Event):
+    TYPE = "ticket.status_changed"
+    VERSION = 1
+
+    number: str
+    from_status: Status
+    to_status: Status
+    reason: str | None = None
+    changed_by: str | None = None
+
+
+class TicketEscalationRequested(Event):
+    TYPE = "ticket.escalation_requested"
+    VERSION = 1
+
+    number: str
+    to_group: str
+    reason: str
+    requested_by: str | None = None
+
+
+class FeedbackSubmitted(Event):
+    TYPE = "feedback.submitted"
+    VERSION = 1
+
+    number: str
+    rating: int = Field(ge=1, le=5)
+    comment: str | None = None

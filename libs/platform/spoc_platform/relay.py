@@ -1,0 +1,160 @@
+"""Moves committed outbox rows to the broker, retrying each until the broker confirms it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import Row, delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from spoc_platform import metrics
+from spoc_platform.bus import MessageBus, OutgoingMessage, PublishError
+from spoc_platform.claims import backoff_seconds, claim_due
+from spoc_platform.db import utc_now
+from spoc_platform.messaging_tables import MessagingTables
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    window: int = 256
+    poll_interval: float = 1.0
+    # A claimed row is someone's for this long; if its relay dies, another takes it after.
+    lease: float = 15.0
+    max_backoff: float = 60.0
+    retention: float = 3600.0
+
+
+class OutboxRelay:
+    """Claims due rows (never "id > last seen": a late commit is never skipped), publishes up to
+    `window` of them at once with confirms, and marks only the confirmed ones published."""
+
+    def __init__(
+        self, *, service: str, engine: AsyncEngine, tables: MessagingTables, bus: MessageBus,
+        settings: RelaySettings | None = None,
+    ) -> None:
+        self.service = service
+        self._engine = engine
+        self._outbox = tables.outbox
+        self._bus = bus
+        self.settings = settings or RelaySettings()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._last_gauge_update = 0.0
+        self._last_prune = 0.0
+
+    def kick(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                published = await self.relay_once()
+                now = loop.time()
+                if now - self._last_gauge_update >= self.settings.poll_interval:
+                    self._last_gauge_update = now
+                    await self.update_gauges()
+                if now - self._last_prune >= 60:
+                    self._last_prune = now
+                    await self.prune()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("outbox relay pass failed; trying again")
+                published = 0
+            if published:
+                continue
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval)
+            except TimeoutError:
+                pass
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def relay_once(self) -> int:
+        """One claim-publish-mark pass; returns how many rows the broker confirmed."""
+        rows = await self._claim()
+        if not rows:
+            return 0
+        results = await asyncio.gather(
+            *(self._bus.publish(self._message(row)) for row in rows), return_exceptions=True
+        )
+        confirmed: list[int] = []
+        failed: list[tuple[Row[tuple[int, uuid.UUID, str, str, int]], BaseException]] = []
+        for row, result in zip(rows, results, strict=True):
+            if isinstance(result, BaseException):
+                failed.append((row, result))
+            else:
+                confirmed.append(row.id)
+                metrics.events_published.labels(self.service, row.event_type, "ok").inc()
+        async with self._engine.begin() as conn:
+            if confirmed:
+                await conn.execute(
+                    update(self._outbox)
+                    .where(self._outbox.c.id.in_(confirmed))
+                    .values(published_at=utc_now(), last_error=None)
+                )
+            for row, error in failed:
+                outcome = "unroutable" if getattr(error, "unroutable", False) else "failed"
+                metrics.events_published.labels(self.service, row.event_type, outcome).inc()
+                delay = backoff_seconds(row.attempts, self.settings.max_backoff)
+                await conn.execute(
+                    update(self._outbox)
+                    .where(self._outbox.c.id == row.id)
+                    .values(
+                        next_attempt_at=utc_now() + timedelta(seconds=delay),
+                        last_error=str(error)[:2000],
+                    )
+                )
+                if not isinstance(error, PublishError):
+                    log.error("unexpected publish error for %s", row.event_id, exc_info=error)
+        if failed:
+            log.warning(
+                "%d of %d events not confirmed; retrying with back-off (first: %s)",
+                len(failed), len(rows), failed[0][1],
+            )
+        return len(confirmed)
+
+    async def _claim(self) -> Sequence[Row[tuple[int, uuid.UUID, str, str, int]]]:
+        t = self._outbox
+        async with self._engine.begin() as conn:
+            return await claim_due(
+                conn, t, waiting=t.c.published_at.is_(None), limit=self.settings.window,
+                lease_seconds=self.settings.lease,
+                returning=(t.c.id, t.c.event_id, t.c.event_type, t.c.body, t.c.attempts),
+            )
+
+    @staticmethod
+    def _message(row: Row[tuple[int, uuid.UUID, str, str, int]]) -> OutgoingMessage:
+        return OutgoingMessage(
+            message_id=str(row.event_id), routing_key=row.event_type, body=row.body.encode()
+        )
+
+    async def update_gauges(self) -> None:
+        t = self._outbox
+        async with self._engine.connect() as conn:
+            count, oldest = (
+                await conn.execute(
+                    select(func.count(), func.min(t.c.created_at)).where(t.c.published_at.is_(None))
+                )
+            ).one()
+        metrics.outbox_pending.labels(self.service).set(count)
+        age = 0.0
+        if oldest is not None:
+            age = max(0.0, (utc_now() - oldest).total_seconds())
+        metrics.outbox_oldest_age.labels(self.service).set(age)
+
+    async def prune(self) -> None:
+        cutoff = utc_now() - timedelta(seconds=self.settings.retention)
+        async with self._engine.begin() as conn:
+            await conn.execute(delete(self._outbox).where(self._outbox.c.published_at < cutoff))

@@ -1,0 +1,42 @@
+"""Typed settings every service shares; each service adds its own prefix SPOC_<SERVICE>_."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", validate_default=True)
+
+    environment: Literal["development", "production"] = "development"
+    database_url: str = ""
+    database_pool_size: int = Field(default=10, ge=1, le=200)
+    bus: Literal["amqp", "memory"] = "amqp"
+    # Shared by every service, so it has no service prefix.
+    amqp_url: str = Field(
+        default="amqp://guest:guest@127.0.0.1:5672/?heartbeat=30&reconnect_interval=2",
+        validation_alias=AliasChoices("SPOC_AMQP_URL", "amqp_url"),
+    )
+    prefetch: int = Field(default=64, ge=1, le=10_000)
+    delivery_limit: int = Field(default=10, ge=1, le=1000)
+    publish_timeout: float = Field(default=5.0, gt=0)
+    outbox_window: int = Field(default=256, ge=1, le=10_000)
+    outbox_poll_interval: float = Field(default=1.0, gt=0)
+    desk_config: Path | None = Field(
+        default=None, validation_alias=AliasChoices("SPOC_DESK_CONFIG", "desk_config")
+    )
+    log_level: str = "INFO"
+    log_json: bool | None = None
+    max_body_bytes: int = Field(default=65_536, ge=1024)
+
+    @model_validator(mode="after")
+    def _database_is_named(self) -> ServiceSettings:
+        if not self.database_url:
+            raise ValueError("database_url is required (SPOC_<SERVICE>_DATABASE_URL)")
+        if self.environment == "production" and "guest:guest@" in self.amqp_url:
+            raise ValueError("the default RabbitMQ credentials are refused in production")
+        return self

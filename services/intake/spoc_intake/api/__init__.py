@@ -1,0 +1,1 @@
+"""Intake's public HTTP API and portal pages."""

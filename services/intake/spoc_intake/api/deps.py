@@ -1,0 +1,57 @@
+"""Request dependencies, as Annotated aliases so routes stay short."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Query, Request
+
+from spoc_intake.bootstrap import IntakeContainer
+from spoc_platform.web import ApiError
+
+
+def get_container(request: Request) -> IntakeContainer:
+    container: IntakeContainer = request.app.state.container
+    return container
+
+
+Container = Annotated[IntakeContainer, Depends(get_container)]
+
+ACCESS_COOKIE = "spoc_access"
+
+
+def access_cookie_name(number: str) -> str:
+    return f"{ACCESS_COOKIE}_{number.upper()}"
+
+
+def requester_key(
+    request: Request,
+    number: str,
+    x_access_key: Annotated[str | None, Header(max_length=200)] = None,
+    key: Annotated[str | None, Query(max_length=200)] = None,
+) -> str | None:
+    """The requester's access key from the header, the link's ?key=, or the portal cookie."""
+    return x_access_key or key or request.cookies.get(access_cookie_name(number))
+
+
+RequesterKey = Annotated[str | None, Depends(requester_key)]
+
+
+def idempotency_key(
+    value: Annotated[
+        str | None,
+        Header(alias="Idempotency-Key", description="Same key and body → the same ticket."),
+    ] = None,
+) -> str | None:
+    if value is None:
+        return None
+    if not 1 <= len(value) <= 255 or not value.isprintable():
+        raise ApiError(
+            422, "validation_error", "Idempotency-Key must be 1–255 printable characters",
+            [{"field": "header.Idempotency-Key", "message": "1–255 printable characters",
+              "type": "value_error"}],
+        )
+    return value
+
+
+IdempotencyKey = Annotated[str | None, Depends(idempotency_key)]

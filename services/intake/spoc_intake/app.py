@@ -1,0 +1,29 @@
+"""Intake's HTTP app: the public ticket API, the requester's page and operations endpoints."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from spoc_intake.api import portal, tickets
+from spoc_intake.bootstrap import IntakeContainer, bootstrap
+from spoc_intake.settings import IntakeSettings
+from spoc_platform.web import create_service_app
+
+
+def create_app(
+    settings: IntakeSettings, container: IntakeContainer | None = None, *,
+    manage_runtime: bool = True,
+) -> FastAPI:
+    container = container or bootstrap(settings)
+    runtime = container.runtime
+    app = create_service_app(
+        service="intake",
+        title="Spoc intake",
+        readiness=runtime.readiness,
+        routers=[tickets.router, portal.router],
+        max_body_bytes=settings.max_body_bytes,
+        start=runtime.start if manage_runtime else None,
+        stop=runtime.stop if manage_runtime else None,
+    )
+    app.state.container = container
+    return app

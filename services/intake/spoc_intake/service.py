@@ -1,0 +1,124 @@
+"""Intake's use cases: each state change and its events commit in one transaction."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+
+from spoc_contracts import Requester, TicketCreated
+from spoc_intake import metrics, repository
+from spoc_intake.schemas import TicketCreate, TicketCreatedRead
+from spoc_intake.settings import IntakeSettings
+from spoc_intake.tracking import format_number, hash_access_key, new_access_key
+from spoc_platform.db import utc_now
+from spoc_platform.unit_of_work import UnitOfWorkFactory
+from spoc_platform.web import ApiError
+
+
+@dataclass(frozen=True)
+class CreateOutcome:
+    body: dict[str, Any]
+    replayed: bool
+
+
+def _request_hash(data: TicketCreate) -> str:
+    canonical = json.dumps(data.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class TicketService:
+    def __init__(self, unit_of_work: UnitOfWorkFactory, settings: IntakeSettings) -> None:
+        self._unit_of_work = unit_of_work
+        self._settings = settings
+
+    async def create(self, data: TicketCreate, *, idempotency_key: str | None) -> CreateOutcome:
+        request_hash = _request_hash(data)
+        if idempotency_key is not None:
+            earlier = await self._earlier_answer(idempotency_key, request_hash)
+            if earlier is not None:
+                return earlier
+        try:
+            return await self._create(data, idempotency_key, request_hash)
+        except IntegrityError:
+            # Two requests with one key raced; the other committed first. Answer as it did.
+            if idempotency_key is None:
+                raise
+            earlier = await self._earlier_answer(idempotency_key, request_hash)
+            if earlier is None:
+                raise
+            return earlier
+
+    async def _earlier_answer(self, key: str, request_hash: str) -> CreateOutcome | None:
+        async with self._unit_of_work.engine.begin() as conn:
+            row = await repository.find_idempotency(conn, key)
+            if row is None:
+                return None
+            expiry = row.created_at + timedelta(hours=self._settings.idempotency_hours)
+            if expiry < utc_now():
+                await repository.forget_idempotency(conn, key)
+                return None
+        if row.request_hash != request_hash:
+            raise ApiError(
+                422, "idempotency_key_reused",
+                "this Idempotency-Key was already used with a different request body",
+                [{"field": "header.Idempotency-Key", "message": "reused with another body",
+                  "type": "idempotency_key_reused"}],
+            )
+        metrics.idempotent_replays.inc()
+        return CreateOutcome(body=dict(row.response), replayed=True)
+
+    async def _create(
+        self, data: TicketCreate, idempotency_key: str | None, request_hash: str
+    ) -> CreateOutcome:
+        ticket_id = uuid.uuid4()
+        access_key = new_access_key()
+        now = utc_now()
+        requester = data.requester
+        async with self._unit_of_work() as uow:
+            sequence = await repository.insert_ticket(
+                uow.conn,
+                id=ticket_id, subject=data.subject, description=data.description,
+                type=data.type, channel=data.channel, category=data.category,
+                subcategory=data.subcategory, item=data.item, impact=data.impact,
+                urgency=data.urgency, fields=data.fields, requester_name=requester.name,
+                requester_email=str(requester.email), requester_phone=requester.phone,
+                requester_locale=requester.locale,
+                preferred_channel=requester.preferred_channel,
+                access_key_hash=hash_access_key(access_key), status="new",
+                routing_sequence=0, sla_sequence=0, created_at=now, updated_at=now,
+            )
+            number = format_number(self._settings.number_prefix, sequence)
+            await repository.add_timeline(
+                uow.conn, ticket_id=ticket_id, at=now, kind="created",
+                summary=f"Registered as {number} (received by {data.channel}).",
+            )
+            await uow.publish(
+                TicketCreated(
+                    number=number, subject=data.subject, description=data.description,
+                    type=data.type, channel=data.channel,
+                    requester=Requester(
+                        name=requester.name, email=str(requester.email), phone=requester.phone,
+                        locale=requester.locale, preferred_channel=requester.preferred_channel,
+                    ),
+                    category=data.category, subcategory=data.subcategory, item=data.item,
+                    impact=data.impact, urgency=data.urgency, fields=data.fields,
+                    created_at=now, access_key=access_key,
+                ),
+                ticket_id=ticket_id,
+            )
+            body = TicketCreatedRead(
+                id=ticket_id, number=number, status="new", access_key=access_key, created_at=now
+            ).model_dump(mode="json")
+            if idempotency_key is not None:
+                await repository.save_idempotency(
+                    uow.conn, key=idempotency_key, request_hash=request_hash,
+                    ticket_id=ticket_id, response=body, created_at=now,
+                )
+        metrics.tickets_created.labels(data.channel, data.type).inc()
+        return CreateOutcome(body=body, replayed=False)

@@ -1,0 +1,1 @@
+"""Spoc notify: tells requesters and agents what happened, on the channel they agreed to."""

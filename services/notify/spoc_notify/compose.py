@@ -1,0 +1,81 @@
+"""Builds the messages people receive, from Jinja2 templates per kind and locale."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from email.message import EmailMessage
+from email.utils import format_datetime
+from urllib.parse import quote
+
+from jinja2 import Environment, PackageLoader, TemplateNotFound, select_autoescape
+
+_templates = Environment(
+    loader=PackageLoader("spoc_notify", "templates"),
+    autoescape=select_autoescape(["html.j2"]),
+    keep_trailing_newline=False,
+)
+
+TARGET_LABELS = {"first_response": "First response by", "resolution": "Resolution by"}
+
+
+@dataclass(frozen=True)
+class Acknowledgement:
+    ticket_id: str
+    number: str
+    subject: str
+    name: str
+    email: str
+    locale: str | None
+    priority: str
+    access_key: str
+    targets: dict[str, datetime]
+
+
+def _render(locale: str | None, template: str, **context: object) -> str:
+    """The template in the requester's locale, else its language, else English."""
+    for candidate in (locale or "", (locale or "").split("-")[0], "en"):
+        if not candidate:
+            continue
+        try:
+            return _templates.get_template(f"{candidate}/{template}").render(**context)
+        except TemplateNotFound:
+            continue
+    raise TemplateNotFound(template)
+
+
+def portal_link(portal_url: str, number: str, access_key: str) -> str:
+    return f"{portal_url.rstrip('/')}/t/{quote(number)}?key={quote(access_key)}"
+
+
+def acknowledgement_message(ack: Acknowledgement, *, sender: str, portal_url: str) -> EmailMessage:
+    domain = sender.rsplit("@", 1)[-1].rstrip(">") or "spoc.localhost"
+    context = {
+        "number": ack.number,
+        "subject": ack.subject,
+        "name": ack.name,
+        "priority": ack.priority,
+        "link": portal_link(portal_url, ack.number, ack.access_key),
+        "targets": [
+            {"label": TARGET_LABELS.get(metric, metric), "due": due.strftime("%a %d %b %Y %H:%M %Z")}
+            for metric, due in sorted(ack.targets.items(), key=lambda item: item[1])
+        ],
+    }
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = f"{ack.name} <{ack.email}>"
+    message["Subject"] = _render(ack.locale, "acknowledgement.subject.j2", **context).strip()
+    message["Date"] = format_datetime(datetime.now().astimezone())
+    # The same ticket always gets the same Message-ID: should a crash make us send twice,
+    # mail clients and servers fold the copies into one.
+    message["Message-ID"] = f"<ack.{ack.ticket_id}@{domain}>"
+    message["X-Spoc-Ticket"] = ack.number
+    # RFC 3834: an automatic reply, so other robots do not answer it.
+    message["Auto-Submitted"] = "auto-replied"
+    message["X-Auto-Response-Suppress"] = "All"
+    message.set_content(_render(ack.locale, "acknowledgement.txt.j2", **context))
+    message.add_alternative(
+        _render(ack.locale, "acknowledgement.html.j2", **context), subtype="html"
+    )
+    return message
+

@@ -1,0 +1,88 @@
+"""Notify's reactions to events. The acknowledgement needs the requester (ticket.created) and
+the targets (sla.clock_started); they arrive in any order, so whichever comes second writes it."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import Row
+
+from spoc_contracts import Envelope, SlaClockStarted, TicketCreated
+from spoc_notify import repository
+from spoc_notify.compose import Acknowledgement, acknowledgement_message
+from spoc_notify.settings import NotifySettings
+from spoc_platform.consumer import PermanentError
+from spoc_platform.unit_of_work import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+ACKNOWLEDGEMENT = "acknowledgement"
+
+
+async def on_ticket_created(
+    event: TicketCreated, *, envelope: Envelope, uow: UnitOfWork, settings: NotifySettings,
+    kick: Any,
+) -> None:
+    ticket_id = _ticket_id(envelope)
+    record = await repository.merge_contact(
+        uow.conn, ticket_id, event.number,
+        subject=event.subject, name=event.requester.name, email=event.requester.email,
+        locale=event.requester.locale, preferred_channel=event.requester.preferred_channel,
+        access_key=event.access_key, created_event_id=envelope.id,
+    )
+    await _acknowledge_when_complete(uow, record, envelope, settings, kick)
+
+
+async def on_sla_clock_started(
+    event: SlaClockStarted, *, envelope: Envelope, uow: UnitOfWork, settings: NotifySettings,
+    kick: Any,
+) -> None:
+    ticket_id = _ticket_id(envelope)
+    due = {clock.metric: clock.due_at for clock in event.clocks}
+    record = await repository.merge_contact(
+        uow.conn, ticket_id, event.number,
+        priority=event.priority, first_response_due_at=due.get("first_response"),
+        resolution_due_at=due.get("resolution"), clocks_event_id=envelope.id,
+    )
+    await _acknowledge_when_complete(uow, record, envelope, settings, kick)
+
+
+def _ticket_id(envelope: Envelope) -> Any:
+    if envelope.ticket_id is None:
+        raise PermanentError(f"{envelope.type} without a ticket_id")
+    return envelope.ticket_id
+
+
+async def _acknowledge_when_complete(
+    uow: UnitOfWork, record: Row[Any], envelope: Envelope, settings: NotifySettings, kick: Any,
+) -> None:
+    if record.created_event_id is None or record.clocks_event_id is None:
+        return  # the other half has not arrived yet
+    if record.access_key is None:
+        return  # already written: the key is cleared once the acknowledgement exists
+    targets = {
+        metric: due
+        for metric, due in (
+            ("first_response", record.first_response_due_at),
+            ("resolution", record.resolution_due_at),
+        )
+        if due is not None
+    }
+    message = acknowledgement_message(
+        Acknowledgement(
+            ticket_id=str(record.ticket_id), number=record.number, subject=record.subject,
+            name=record.name, email=record.email, locale=record.locale,
+            priority=record.priority, access_key=record.access_key, targets=targets,
+        ),
+        sender=settings.mail_from, portal_url=settings.portal_url,
+    )
+    owed = await repository.owe_delivery(
+        uow.conn, ticket_id=record.ticket_id, number=record.number, kind=ACKNOWLEDGEMENT,
+        # Only e-mail exists yet; other agreed channels fall back to it until they do (D14).
+        channel="email", recipient=record.email, message=message.as_string(),
+        correlation_id=envelope.correlation_id, causation_id=envelope.id,
+    )
+    await repository.forget_access_key(uow.conn, record.ticket_id)
+    if owed:
+        uow.after_commit.append(kick)

@@ -1,0 +1,87 @@
+"""The only place notify builds queries."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from spoc_platform.claims import claim_due
+from spoc_platform.db import insert_for, utc_now
+from spoc_notify.models import Delivery, TicketContact
+
+contact = TicketContact.__table__
+delivery = Delivery.__table__
+
+
+async def merge_contact(
+    conn: AsyncConnection, ticket_id: uuid.UUID, number: str, **fields: Any
+) -> Row[Any]:
+    """Adds what one event knows to the ticket's record and returns the whole record.
+
+    An upsert, so two events of one ticket handled at once both end with the merged row:
+    the later transaction waits on the row lock and sees the earlier one's columns."""
+    stmt = insert_for(conn.dialect.name, contact).values(ticket_id=ticket_id, number=number, **fields)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[contact.c.ticket_id], set_={k: stmt.excluded[k] for k in fields}
+    ).returning(*contact.c)
+    return (await conn.execute(stmt)).one()
+
+
+async def forget_access_key(conn: AsyncConnection, ticket_id: uuid.UUID) -> None:
+    await conn.execute(
+        update(contact).where(contact.c.ticket_id == ticket_id).values(access_key=None)
+    )
+
+
+async def owe_delivery(conn: AsyncConnection, **values: Any) -> bool:
+    """Records a delivery to make; False if this ticket already has one of this kind."""
+    now = utc_now()
+    stmt = (
+        insert_for(conn.dialect.name, delivery)
+        .values(
+            delivery_id=uuid.uuid4(), status="pending", attempts=0, next_attempt_at=now,
+            created_at=now, **values,
+        )
+        .on_conflict_do_nothing(index_elements=[delivery.c.ticket_id, delivery.c.kind])
+        .returning(delivery.c.id)
+    )
+    return (await conn.execute(stmt)).first() is not None
+
+
+async def claim_due_deliveries(
+    conn: AsyncConnection, *, limit: int, lease_seconds: float
+) -> Sequence[Row[Any]]:
+    return await claim_due(
+        conn, delivery, waiting=delivery.c.status == "pending", limit=limit,
+        lease_seconds=lease_seconds, returning=tuple(delivery.c),
+    )
+
+
+async def mark_sent(conn: AsyncConnection, delivery_row_id: int, sent_at: datetime) -> None:
+    await conn.execute(
+        update(delivery)
+        .where(delivery.c.id == delivery_row_id)
+        .values(status="sent", sent_at=sent_at, last_error=None)
+    )
+
+
+async def mark_failed_attempt(
+    conn: AsyncConnection, delivery_row_id: int, *, error: str, retry_at: datetime | None
+) -> None:
+    values: dict[str, Any] = {"last_error": error[:2000]}
+    values.update(
+        {"next_attempt_at": retry_at} if retry_at is not None else {"status": "failed"}
+    )
+    await conn.execute(update(delivery).where(delivery.c.id == delivery_row_id).values(**values))
+
+
+async def deliveries_for(conn: AsyncConnection, ticket_id: uuid.UUID) -> Sequence[Row[Any]]:
+    return (
+        await conn.execute(select(delivery).where(delivery.c.ticket_id == ticket_id))
+    ).all()
+

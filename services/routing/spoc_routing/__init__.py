@@ -1,0 +1,1 @@
+"""Spoc routing: triage — priority from impact × urgency, a group and a front-line owner."""

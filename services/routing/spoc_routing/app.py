@@ -1,0 +1,29 @@
+"""Routing's HTTP app: operations endpoints and the desk view; the work happens in the consumer."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from spoc_platform.web import create_service_app
+from spoc_routing.api.desk import desk_router
+from spoc_routing.bootstrap import RoutingContainer, bootstrap
+from spoc_routing.settings import RoutingSettings
+
+
+def create_app(
+    settings: RoutingSettings, container: RoutingContainer | None = None, *,
+    manage_runtime: bool = True,
+) -> FastAPI:
+    container = container or bootstrap(settings)
+    runtime = container.runtime
+    app = create_service_app(
+        service="routing",
+        title="Spoc routing",
+        readiness=runtime.readiness,
+        routers=[desk_router(container.desk)],
+        max_body_bytes=settings.max_body_bytes,
+        start=runtime.start if manage_runtime else None,
+        stop=runtime.stop if manage_runtime else None,
+    )
+    app.state.container = container
+    return app

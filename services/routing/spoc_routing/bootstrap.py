@@ -1,0 +1,42 @@
+"""Routing's composition root: settings in, a runtime with its handlers wired out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from spoc_contracts import TicketCreated
+from spoc_platform.bus import MessageBus
+from spoc_platform.consumer import bind_handler
+from spoc_platform.desk_config import load_section
+from spoc_platform.runtime import ServiceRuntime, build_runtime
+from spoc_routing import handlers, repository
+from spoc_routing.desk import RoutingDesk
+from spoc_routing.models import MESSAGING
+from spoc_routing.settings import RoutingSettings
+
+
+@dataclass
+class RoutingContainer:
+    settings: RoutingSettings
+    desk: RoutingDesk
+    runtime: ServiceRuntime
+
+
+def bootstrap(settings: RoutingSettings, *, bus: MessageBus | None = None) -> RoutingContainer:
+    desk = load_section(settings.desk_config, "routing", RoutingDesk)
+    runtime: ServiceRuntime
+
+    async def sync_agents() -> None:
+        async with runtime.engine.begin() as conn:
+            await repository.sync_agents(conn, desk)
+
+    runtime = build_runtime(
+        settings,
+        service="routing",
+        tables=MESSAGING,
+        handlers={TicketCreated.TYPE: bind_handler(handlers.on_ticket_created, desk=desk)},
+        publishes=handlers.PUBLISHES,
+        bus=bus,
+        on_start=[sync_agents],
+    )
+    return RoutingContainer(settings=settings, desk=desk, runtime=runtime)

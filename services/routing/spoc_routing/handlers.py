@@ -1,0 +1,56 @@
+"""Routing's reactions to events: plain async functions, wired by the HANDLERS mapping."""
+
+from __future__ import annotations
+
+import logging
+
+from spoc_contracts import Envelope, TicketCreated, TicketRouted
+from spoc_contracts.routing import AgentRef, GroupRef
+from spoc_platform.consumer import PermanentError
+from spoc_platform.db import utc_now
+from spoc_platform.unit_of_work import UnitOfWork
+from spoc_routing import metrics, repository
+from spoc_routing.desk import RoutingDesk
+
+log = logging.getLogger(__name__)
+
+
+async def on_ticket_created(
+    event: TicketCreated, *, envelope: Envelope, uow: UnitOfWork, desk: RoutingDesk
+) -> None:
+    if envelope.ticket_id is None:
+        raise PermanentError("ticket.created without a ticket_id")
+    impact = event.impact or desk.default_impact
+    urgency = event.urgency or desk.default_urgency
+    priority = desk.priority(impact, urgency)
+    group = desk.group(desk.default_group)
+    owner = await repository.take_least_loaded_agent(uow.conn, group.id)
+    first_time = await repository.save_triage(
+        uow.conn, ticket_id=envelope.ticket_id, number=event.number, impact=impact,
+        urgency=urgency, priority=priority, category=event.category, group_id=group.id,
+        owner_id=owner[0] if owner else None, routed_at=utc_now(),
+    )
+    if not first_time:
+        # Same ticket under a new event id (a re-sent creation): it keeps its first triage.
+        raise PermanentError(f"ticket {event.number} was already triaged")
+    if owner is None:
+        log.warning("group %s has no active agent; %s routed without an owner", group.id,
+                    event.number)
+    await uow.publish(
+        TicketRouted(
+            number=event.number,
+            priority=priority,
+            impact=impact,
+            urgency=urgency,
+            category=event.category,
+            group=GroupRef(id=group.id, name=group.name, tier=group.tier),
+            owner=AgentRef(id=owner[0], name=owner[1]) if owner else None,
+            reason=f"impact {impact} × urgency {urgency} → {priority}; default group",
+            ticket_created_at=event.created_at,
+        ),
+        ticket_id=envelope.ticket_id,
+    )
+    metrics.tickets_routed.labels(priority, group.id).inc()
+
+
+PUBLISHES = [TicketRouted.TYPE]

@@ -1,0 +1,5 @@
+"""Routing's Alembic migrations."""
+
+from pathlib import Path
+
+MIGRATIONS_DIR = Path(__file__).parent

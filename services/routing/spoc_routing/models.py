@@ -1,0 +1,44 @@
+"""Routing's tables: the triage of each ticket and the agents it hands tickets to."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import Integer, String, Uuid
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from spoc_platform.db import UtcDateTime, new_metadata
+from spoc_platform.messaging_tables import define_messaging_tables
+
+
+class Base(DeclarativeBase):
+    metadata = new_metadata()
+
+
+class Triage(Base):
+    __tablename__ = "triage"
+
+    ticket_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    number: Mapped[str] = mapped_column(String(32))
+    impact: Mapped[str] = mapped_column(String(16))
+    urgency: Mapped[str] = mapped_column(String(16))
+    priority: Mapped[str] = mapped_column(String(16))
+    category: Mapped[str | None] = mapped_column(String(100))
+    group_id: Mapped[str] = mapped_column(String(64))
+    owner_id: Mapped[str | None] = mapped_column(String(64))
+    routed_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class Agent(Base):
+    __tablename__ = "agent"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    group_id: Mapped[str] = mapped_column(String(64), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    active: Mapped[bool] = mapped_column(default=True)
+    assigned_count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+MESSAGING = define_messaging_tables(Base.metadata)

@@ -1,0 +1,72 @@
+"""The only place routing builds queries (SQLAlchemy Core: this is a hot path)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from spoc_platform.db import insert_for
+from spoc_routing.desk import Agent as AgentConfig
+from spoc_routing.desk import RoutingDesk
+from spoc_routing.models import Agent, Triage
+
+triage = Triage.__table__
+agent = Agent.__table__
+
+
+async def sync_agents(conn: AsyncConnection, desk: RoutingDesk) -> None:
+    """Agents named in the desk file become (or stay) active; the rest are set inactive."""
+    configured: list[tuple[str, int, AgentConfig]] = [
+        (group.id, position, a) for group in desk.groups for position, a in enumerate(group.agents)
+    ]
+    await conn.execute(update(agent).values(active=False))
+    for group_id, position, a in configured:
+        stmt = insert_for(conn.dialect.name, agent).values(
+            id=a.id, name=a.name, group_id=group_id, position=position, active=True,
+            assigned_count=0,
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[agent.c.id],
+            set_={"name": a.name, "group_id": group_id, "position": position, "active": True},
+        )
+        await conn.execute(stmt)
+
+
+async def take_least_loaded_agent(conn: AsyncConnection, group_id: str) -> tuple[str, str] | None:
+    """The group's active agent with the fewest tickets so far, now counted one more."""
+    candidate = (
+        select(agent.c.id)
+        .where(agent.c.group_id == group_id, agent.c.active.is_(True))
+        .order_by(agent.c.assigned_count, agent.c.position)
+        .limit(1)
+        .scalar_subquery()
+    )
+    row = (
+        await conn.execute(
+            update(agent)
+            .where(agent.c.id == candidate)
+            .values(assigned_count=agent.c.assigned_count + 1)
+            .returning(agent.c.id, agent.c.name)
+        )
+    ).first()
+    return (row.id, row.name) if row else None
+
+
+async def save_triage(
+    conn: AsyncConnection, *, ticket_id: uuid.UUID, number: str, impact: str, urgency: str,
+    priority: str, category: str | None, group_id: str, owner_id: str | None, routed_at: datetime,
+) -> bool:
+    """Records the triage; False if the ticket was already triaged (then nothing changes)."""
+    stmt = (
+        insert_for(conn.dialect.name, triage)
+        .values(
+            ticket_id=ticket_id, number=number, impact=impact, urgency=urgency, priority=priority,
+            category=category, group_id=group_id, owner_id=owner_id, routed_at=routed_at,
+        )
+        .on_conflict_do_nothing(index_elements=[triage.c.ticket_id])
+        .returning(triage.c.ticket_id)
+    )
+    return (await conn.execute(stmt)).first() is not None

@@ -1,0 +1,1 @@
+"""SLA's admin endpoints."""

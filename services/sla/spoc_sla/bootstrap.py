@@ -1,0 +1,35 @@
+"""SLA's composition root: settings in, a runtime with its handlers wired out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from spoc_contracts import TicketRouted
+from spoc_platform.bus import MessageBus
+from spoc_platform.consumer import bind_handler
+from spoc_platform.desk_config import load_section
+from spoc_platform.runtime import ServiceRuntime, build_runtime
+from spoc_sla import handlers
+from spoc_sla.desk import SlaDesk
+from spoc_sla.models import MESSAGING
+from spoc_sla.settings import SlaSettings
+
+
+@dataclass
+class SlaContainer:
+    settings: SlaSettings
+    desk: SlaDesk
+    runtime: ServiceRuntime
+
+
+def bootstrap(settings: SlaSettings, *, bus: MessageBus | None = None) -> SlaContainer:
+    desk = load_section(settings.desk_config, "sla", SlaDesk)
+    runtime = build_runtime(
+        settings,
+        service="sla",
+        tables=MESSAGING,
+        handlers={TicketRouted.TYPE: bind_handler(handlers.on_ticket_routed, desk=desk)},
+        publishes=handlers.PUBLISHES,
+        bus=bus,
+    )
+    return SlaContainer(settings=settings, desk=desk, runtime=runtime)

@@ -1,0 +1,45 @@
+"""The only place sla builds queries."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from spoc_sla.models import Clock
+
+clock = Clock.__table__
+
+
+@dataclass(frozen=True)
+class NewClock:
+    metric: str
+    target_seconds: int
+    due_at: datetime
+
+
+async def has_clocks(conn: AsyncConnection, ticket_id: uuid.UUID) -> bool:
+    row = await conn.execute(select(clock.c.id).where(clock.c.ticket_id == ticket_id).limit(1))
+    return row.first() is not None
+
+
+async def start_clocks(
+    conn: AsyncConnection, *, ticket_id: uuid.UUID, number: str, priority: str, policy: str,
+    calendar: str, started_at: datetime, clocks: Sequence[NewClock],
+) -> None:
+    await conn.execute(
+        insert(clock),
+        [
+            {
+                "ticket_id": ticket_id, "number": number, "metric": c.metric,
+                "priority": priority, "policy": policy, "calendar": calendar,
+                "target_seconds": c.target_seconds, "started_at": started_at,
+                "due_at": c.due_at, "state": "running", "paused_seconds": 0,
+            }
+            for c in clocks
+        ],
+    )

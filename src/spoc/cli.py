@@ -1,0 +1,145 @@
+"""The `spoc` command: the embedded default, single services, migrations and contracts."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from spoc.services import SERVICES, ServiceName
+from spoc_platform.logs import configure_logging
+
+app = typer.Typer(
+    help="Spoc — a single-point-of-contact IT service desk.", no_args_is_help=True,
+    add_completion=False,
+)
+contracts = typer.Typer(help="The event catalogue (JSON Schema of every event).")
+app.add_typer(contracts, name="contracts")
+
+CATALOGUE_PATH = Path("docs/events/catalogue.json")
+
+
+def _uvicorn_options() -> dict[str, object]:
+    # uvloop and httptools roughly double what one worker serves; fall back if absent.
+    options: dict[str, object] = {"access_log": False, "log_config": None, "lifespan": "on"}
+    try:
+        import httptools  # noqa: F401
+        import uvloop  # noqa: F401
+
+        options.update(loop="uvloop", http="httptools")
+    except ImportError:
+        pass
+    return options
+
+
+@app.command()
+def up(
+    data_dir: Annotated[Path, typer.Option(help="Where the SQLite files and mail go.")] = Path(
+        ".spoc"
+    ),
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    log_level: Annotated[str, typer.Option()] = "INFO",
+) -> None:
+    """Run all of Spoc in one process: no broker, no Docker (SQLite, in-memory bus, Maildir)."""
+    from spoc.embedded import build_desk, create_embedded_app
+
+    configure_logging(log_level)
+    public = f"http://{'127.0.0.1' if host in {'0.0.0.0', '::'} else host}:{port}"
+    desk = build_desk(data_dir, portal_url=os.environ.get("SPOC_NOTIFY_PORTAL_URL", public))
+    typer.echo(
+        f"Spoc embedded default on {public}  (API docs {public}/docs; "
+        f"mail in {desk.maildir}/new)",
+        err=True,
+    )
+    uvicorn.run(create_embedded_app(desk), host=host, port=port, **_uvicorn_options())  # type: ignore[arg-type]
+
+
+@app.command()
+def serve(
+    service: Annotated[ServiceName, typer.Argument(help="Which service to run.")],
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+) -> None:
+    """Run one service on RabbitMQ and PostgreSQL (SPOC_<SVC>_DATABASE_URL, SPOC_AMQP_URL)."""
+    entry = SERVICES[service]
+    settings = _settings_or_exit(service)
+    configure_logging(settings.log_level, json=settings.log_json)
+    uvicorn.run(entry.create_app(settings), host=host, port=port, **_uvicorn_options())  # type: ignore[arg-type]
+
+
+@app.command()
+def migrate(
+    service: Annotated[ServiceName, typer.Argument(help="Whose database to migrate.")],
+    revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
+) -> None:
+    """Bring a service's database to the latest schema (Alembic), then exit."""
+    from spoc_platform.migrations import upgrade
+
+    settings = _settings_or_exit(service)
+    configure_logging(settings.log_level, json=settings.log_json)
+    upgrade(SERVICES[service].migrations, settings.database_url, revision)
+    typer.echo(f"{service.value}: database at {revision}", err=True)
+
+
+def _settings_or_exit(service: ServiceName):  # type: ignore[no-untyped-def]
+    from pydantic import ValidationError
+
+    try:
+        return SERVICES[service].settings()
+    except ValidationError as error:
+        prefix = f"SPOC_{service.value.upper()}_"
+        typer.echo(f"{service.value}: invalid settings (environment {prefix}*):\n{error}", err=True)
+        raise typer.Exit(2) from error
+
+
+@contracts.command("write")
+def contracts_write(
+    path: Annotated[Path, typer.Option(help="Where the catalogue lives.")] = CATALOGUE_PATH,
+    allow_breaking: Annotated[bool, typer.Option(help="Accept a non-additive change.")] = False,
+) -> None:
+    """Regenerate the checked-in catalogue; refuses a change that is not additive."""
+    import json
+
+    from spoc_contracts.catalogue import breaking_changes, build_catalogue, render_catalogue
+
+    if path.exists() and not allow_breaking:
+        problems = breaking_changes(json.loads(path.read_text()), build_catalogue())
+        if problems:
+            typer.echo("not additive — publish a new event version instead:\n  "
+                       + "\n  ".join(problems), err=True)
+            raise typer.Exit(1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_catalogue(), encoding="utf-8")
+    typer.echo(f"wrote {path}", err=True)
+
+
+@contracts.command("check")
+def contracts_check(
+    path: Annotated[Path, typer.Option(help="Where the catalogue lives.")] = CATALOGUE_PATH,
+) -> None:
+    """Fail if the code's events differ from the checked-in catalogue or break it."""
+    import json
+
+    from spoc_contracts.catalogue import breaking_changes, build_catalogue, render_catalogue
+
+    problems = breaking_changes(json.loads(path.read_text()), build_catalogue())
+    if problems:
+        typer.echo("breaking changes:\n  " + "\n  ".join(problems), err=True)
+        raise typer.Exit(1)
+    if path.read_text(encoding="utf-8") != render_catalogue():
+        typer.echo(f"{path} is out of date: run `spoc contracts write`", err=True)
+        raise typer.Exit(1)
+    typer.echo("catalogue up to date and additive", err=True)
+
+
+def main() -> None:
+    app(prog_name="spoc")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

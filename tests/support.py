@@ -1,0 +1,114 @@
+"""Helpers for tests that talk to the real PostgreSQL and RabbitMQ on this machine."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import httpx
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+POSTGRES_ADMIN_DSN = os.environ.get("SPOC_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+AMQP_HOST = os.environ.get("SPOC_TEST_AMQP_HOST", "127.0.0.1")
+RABBITMQ_API = os.environ.get("SPOC_TEST_RABBITMQ_API", "http://127.0.0.1:15672/api")
+RABBITMQ_AUTH = ("guest", "guest")
+
+T = TypeVar("T")
+
+
+def unavailable(what: str, error: BaseException) -> None:
+    """In CI a missing real dependency is a failure; on a laptop without it, a skip."""
+    message = f"{what} is not reachable ({type(error).__name__}: {error}); run scripts/local-services"
+    if IN_CI:
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T]], *, timeout: float = 10.0, interval: float = 0.02,
+    message: str = "condition not met",
+) -> T:
+    """Polls `probe` until it returns something truthy, or fails after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = await probe()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"{message} within {timeout}s (last value: {last!r})")
+
+
+class RabbitAdmin:
+    """RabbitMQ's management API, for vhosts of our own and looking at queues."""
+
+    def __init__(self, vhost: str) -> None:
+        self.vhost = vhost
+        self._client = httpx.Client(base_url=RABBITMQ_API, auth=RABBITMQ_AUTH, timeout=10)
+
+    @property
+    def amqp_url(self) -> str:
+        return f"amqp://guest:guest@{AMQP_HOST}:5672/{self.vhost}?heartbeat=10&reconnect_interval=1"
+
+    def create(self) -> None:
+        self._client.put(f"/vhosts/{self.vhost}").raise_for_status()
+        self._client.put(
+            f"/permissions/{self.vhost}/guest",
+            json={"configure": ".*", "write": ".*", "read": ".*"},
+        ).raise_for_status()
+
+    def delete(self) -> None:
+        self._client.delete(f"/vhosts/{self.vhost}")
+        self._client.close()
+
+    def queue(self, name: str) -> dict[str, object]:
+        response = self._client.get(f"/queues/{self.vhost}/{name}")
+        response.raise_for_status()
+        return dict(response.json())
+
+    def bindings(self, queue: str) -> list[dict[str, object]]:
+        response = self._client.get(f"/queues/{self.vhost}/{queue}/bindings")
+        response.raise_for_status()
+        return list(response.json())
+
+
+def new_rabbit_vhost() -> RabbitAdmin:
+    admin = RabbitAdmin(f"spoc-test-{uuid.uuid4().hex[:12]}")
+    try:
+        admin.create()
+    except httpx.HTTPError as error:
+        unavailable("RabbitMQ (management API on :15672)", error)
+    return admin
+
+
+async def create_postgres_database(prefix: str) -> str:
+    """A fresh, empty database; returns its SQLAlchemy asyncpg URL."""
+    import asyncpg
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    try:
+        conn = await asyncpg.connect(POSTGRES_ADMIN_DSN, timeout=5)
+    except (OSError, asyncpg.PostgresError) as error:
+        unavailable("PostgreSQL", error)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    base = POSTGRES_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    return f"{base}/{name}"
+
+
+async def drop_postgres_database(url: str) -> None:
+    import asyncpg
+
+    name = url.rsplit("/", 1)[-1]
+    conn = await asyncpg.connect(POSTGRES_ADMIN_DSN, timeout=5)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
