@@ -13,7 +13,9 @@ import httpx
 import pytest
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
-POSTGRES_ADMIN_DSN = os.environ.get("SPOC_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+POSTGRES_ADMIN_DSN = os.environ.get(
+    "SPOC_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 AMQP_HOST = os.environ.get("SPOC_TEST_AMQP_HOST", "127.0.0.1")
 RABBITMQ_API = os.environ.get("SPOC_TEST_RABBITMQ_API", "http://127.0.0.1:15672/api")
 RABBITMQ_AUTH = ("guest", "guest")
@@ -23,14 +25,19 @@ T = TypeVar("T")
 
 def unavailable(what: str, error: BaseException) -> None:
     """In CI a missing real dependency is a failure; on a laptop without it, a skip."""
-    message = f"{what} is not reachable ({type(error).__name__}: {error}); run scripts/local-services"
+    message = (
+        f"{what} is not reachable ({type(error).__name__}: {error}); run scripts/local-services"
+    )
     if IN_CI:
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
 
 
 async def eventually(
-    probe: Callable[[], Awaitable[T]], *, timeout: float = 10.0, interval: float = 0.02,
+    probe: Callable[[], Awaitable[T]],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.02,
     message: str = "condition not met",
 ) -> T:
     """Polls `probe` until it returns something truthy, or fails after `timeout` seconds."""

@@ -14,7 +14,8 @@ from spoc.services import SERVICES, ServiceName
 from spoc_platform.logs import configure_logging
 
 app = typer.Typer(
-    help="Spoc — a single-point-of-contact IT service desk.", no_args_is_help=True,
+    help="Spoc — a single-point-of-contact IT service desk.",
+    no_args_is_help=True,
     add_completion=False,
 )
 contracts = typer.Typer(help="The event catalogue (JSON Schema of every event).")
@@ -52,8 +53,7 @@ def up(
     public = f"http://{'127.0.0.1' if host in {'0.0.0.0', '::'} else host}:{port}"
     desk = build_desk(data_dir, portal_url=os.environ.get("SPOC_NOTIFY_PORTAL_URL", public))
     typer.echo(
-        f"Spoc embedded default on {public}  (API docs {public}/docs; "
-        f"mail in {desk.maildir}/new)",
+        f"Spoc embedded default on {public}  (API docs {public}/docs; mail in {desk.maildir}/new)",
         err=True,
     )
     uvicorn.run(create_embedded_app(desk), host=host, port=port, **_uvicorn_options())  # type: ignore[arg-type]
@@ -110,8 +110,10 @@ def contracts_write(
     if path.exists() and not allow_breaking:
         problems = breaking_changes(json.loads(path.read_text()), build_catalogue())
         if problems:
-            typer.echo("not additive — publish a new event version instead:\n  "
-                       + "\n  ".join(problems), err=True)
+            typer.echo(
+                "not additive — publish a new event version instead:\n  " + "\n  ".join(problems),
+                err=True,
+            )
             raise typer.Exit(1)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_catalogue(), encoding="utf-8")

@@ -60,7 +60,8 @@ def embedded_settings(data_dir: Path, portal_url: str) -> dict[ServiceName, Serv
         # Environment variables still apply (desk file, log level); these fields are fixed.
         settings[name] = entry.settings(
             database_url=f"sqlite+aiosqlite:///{data_dir / f'{name.value}.sqlite3'}",
-            bus="memory", **extra,
+            bus="memory",
+            **extra,
         )
     return settings
 
@@ -110,7 +111,8 @@ def create_embedded_app(desk: EmbeddedDesk) -> FastAPI:
             yield
 
     app = create_intake_app(
-        settings[ServiceName.intake], containers[ServiceName.intake],  # type: ignore[arg-type]
+        settings[ServiceName.intake],
+        containers[ServiceName.intake],  # type: ignore[arg-type]
         manage_runtime=False,
     )
     app.router.lifespan_context = lifespan
@@ -124,4 +126,3 @@ def create_embedded_app(desk: EmbeddedDesk) -> FastAPI:
             factory(settings[name], containers[name], manage_runtime=False),  # type: ignore[operator]
         )
     return app
-

@@ -42,7 +42,10 @@ def _type_of(schema: dict[str, Any], root: dict[str, Any]) -> Any:
     """A comparable summary of what values a schema admits (type, enum, shape of nested parts)."""
     schema = _resolve(schema, root)
     if "anyOf" in schema:
-        return ("anyOf", sorted(json.dumps(_type_of(s, root), sort_keys=True) for s in schema["anyOf"]))
+        return (
+            "anyOf",
+            sorted(json.dumps(_type_of(s, root), sort_keys=True) for s in schema["anyOf"]),
+        )
     if "enum" in schema:
         return ("enum", sorted(map(str, schema["enum"])))
     if "const" in schema:
@@ -54,8 +57,12 @@ def _type_of(schema: dict[str, Any], root: dict[str, Any]) -> Any:
 
 
 def _compare_object(
-    where: str, old: dict[str, Any], new: dict[str, Any], old_root: dict[str, Any],
-    new_root: dict[str, Any], problems: list[str],
+    where: str,
+    old: dict[str, Any],
+    new: dict[str, Any],
+    old_root: dict[str, Any],
+    new_root: dict[str, Any],
+    problems: list[str],
 ) -> None:
     old, new = _resolve(old, old_root), _resolve(new, new_root)
     old_props, new_props = old.get("properties", {}), new.get("properties", {})
@@ -69,16 +76,26 @@ def _compare_object(
 
 
 def _compare_value(
-    where: str, old: dict[str, Any], new: dict[str, Any], old_root: dict[str, Any],
-    new_root: dict[str, Any], problems: list[str],
+    where: str,
+    old: dict[str, Any],
+    new: dict[str, Any],
+    old_root: dict[str, Any],
+    new_root: dict[str, Any],
+    problems: list[str],
 ) -> None:
     old_r, new_r = _resolve(old, old_root), _resolve(new, new_root)
     if old_r.get("type") == "object" and new_r.get("type") == "object" and "properties" in old_r:
         _compare_object(where, old_r, new_r, old_root, new_root, problems)
         return
     if old_r.get("type") == "array" and new_r.get("type") == "array":
-        _compare_value(f"{where}[]", old_r.get("items", {}), new_r.get("items", {}),
-                       old_root, new_root, problems)
+        _compare_value(
+            f"{where}[]",
+            old_r.get("items", {}),
+            new_r.get("items", {}),
+            old_root,
+            new_root,
+            problems,
+        )
         return
     before, after = _type_of(old_r, old_root), _type_of(new_r, new_root)
     if before != after:
@@ -88,13 +105,20 @@ def _compare_value(
 def breaking_changes(old: CatalogueDoc, new: CatalogueDoc) -> list[str]:
     """Every way `new` breaks a consumer or producer written against `old`; empty if additive."""
     problems: list[str] = []
-    _compare_object("envelope", old["envelope"], new["envelope"], old["envelope"],
-                    new["envelope"], problems)
+    _compare_object(
+        "envelope", old["envelope"], new["envelope"], old["envelope"], new["envelope"], problems
+    )
     for key, old_event in old["events"].items():
         new_event = new["events"].get(key)
         if new_event is None:
             problems.append(f"{key}: event removed (publish a new version beside it instead)")
             continue
-        _compare_object(key, old_event["schema"], new_event["schema"], old_event["schema"],
-                        new_event["schema"], problems)
+        _compare_object(
+            key,
+            old_event["schema"],
+            new_event["schema"],
+            old_event["schema"],
+            new_event["schema"],
+            problems,
+        )
     return problems

@@ -72,7 +72,9 @@ class Envelope(BaseModel):
         try:
             return cls.model_validate_json(body)
         except ValidationError as error:
-            raise InvalidEnvelope(f"not a valid envelope: {error.errors(include_url=False)}") from error
+            raise InvalidEnvelope(
+                f"not a valid envelope: {error.errors(include_url=False)}"
+            ) from error
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json().encode()

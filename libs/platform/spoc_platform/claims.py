@@ -13,8 +13,13 @@ from spoc_platform.db import utc_now
 
 
 async def claim_due(
-    conn: AsyncConnection, table: Table, *, waiting: ColumnElement[bool], limit: int,
-    lease_seconds: float, returning: Sequence[Any],
+    conn: AsyncConnection,
+    table: Table,
+    *,
+    waiting: ColumnElement[bool],
+    limit: int,
+    lease_seconds: float,
+    returning: Sequence[Any],
 ) -> Sequence[Row[Any]]:
     """Takes up to `limit` rows that are `waiting` and due (`next_attempt_at` <= now), counts an
     attempt on each and pushes their `next_attempt_at` a lease ahead. A worker that dies holding

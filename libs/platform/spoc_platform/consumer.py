@@ -25,8 +25,12 @@ class PermanentError(Exception):
 
 class EventConsumer:
     def __init__(
-        self, *, service: str, unit_of_work: UnitOfWorkFactory,
-        handlers: Mapping[str, Handler], delivery_limit: int,
+        self,
+        *,
+        service: str,
+        unit_of_work: UnitOfWorkFactory,
+        handlers: Mapping[str, Handler],
+        delivery_limit: int,
     ) -> None:
         self.service = service
         self._unit_of_work = unit_of_work
@@ -49,8 +53,11 @@ class EventConsumer:
 
         handler = self._handlers.get(envelope.type)
         with log_context(
-            service=self.service, event_id=envelope.id, event_type=envelope.type,
-            ticket_id=envelope.ticket_id, correlation_id=envelope.correlation_id,
+            service=self.service,
+            event_id=envelope.id,
+            event_type=envelope.type,
+            ticket_id=envelope.ticket_id,
+            correlation_id=envelope.correlation_id,
         ):
             if handler is None:
                 metrics.events_consumed.labels(self.service, envelope.type, "ignored").inc()
@@ -79,7 +86,8 @@ class EventConsumer:
             outcome = "dead" if last else "retry"
             log.exception(
                 "handler failed (delivery %d of %d)",
-                delivery.delivery_count + 1, self._delivery_limit + 1,
+                delivery.delivery_count + 1,
+                self._delivery_limit + 1,
             )
             raise
         finally:

@@ -1,4 +1,4 @@
-"""Structured logs: JSON outside a terminal, each line carrying the ticket, event and correlation."""
+"""Structured logs: JSON outside a terminal, each line with its ticket, event and correlation."""
 
 from __future__ import annotations
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 from alembic import command, context
@@ -15,6 +16,7 @@ from sqlalchemy.pool import NullPool
 
 def alembic_config(migrations_dir: Path, database_url: str) -> Config:
     config = Config()
+    config.set_main_option("path_separator", "os")
     config.set_main_option("script_location", str(migrations_dir))
     config.set_main_option("version_locations", str(migrations_dir / "versions"))
     # ConfigParser interpolation would eat a '%' in a password.
@@ -24,12 +26,31 @@ def alembic_config(migrations_dir: Path, database_url: str) -> Config:
 
 
 def upgrade(migrations_dir: Path, database_url: str, revision: str = "head") -> None:
-    """Bring a service's database to `revision`. Call outside a running event loop."""
+    """Bring a service's database to `revision` (blocks until done, even inside a loop)."""
     if database_url.startswith("sqlite"):
         path = database_url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-    command.upgrade(alembic_config(migrations_dir, database_url), revision)
+    config = alembic_config(migrations_dir, database_url)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        command.upgrade(config, revision)
+        return
+    # env.py runs its own event loop, which cannot nest in a running one: use a thread.
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            command.upgrade(config, revision)
+        except BaseException as error:  # noqa: BLE001 - re-raised in the caller's thread
+            failure.append(error)
+
+    worker = threading.Thread(target=run, name="alembic-upgrade")
+    worker.start()
+    worker.join()
+    if failure:
+        raise failure[0]
 
 
 def run_env(target_metadata: MetaData) -> None:
@@ -38,8 +59,9 @@ def run_env(target_metadata: MetaData) -> None:
         "sqlalchemy.url"
     )
     if context.is_offline_mode():
-        context.configure(url=url, target_metadata=target_metadata, literal_binds=True,
-                          render_as_batch=True)
+        context.configure(
+            url=url, target_metadata=target_metadata, literal_binds=True, render_as_batch=True
+        )
         with context.begin_transaction():
             context.run_migrations()
         return
@@ -49,7 +71,9 @@ def run_env(target_metadata: MetaData) -> None:
 def _configure_and_run(connection: Connection, target_metadata: MetaData) -> None:
     # Batch mode lets later migrations alter SQLite tables the same way as PostgreSQL ones.
     context.configure(
-        connection=connection, target_metadata=target_metadata, render_as_batch=True,
+        connection=connection,
+        target_metadata=target_metadata,
+        render_as_batch=True,
         compare_type=True,
     )
     with context.begin_transaction():

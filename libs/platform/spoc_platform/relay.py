@@ -36,7 +36,12 @@ class OutboxRelay:
     `window` of them at once with confirms, and marks only the confirmed ones published."""
 
     def __init__(
-        self, *, service: str, engine: AsyncEngine, tables: MessagingTables, bus: MessageBus,
+        self,
+        *,
+        service: str,
+        engine: AsyncEngine,
+        tables: MessagingTables,
+        bus: MessageBus,
         settings: RelaySettings | None = None,
     ) -> None:
         self.service = service
@@ -121,7 +126,9 @@ class OutboxRelay:
         if failed:
             log.warning(
                 "%d of %d events not confirmed; retrying with back-off (first: %s)",
-                len(failed), len(rows), failed[0][1],
+                len(failed),
+                len(rows),
+                failed[0][1],
             )
         return len(confirmed)
 
@@ -129,7 +136,10 @@ class OutboxRelay:
         t = self._outbox
         async with self._engine.begin() as conn:
             return await claim_due(
-                conn, t, waiting=t.c.published_at.is_(None), limit=self.settings.window,
+                conn,
+                t,
+                waiting=t.c.published_at.is_(None),
+                limit=self.settings.window,
                 lease_seconds=self.settings.lease,
                 returning=(t.c.id, t.c.event_id, t.c.event_type, t.c.body, t.c.attempts),
             )

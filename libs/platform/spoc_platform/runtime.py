@@ -1,4 +1,4 @@
-"""A service's running parts: consumer, outbox relay and housekeeping, started and stopped as one."""
+"""A service's running parts: consumer, outbox relay and housekeeping, started as one."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Protocol
 from datetime import timedelta
+from typing import Protocol
 
 from sqlalchemy import delete, text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -38,9 +38,18 @@ class BackgroundWorker(Protocol):
 
 class ServiceRuntime:
     def __init__(
-        self, *, service: str, engine: AsyncEngine, tables: MessagingTables, bus: MessageBus,
-        owns_bus: bool, handlers: Mapping[str, Handler], bindings: Sequence[str],
-        publishes: Sequence[str], delivery_limit: int = 10, prefetch: int = 64,
+        self,
+        *,
+        service: str,
+        engine: AsyncEngine,
+        tables: MessagingTables,
+        bus: MessageBus,
+        owns_bus: bool,
+        handlers: Mapping[str, Handler],
+        bindings: Sequence[str],
+        publishes: Sequence[str],
+        delivery_limit: int = 10,
+        prefetch: int = 64,
         relay_settings: RelaySettings | None = None,
         on_start: Sequence[Callable[[], Awaitable[None]]] = (),
         workers: Sequence[BackgroundWorker] = (),
@@ -54,12 +63,14 @@ class ServiceRuntime:
             service=service, engine=engine, tables=tables, bus=bus, settings=relay_settings
         )
         self.unit_of_work.on_commit(self.relay.kick)
-        self._tables = tables
+        self.tables = tables
         self.queue = QueueSpec(
             service, tuple(bindings), delivery_limit=delivery_limit, prefetch=prefetch
         )
         self.consumer = EventConsumer(
-            service=service, unit_of_work=self.unit_of_work, handlers=handlers,
+            service=service,
+            unit_of_work=self.unit_of_work,
+            handlers=handlers,
             delivery_limit=delivery_limit,
         )
         self._subscription: Subscription | None = None
@@ -78,8 +89,10 @@ class ServiceRuntime:
         self._tasks = [
             asyncio.create_task(self.relay.run(), name=f"{self.service}-relay"),
             asyncio.create_task(self._housekeeping(), name=f"{self.service}-housekeeping"),
-            *(asyncio.create_task(w.run(), name=f"{self.service}-{type(w).__name__}")
-              for w in self.workers),
+            *(
+                asyncio.create_task(w.run(), name=f"{self.service}-{type(w).__name__}")
+                for w in self.workers
+            ),
         ]
         metrics.bus_connected.labels(self.service).set(1 if self.bus.is_healthy() else 0)
         log.info("%s started: consuming %s", self.service, ", ".join(self.queue.bindings) or "-")
@@ -110,7 +123,7 @@ class ServiceRuntime:
             async with self.engine.connect() as conn:
                 await asyncio.wait_for(conn.execute(text("SELECT 1")), 2)
             checks["database"] = "ok"
-        except Exception as error:  # noqa: BLE001 - readiness reports, it does not raise
+        except Exception as error:
             checks["database"] = f"unreachable: {type(error).__name__}"
         healthy = self.bus.is_healthy()
         metrics.bus_connected.labels(self.service).set(1 if healthy else 0)
@@ -124,15 +137,20 @@ class ServiceRuntime:
                 cutoff = utc_now() - INBOX_RETENTION
                 async with self.engine.begin() as conn:
                     await conn.execute(
-                        delete(self._tables.inbox).where(self._tables.inbox.c.handled_at < cutoff)
+                        delete(self.tables.inbox).where(self.tables.inbox.c.handled_at < cutoff)
                     )
             except Exception:
                 log.exception("inbox pruning failed")
 
 
 def build_runtime(
-    settings: ServiceSettings, *, service: str, tables: MessagingTables,
-    handlers: Mapping[str, Handler], publishes: Sequence[str], bus: MessageBus | None = None,
+    settings: ServiceSettings,
+    *,
+    service: str,
+    tables: MessagingTables,
+    handlers: Mapping[str, Handler],
+    publishes: Sequence[str],
+    bus: MessageBus | None = None,
     bindings: Sequence[str] | None = None,
     on_start: Sequence[Callable[[], Awaitable[None]]] = (),
     workers: Sequence[BackgroundWorker] = (),

@@ -18,7 +18,10 @@ class UnitOfWork:
     """What a use case or handler gets: the open connection and a way to publish events."""
 
     def __init__(
-        self, conn: AsyncConnection, tables: MessagingTables, source: str,
+        self,
+        conn: AsyncConnection,
+        tables: MessagingTables,
+        source: str,
         causation: Envelope | None,
     ) -> None:
         self.conn = conn
@@ -29,8 +32,12 @@ class UnitOfWork:
         self.after_commit: list[Callable[[], None]] = []
 
     async def publish(
-        self, event: Event, *, ticket_id: uuid.UUID | None,
-        correlation_id: uuid.UUID | None = None, causation_id: uuid.UUID | None = None,
+        self,
+        event: Event,
+        *,
+        ticket_id: uuid.UUID | None,
+        correlation_id: uuid.UUID | None = None,
+        causation_id: uuid.UUID | None = None,
     ) -> Envelope:
         """Queue `event` for the outbox; it is written in this transaction, sent after commit."""
         sequence = await self._next_sequence(ticket_id) if ticket_id else 0
@@ -48,7 +55,9 @@ class UnitOfWork:
 
     async def _next_sequence(self, ticket_id: uuid.UUID) -> int:
         table = self._tables.event_sequence
-        stmt = insert_for(self.conn.dialect.name, table).values(ticket_id=ticket_id, last_sequence=1)
+        stmt = insert_for(self.conn.dialect.name, table).values(
+            ticket_id=ticket_id, last_sequence=1
+        )
         stmt = stmt.on_conflict_do_update(
             index_elements=[table.c.ticket_id],
             set_={"last_sequence": table.c.last_sequence + 1},
@@ -68,7 +77,9 @@ class UnitOfWork:
 
     async def was_handled(self, event_id: uuid.UUID) -> bool:
         table = self._tables.inbox
-        found = await self.conn.execute(select(table.c.event_id).where(table.c.event_id == event_id))
+        found = await self.conn.execute(
+            select(table.c.event_id).where(table.c.event_id == event_id)
+        )
         return found.first() is not None
 
     async def _flush_outbox(self) -> None:
@@ -94,7 +105,10 @@ class UnitOfWork:
 
 class UnitOfWorkFactory:
     def __init__(
-        self, engine: AsyncEngine, tables: MessagingTables, source: str,
+        self,
+        engine: AsyncEngine,
+        tables: MessagingTables,
+        source: str,
         on_commit: Callable[[], None] | None = None,
     ) -> None:
         self.engine = engine

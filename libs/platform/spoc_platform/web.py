@@ -34,7 +34,9 @@ class ApiError(Exception):
         self.details = details or []
 
 
-def error_body(code: str, message: str, details: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def error_body(
+    code: str, message: str, details: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details or []}}
 
 
@@ -110,11 +112,16 @@ class BodyLimitMiddleware:
         body = json.dumps(
             error_body("body_too_large", f"request body is larger than {self.max_bytes} bytes")
         ).encode()
-        await send({
-            "type": "http.response.start", "status": 413,
-            "headers": [(b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode())],
-        })
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
@@ -198,9 +205,15 @@ def api_routes(app: FastAPI) -> list[tuple[str, str]]:
 
 
 def create_service_app(
-    *, service: str, title: str, readiness: ReadinessCheck, routers: Sequence[APIRouter] = (),
-    max_body_bytes: int = 65_536, start: Callable[[], Awaitable[None]] | None = None,
-    stop: Callable[[], Awaitable[None]] | None = None, version: str = "1.0.0",
+    *,
+    service: str,
+    title: str,
+    readiness: ReadinessCheck,
+    routers: Sequence[APIRouter] = (),
+    max_body_bytes: int = 65_536,
+    start: Callable[[], Awaitable[None]] | None = None,
+    stop: Callable[[], Awaitable[None]] | None = None,
+    version: str = "1.0.0",
 ) -> FastAPI:
     """The FastAPI app every service shares the shape of; `start`/`stop` run in its lifespan."""
 

@@ -11,7 +11,9 @@ from spoc_platform.web import create_service_app
 
 
 def create_app(
-    settings: IntakeSettings, container: IntakeContainer | None = None, *,
+    settings: IntakeSettings,
+    container: IntakeContainer | None = None,
+    *,
     manage_runtime: bool = True,
 ) -> FastAPI:
     container = container or bootstrap(settings)

@@ -22,7 +22,9 @@ CHANNEL_WORDS = {"email": "e-mail", "sms": "SMS", "chat": "chat", "webhook": "we
 
 
 async def _known_ticket(uow: UnitOfWork, envelope: Envelope) -> uuid.UUID:
-    if envelope.ticket_id is None or not await repository.ticket_exists(uow.conn, envelope.ticket_id):
+    if envelope.ticket_id is None or not await repository.ticket_exists(
+        uow.conn, envelope.ticket_id
+    ):
         # Intake writes the ticket before anyone can hear of it, so this is never "not yet".
         raise PermanentError(f"{envelope.type} names a ticket intake does not have")
     return envelope.ticket_id
@@ -31,28 +33,42 @@ async def _known_ticket(uow: UnitOfWork, envelope: Envelope) -> uuid.UUID:
 async def on_ticket_routed(event: TicketRouted, *, envelope: Envelope, uow: UnitOfWork) -> None:
     ticket_id = await _known_ticket(uow, envelope)
     await repository.apply_routing(
-        uow.conn, ticket_id, sequence=envelope.sequence, now=utc_now(),
-        priority=event.priority, group_name=event.group.name, group_tier=event.group.tier,
+        uow.conn,
+        ticket_id,
+        sequence=envelope.sequence,
+        now=utc_now(),
+        priority=event.priority,
+        group_name=event.group.name,
+        group_tier=event.group.tier,
         owner_name=event.owner.name if event.owner else None,
     )
     owner = f", owner {event.owner.name}" if event.owner else ""
     await repository.add_timeline(
-        uow.conn, ticket_id=ticket_id, at=envelope.occurred_at, kind="routed",
+        uow.conn,
+        ticket_id=ticket_id,
+        at=envelope.occurred_at,
+        kind="routed",
         summary=f"Priority {event.priority}; assigned to {event.group.name}{owner}.",
         event_id=envelope.id,
     )
 
 
-async def on_ticket_assigned(
-    event: TicketAssigned, *, envelope: Envelope, uow: UnitOfWork
-) -> None:
+async def on_ticket_assigned(event: TicketAssigned, *, envelope: Envelope, uow: UnitOfWork) -> None:
     ticket_id = await _known_ticket(uow, envelope)
     await repository.apply_routing(
-        uow.conn, ticket_id, sequence=envelope.sequence, now=utc_now(),
-        owner_name=event.owner.name, group_name=event.group.name, group_tier=event.group.tier,
+        uow.conn,
+        ticket_id,
+        sequence=envelope.sequence,
+        now=utc_now(),
+        owner_name=event.owner.name,
+        group_name=event.group.name,
+        group_tier=event.group.tier,
     )
     await repository.add_timeline(
-        uow.conn, ticket_id=ticket_id, at=envelope.occurred_at, kind="assigned",
+        uow.conn,
+        ticket_id=ticket_id,
+        at=envelope.occurred_at,
+        kind="assigned",
         summary=f"{event.owner.name} ({event.group.name}) now handles this request.",
         event_id=envelope.id,
     )
@@ -64,13 +80,20 @@ async def on_ticket_escalated(
     ticket_id = await _known_ticket(uow, envelope)
     # The requester sees which team has it (D8); the owner stays the one contact (D3).
     await repository.apply_routing(
-        uow.conn, ticket_id, sequence=envelope.sequence, now=utc_now(),
-        group_name=event.to_group.name, group_tier=event.to_group.tier,
+        uow.conn,
+        ticket_id,
+        sequence=envelope.sequence,
+        now=utc_now(),
+        group_name=event.to_group.name,
+        group_tier=event.to_group.tier,
     )
     await repository.add_timeline(
-        uow.conn, ticket_id=ticket_id, at=envelope.occurred_at, kind="escalated",
+        uow.conn,
+        ticket_id=ticket_id,
+        at=envelope.occurred_at,
+        kind="escalated",
         summary=f"Referred to {event.to_group.name} (tier {event.to_group.tier}); "
-                "your contact stays the same.",
+        "your contact stays the same.",
         event_id=envelope.id,
     )
 
@@ -81,8 +104,12 @@ async def on_sla_clock_started(
     ticket_id = await _known_ticket(uow, envelope)
     due = {clock.metric: clock.due_at for clock in event.clocks}
     await repository.apply_targets(
-        uow.conn, ticket_id, sequence=envelope.sequence, now=utc_now(),
-        first_response_due_at=due.get("first_response"), resolution_due_at=due.get("resolution"),
+        uow.conn,
+        ticket_id,
+        sequence=envelope.sequence,
+        now=utc_now(),
+        first_response_due_at=due.get("first_response"),
+        resolution_due_at=due.get("resolution"),
     )
     parts = [
         f"{label} by {due[metric]:%Y-%m-%d %H:%M %Z}"
@@ -90,8 +117,12 @@ async def on_sla_clock_started(
         if metric in due
     ]
     await repository.add_timeline(
-        uow.conn, ticket_id=ticket_id, at=envelope.occurred_at, kind="targets_set",
-        summary=f"Targets set ({event.priority}): {'; '.join(parts)}.", event_id=envelope.id,
+        uow.conn,
+        ticket_id=ticket_id,
+        at=envelope.occurred_at,
+        kind="targets_set",
+        summary=f"Targets set ({event.priority}): {'; '.join(parts)}.",
+        event_id=envelope.id,
     )
 
 
@@ -102,8 +133,12 @@ async def on_notification_sent(
     what = "Acknowledgement" if event.kind == "acknowledgement" else "Update"
     channel = CHANNEL_WORDS.get(event.channel, event.channel)
     await repository.add_timeline(
-        uow.conn, ticket_id=ticket_id, at=event.sent_at, kind="notified",
-        summary=f"{what} sent by {channel} to {event.recipient}.", event_id=envelope.id,
+        uow.conn,
+        ticket_id=ticket_id,
+        at=event.sent_at,
+        kind="notified",
+        summary=f"{what} sent by {channel} to {event.recipient}.",
+        event_id=envelope.id,
     )
 
 
@@ -112,10 +147,14 @@ async def on_notification_failed(
 ) -> None:
     ticket_id = await _known_ticket(uow, envelope)
     await repository.add_timeline(
-        uow.conn, ticket_id=ticket_id, at=envelope.occurred_at, kind="notification_failed",
+        uow.conn,
+        ticket_id=ticket_id,
+        at=envelope.occurred_at,
+        kind="notification_failed",
         summary=f"{event.kind} to {event.recipient} by {event.channel} failed after "
-                f"{event.attempts} attempts: {event.error}",
-        public=False, event_id=envelope.id,
+        f"{event.attempts} attempts: {event.error}",
+        public=False,
+        event_id=envelope.id,
     )
 
 

@@ -7,7 +7,8 @@ from prometheus_client import Counter
 from spoc_intake.schemas import Channel, TicketType
 
 tickets_created = Counter(
-    "spoc_intake_tickets_created_total", "Tickets accepted, by channel and type.",
+    "spoc_intake_tickets_created_total",
+    "Tickets accepted, by channel and type.",
     ["channel", "type"],
 )
 idempotent_replays = Counter(

@@ -34,8 +34,14 @@ async def insert_ticket(conn: AsyncConnection, **values: Any) -> int:
 
 
 async def add_timeline(
-    conn: AsyncConnection, *, ticket_id: uuid.UUID, at: datetime, kind: str, summary: str,
-    public: bool = True, event_id: uuid.UUID | None = None,
+    conn: AsyncConnection,
+    *,
+    ticket_id: uuid.UUID,
+    at: datetime,
+    kind: str,
+    summary: str,
+    public: bool = True,
+    event_id: uuid.UUID | None = None,
 ) -> None:
     stmt = insert_for(conn.dialect.name, timeline).values(
         ticket_id=ticket_id, at=at, kind=kind, summary=summary, public=public, event_id=event_id
@@ -52,12 +58,20 @@ async def forget_idempotency(conn: AsyncConnection, key: str) -> None:
 
 
 async def save_idempotency(
-    conn: AsyncConnection, *, key: str, request_hash: str, ticket_id: uuid.UUID,
-    response: dict[str, Any], created_at: datetime,
+    conn: AsyncConnection,
+    *,
+    key: str,
+    request_hash: str,
+    ticket_id: uuid.UUID,
+    response: dict[str, Any],
+    created_at: datetime,
 ) -> None:
     await conn.execute(
         insert(idempotency).values(
-            key=key, request_hash=request_hash, ticket_id=ticket_id, response=response,
+            key=key,
+            request_hash=request_hash,
+            ticket_id=ticket_id,
+            response=response,
             created_at=created_at,
         )
     )
@@ -87,7 +101,11 @@ async def public_timeline(conn: AsyncConnection, ticket_id: uuid.UUID) -> Sequen
 
 
 async def apply_routing(
-    conn: AsyncConnection, ticket_id: uuid.UUID, *, sequence: int, now: datetime,
+    conn: AsyncConnection,
+    ticket_id: uuid.UUID,
+    *,
+    sequence: int,
+    now: datetime,
     **values: Any,
 ) -> None:
     """Applies routing's view unless a newer routing event was applied already."""
@@ -105,7 +123,11 @@ async def apply_routing(
 
 
 async def apply_targets(
-    conn: AsyncConnection, ticket_id: uuid.UUID, *, sequence: int, now: datetime,
+    conn: AsyncConnection,
+    ticket_id: uuid.UUID,
+    *,
+    sequence: int,
+    now: datetime,
     **values: Any,
 ) -> None:
     await conn.execute(

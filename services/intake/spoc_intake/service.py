@@ -65,10 +65,16 @@ class TicketService:
                 return None
         if row.request_hash != request_hash:
             raise ApiError(
-                422, "idempotency_key_reused",
+                422,
+                "idempotency_key_reused",
                 "this Idempotency-Key was already used with a different request body",
-                [{"field": "header.Idempotency-Key", "message": "reused with another body",
-                  "type": "idempotency_key_reused"}],
+                [
+                    {
+                        "field": "header.Idempotency-Key",
+                        "message": "reused with another body",
+                        "type": "idempotency_key_reused",
+                    }
+                ],
             )
         metrics.idempotent_replays.inc()
         return CreateOutcome(body=dict(row.response), replayed=True)
@@ -83,32 +89,59 @@ class TicketService:
         async with self._unit_of_work() as uow:
             sequence = await repository.insert_ticket(
                 uow.conn,
-                id=ticket_id, subject=data.subject, description=data.description,
-                type=data.type, channel=data.channel, category=data.category,
-                subcategory=data.subcategory, item=data.item, impact=data.impact,
-                urgency=data.urgency, fields=data.fields, requester_name=requester.name,
-                requester_email=str(requester.email), requester_phone=requester.phone,
+                id=ticket_id,
+                subject=data.subject,
+                description=data.description,
+                type=data.type,
+                channel=data.channel,
+                category=data.category,
+                subcategory=data.subcategory,
+                item=data.item,
+                impact=data.impact,
+                urgency=data.urgency,
+                fields=data.fields,
+                requester_name=requester.name,
+                requester_email=str(requester.email),
+                requester_phone=requester.phone,
                 requester_locale=requester.locale,
                 preferred_channel=requester.preferred_channel,
-                access_key_hash=hash_access_key(access_key), status="new",
-                routing_sequence=0, sla_sequence=0, created_at=now, updated_at=now,
+                access_key_hash=hash_access_key(access_key),
+                status="new",
+                routing_sequence=0,
+                sla_sequence=0,
+                created_at=now,
+                updated_at=now,
             )
             number = format_number(self._settings.number_prefix, sequence)
             await repository.add_timeline(
-                uow.conn, ticket_id=ticket_id, at=now, kind="created",
+                uow.conn,
+                ticket_id=ticket_id,
+                at=now,
+                kind="created",
                 summary=f"Registered as {number} (received by {data.channel}).",
             )
             await uow.publish(
                 TicketCreated(
-                    number=number, subject=data.subject, description=data.description,
-                    type=data.type, channel=data.channel,
+                    number=number,
+                    subject=data.subject,
+                    description=data.description,
+                    type=data.type,
+                    channel=data.channel,
                     requester=Requester(
-                        name=requester.name, email=str(requester.email), phone=requester.phone,
-                        locale=requester.locale, preferred_channel=requester.preferred_channel,
+                        name=requester.name,
+                        email=str(requester.email),
+                        phone=requester.phone,
+                        locale=requester.locale,
+                        preferred_channel=requester.preferred_channel,
                     ),
-                    category=data.category, subcategory=data.subcategory, item=data.item,
-                    impact=data.impact, urgency=data.urgency, fields=data.fields,
-                    created_at=now, access_key=access_key,
+                    category=data.category,
+                    subcategory=data.subcategory,
+                    item=data.item,
+                    impact=data.impact,
+                    urgency=data.urgency,
+                    fields=data.fields,
+                    created_at=now,
+                    access_key=access_key,
                 ),
                 ticket_id=ticket_id,
             )
@@ -117,8 +150,12 @@ class TicketService:
             ).model_dump(mode="json")
             if idempotency_key is not None:
                 await repository.save_idempotency(
-                    uow.conn, key=idempotency_key, request_hash=request_hash,
-                    ticket_id=ticket_id, response=body, created_at=now,
+                    uow.conn,
+                    key=idempotency_key,
+                    request_hash=request_hash,
+                    ticket_id=ticket_id,
+                    response=body,
+                    created_at=now,
                 )
         metrics.tickets_created.labels(data.channel, data.type).inc()
         return CreateOutcome(body=body, replayed=False)

@@ -10,7 +10,9 @@ from spoc_platform.web import create_service_app
 
 
 def create_app(
-    settings: NotifySettings, container: NotifyContainer | None = None, *,
+    settings: NotifySettings,
+    container: NotifyContainer | None = None,
+    *,
     manage_runtime: bool = True,
 ) -> FastAPI:
     container = container or bootstrap(settings)

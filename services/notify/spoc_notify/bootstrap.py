@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from spoc_contracts import SlaClockStarted, TicketCreated
 from spoc_notify import handlers
 from spoc_notify.dispatcher import DeliveryDispatcher
-from spoc_notify.mail import MailTransport, MaildirTransport, SmtpTransport
+from spoc_notify.mail import MaildirTransport, MailTransport, SmtpTransport
 from spoc_notify.models import MESSAGING
 from spoc_notify.settings import NotifySettings
 from spoc_platform.bus import MessageBus
@@ -32,7 +32,9 @@ def mail_transport(settings: NotifySettings) -> MailTransport:
 
 
 def bootstrap(
-    settings: NotifySettings, *, bus: MessageBus | None = None,
+    settings: NotifySettings,
+    *,
+    bus: MessageBus | None = None,
     transport: MailTransport | None = None,
 ) -> NotifyContainer:
     transport = transport or mail_transport(settings)
@@ -55,8 +57,10 @@ def bootstrap(
         bus=bus,
     )
     dispatcher = DeliveryDispatcher(
-        unit_of_work=runtime.unit_of_work, transport=transport,
-        max_attempts=settings.max_attempts, concurrency=settings.send_concurrency,
+        unit_of_work=runtime.unit_of_work,
+        transport=transport,
+        max_attempts=settings.max_attempts,
+        concurrency=settings.send_concurrency,
     )
     runtime.workers.append(dispatcher)
     return NotifyContainer(

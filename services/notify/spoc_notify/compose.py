@@ -57,7 +57,10 @@ def acknowledgement_message(ack: Acknowledgement, *, sender: str, portal_url: st
         "priority": ack.priority,
         "link": portal_link(portal_url, ack.number, ack.access_key),
         "targets": [
-            {"label": TARGET_LABELS.get(metric, metric), "due": due.strftime("%a %d %b %Y %H:%M %Z")}
+            {
+                "label": TARGET_LABELS.get(metric, metric),
+                "due": due.strftime("%a %d %b %Y %H:%M %Z"),
+            }
             for metric, due in sorted(ack.targets.items(), key=lambda item: item[1])
         ],
     }
@@ -78,4 +81,3 @@ def acknowledgement_message(ack: Acknowledgement, *, sender: str, portal_url: st
         _render(ack.locale, "acknowledgement.html.j2", **context), subtype="html"
     )
     return message
-

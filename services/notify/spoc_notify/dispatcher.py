@@ -31,8 +31,15 @@ class DeliveryDispatcher:
     Message-ID is fixed per ticket and kind, so the copies fold into one for the reader."""
 
     def __init__(
-        self, *, unit_of_work: UnitOfWorkFactory, transport: MailTransport, max_attempts: int,
-        concurrency: int = 4, batch: int = 64, poll_interval: float = 1.0, lease: float = 60.0,
+        self,
+        *,
+        unit_of_work: UnitOfWorkFactory,
+        transport: MailTransport,
+        max_attempts: int,
+        concurrency: int = 4,
+        batch: int = 64,
+        poll_interval: float = 1.0,
+        lease: float = 60.0,
         max_backoff: float = 300.0,
     ) -> None:
         self._unit_of_work = unit_of_work
@@ -90,7 +97,7 @@ class DeliveryDispatcher:
         async with self._slots:
             try:
                 await self._transport.send(message)
-            except Exception as error:  # noqa: BLE001 - every failure is retried or recorded
+            except Exception as error:
                 return f"{type(error).__name__}: {error}"
         return None
 
@@ -101,10 +108,15 @@ class DeliveryDispatcher:
                 await repository.mark_sent(uow.conn, row.id, sent_at)
                 await uow.publish(
                     NotificationSent(
-                        number=row.number, notification_id=str(row.delivery_id), kind=row.kind,
-                        channel=row.channel, recipient=row.recipient, sent_at=sent_at,
+                        number=row.number,
+                        notification_id=str(row.delivery_id),
+                        kind=row.kind,
+                        channel=row.channel,
+                        recipient=row.recipient,
+                        sent_at=sent_at,
                     ),
-                    ticket_id=row.ticket_id, correlation_id=row.correlation_id,
+                    ticket_id=row.ticket_id,
+                    correlation_id=row.correlation_id,
                     causation_id=row.causation_id,
                 )
                 metrics.deliveries.labels(row.kind, row.channel, "sent").inc()
@@ -116,19 +128,26 @@ class DeliveryDispatcher:
                     uow.conn, row.id, error=error, retry_at=utc_now() + timedelta(seconds=delay)
                 )
                 metrics.deliveries.labels(row.kind, row.channel, "retry").inc()
-                log.warning("%s %s not sent (attempt %d): %s", row.kind, row.number,
-                            row.attempts, error)
+                log.warning(
+                    "%s %s not sent (attempt %d): %s", row.kind, row.number, row.attempts, error
+                )
                 return
             await repository.mark_failed_attempt(uow.conn, row.id, error=error, retry_at=None)
             await uow.publish(
                 NotificationFailed(
-                    number=row.number, notification_id=str(row.delivery_id), kind=row.kind,
-                    channel=row.channel, recipient=row.recipient, attempts=row.attempts,
+                    number=row.number,
+                    notification_id=str(row.delivery_id),
+                    kind=row.kind,
+                    channel=row.channel,
+                    recipient=row.recipient,
+                    attempts=row.attempts,
                     error=error[:500],
                 ),
-                ticket_id=row.ticket_id, correlation_id=row.correlation_id,
+                ticket_id=row.ticket_id,
+                correlation_id=row.correlation_id,
                 causation_id=row.causation_id,
             )
             metrics.deliveries.labels(row.kind, row.channel, "failed").inc()
-            log.error("%s %s given up after %d attempts: %s", row.kind, row.number,
-                      row.attempts, error)
+            log.error(
+                "%s %s given up after %d attempts: %s", row.kind, row.number, row.attempts, error
+            )

@@ -21,29 +21,47 @@ ACKNOWLEDGEMENT = "acknowledgement"
 
 
 async def on_ticket_created(
-    event: TicketCreated, *, envelope: Envelope, uow: UnitOfWork, settings: NotifySettings,
+    event: TicketCreated,
+    *,
+    envelope: Envelope,
+    uow: UnitOfWork,
+    settings: NotifySettings,
     kick: Any,
 ) -> None:
     ticket_id = _ticket_id(envelope)
     record = await repository.merge_contact(
-        uow.conn, ticket_id, event.number,
-        subject=event.subject, name=event.requester.name, email=event.requester.email,
-        locale=event.requester.locale, preferred_channel=event.requester.preferred_channel,
-        access_key=event.access_key, created_event_id=envelope.id,
+        uow.conn,
+        ticket_id,
+        event.number,
+        subject=event.subject,
+        name=event.requester.name,
+        email=event.requester.email,
+        locale=event.requester.locale,
+        preferred_channel=event.requester.preferred_channel,
+        access_key=event.access_key,
+        created_event_id=envelope.id,
     )
     await _acknowledge_when_complete(uow, record, envelope, settings, kick)
 
 
 async def on_sla_clock_started(
-    event: SlaClockStarted, *, envelope: Envelope, uow: UnitOfWork, settings: NotifySettings,
+    event: SlaClockStarted,
+    *,
+    envelope: Envelope,
+    uow: UnitOfWork,
+    settings: NotifySettings,
     kick: Any,
 ) -> None:
     ticket_id = _ticket_id(envelope)
     due = {clock.metric: clock.due_at for clock in event.clocks}
     record = await repository.merge_contact(
-        uow.conn, ticket_id, event.number,
-        priority=event.priority, first_response_due_at=due.get("first_response"),
-        resolution_due_at=due.get("resolution"), clocks_event_id=envelope.id,
+        uow.conn,
+        ticket_id,
+        event.number,
+        priority=event.priority,
+        first_response_due_at=due.get("first_response"),
+        resolution_due_at=due.get("resolution"),
+        clocks_event_id=envelope.id,
     )
     await _acknowledge_when_complete(uow, record, envelope, settings, kick)
 
@@ -55,7 +73,11 @@ def _ticket_id(envelope: Envelope) -> Any:
 
 
 async def _acknowledge_when_complete(
-    uow: UnitOfWork, record: Row[Any], envelope: Envelope, settings: NotifySettings, kick: Any,
+    uow: UnitOfWork,
+    record: Row[Any],
+    envelope: Envelope,
+    settings: NotifySettings,
+    kick: Any,
 ) -> None:
     if record.created_event_id is None or record.clocks_event_id is None:
         return  # the other half has not arrived yet
@@ -71,17 +93,30 @@ async def _acknowledge_when_complete(
     }
     message = acknowledgement_message(
         Acknowledgement(
-            ticket_id=str(record.ticket_id), number=record.number, subject=record.subject,
-            name=record.name, email=record.email, locale=record.locale,
-            priority=record.priority, access_key=record.access_key, targets=targets,
+            ticket_id=str(record.ticket_id),
+            number=record.number,
+            subject=record.subject,
+            name=record.name,
+            email=record.email,
+            locale=record.locale,
+            priority=record.priority,
+            access_key=record.access_key,
+            targets=targets,
         ),
-        sender=settings.mail_from, portal_url=settings.portal_url,
+        sender=settings.mail_from,
+        portal_url=settings.portal_url,
     )
     owed = await repository.owe_delivery(
-        uow.conn, ticket_id=record.ticket_id, number=record.number, kind=ACKNOWLEDGEMENT,
+        uow.conn,
+        ticket_id=record.ticket_id,
+        number=record.number,
+        kind=ACKNOWLEDGEMENT,
         # Only e-mail exists yet; other agreed channels fall back to it until they do (D14).
-        channel="email", recipient=record.email, message=message.as_string(),
-        correlation_id=envelope.correlation_id, causation_id=envelope.id,
+        channel="email",
+        recipient=record.email,
+        message=message.as_string(),
+        correlation_id=envelope.correlation_id,
+        causation_id=envelope.id,
     )
     await repository.forget_access_key(uow.conn, record.ticket_id)
     if owed:

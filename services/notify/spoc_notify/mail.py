@@ -55,9 +55,12 @@ class SmtpTransport:
     async def _connected(self) -> aiosmtplib.SMTP:
         if self._client is None or not self._client.is_connected:
             client = aiosmtplib.SMTP(
-                hostname=self._options["hostname"], port=self._options["port"],
-                use_tls=self._options["use_tls"], start_tls=self._options["start_tls"],
-                username=self._options["username"], password=self._options["password"],
+                hostname=self._options["hostname"],
+                port=self._options["port"],
+                use_tls=self._options["use_tls"],
+                start_tls=self._options["start_tls"],
+                username=self._options["username"],
+                password=self._options["password"],
                 timeout=self._options["timeout"],
             )
             await client.connect()

@@ -10,9 +10,9 @@ from typing import Any
 from sqlalchemy import Row, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from spoc_notify.models import Delivery, TicketContact
 from spoc_platform.claims import claim_due
 from spoc_platform.db import insert_for, utc_now
-from spoc_notify.models import Delivery, TicketContact
 
 contact = TicketContact.__table__
 delivery = Delivery.__table__
@@ -25,7 +25,9 @@ async def merge_contact(
 
     An upsert, so two events of one ticket handled at once both end with the merged row:
     the later transaction waits on the row lock and sees the earlier one's columns."""
-    stmt = insert_for(conn.dialect.name, contact).values(ticket_id=ticket_id, number=number, **fields)
+    stmt = insert_for(conn.dialect.name, contact).values(
+        ticket_id=ticket_id, number=number, **fields
+    )
     stmt = stmt.on_conflict_do_update(
         index_elements=[contact.c.ticket_id], set_={k: stmt.excluded[k] for k in fields}
     ).returning(*contact.c)
@@ -44,8 +46,12 @@ async def owe_delivery(conn: AsyncConnection, **values: Any) -> bool:
     stmt = (
         insert_for(conn.dialect.name, delivery)
         .values(
-            delivery_id=uuid.uuid4(), status="pending", attempts=0, next_attempt_at=now,
-            created_at=now, **values,
+            delivery_id=uuid.uuid4(),
+            status="pending",
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+            **values,
         )
         .on_conflict_do_nothing(index_elements=[delivery.c.ticket_id, delivery.c.kind])
         .returning(delivery.c.id)
@@ -57,8 +63,12 @@ async def claim_due_deliveries(
     conn: AsyncConnection, *, limit: int, lease_seconds: float
 ) -> Sequence[Row[Any]]:
     return await claim_due(
-        conn, delivery, waiting=delivery.c.status == "pending", limit=limit,
-        lease_seconds=lease_seconds, returning=tuple(delivery.c),
+        conn,
+        delivery,
+        waiting=delivery.c.status == "pending",
+        limit=limit,
+        lease_seconds=lease_seconds,
+        returning=tuple(delivery.c),
     )
 
 
@@ -74,14 +84,9 @@ async def mark_failed_attempt(
     conn: AsyncConnection, delivery_row_id: int, *, error: str, retry_at: datetime | None
 ) -> None:
     values: dict[str, Any] = {"last_error": error[:2000]}
-    values.update(
-        {"next_attempt_at": retry_at} if retry_at is not None else {"status": "failed"}
-    )
+    values.update({"next_attempt_at": retry_at} if retry_at is not None else {"status": "failed"})
     await conn.execute(update(delivery).where(delivery.c.id == delivery_row_id).values(**values))
 
 
 async def deliveries_for(conn: AsyncConnection, ticket_id: uuid.UUID) -> Sequence[Row[Any]]:
-    return (
-        await conn.execute(select(delivery).where(delivery.c.ticket_id == ticket_id))
-    ).all()
-
+    return (await conn.execute(select(delivery).where(delivery.c.ticket_id == ticket_id))).all()

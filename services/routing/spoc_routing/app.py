@@ -11,7 +11,9 @@ from spoc_routing.settings import RoutingSettings
 
 
 def create_app(
-    settings: RoutingSettings, container: RoutingContainer | None = None, *,
+    settings: RoutingSettings,
+    container: RoutingContainer | None = None,
+    *,
     manage_runtime: bool = True,
 ) -> FastAPI:
     container = container or bootstrap(settings)

@@ -37,7 +37,9 @@ def _default_matrix() -> dict[Level, dict[Level, str]]:
 def _default_groups() -> tuple[Group, ...]:
     return (
         Group(
-            id="service-desk", name="Service Desk", tier=1,
+            id="service-desk",
+            name="Service Desk",
+            tier=1,
             agents=(Agent(id="sara", name="Sara Ahmadi"), Agent(id="piotr", name="Piotr Nowak")),
         ),
         Group(id="desktop-support", name="Desktop Support", tier=2),

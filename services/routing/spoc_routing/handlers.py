@@ -26,16 +26,24 @@ async def on_ticket_created(
     group = desk.group(desk.default_group)
     owner = await repository.take_least_loaded_agent(uow.conn, group.id)
     first_time = await repository.save_triage(
-        uow.conn, ticket_id=envelope.ticket_id, number=event.number, impact=impact,
-        urgency=urgency, priority=priority, category=event.category, group_id=group.id,
-        owner_id=owner[0] if owner else None, routed_at=utc_now(),
+        uow.conn,
+        ticket_id=envelope.ticket_id,
+        number=event.number,
+        impact=impact,
+        urgency=urgency,
+        priority=priority,
+        category=event.category,
+        group_id=group.id,
+        owner_id=owner[0] if owner else None,
+        routed_at=utc_now(),
     )
     if not first_time:
         # Same ticket under a new event id (a re-sent creation): it keeps its first triage.
         raise PermanentError(f"ticket {event.number} was already triaged")
     if owner is None:
-        log.warning("group %s has no active agent; %s routed without an owner", group.id,
-                    event.number)
+        log.warning(
+            "group %s has no active agent; %s routed without an owner", group.id, event.number
+        )
     await uow.publish(
         TicketRouted(
             number=event.number,

@@ -3,6 +3,7 @@
 from prometheus_client import Counter
 
 tickets_routed = Counter(
-    "spoc_routing_tickets_routed_total", "Tickets triaged, by priority and group.",
+    "spoc_routing_tickets_routed_total",
+    "Tickets triaged, by priority and group.",
     ["priority", "group"],
 )

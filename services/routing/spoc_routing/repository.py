@@ -25,7 +25,11 @@ async def sync_agents(conn: AsyncConnection, desk: RoutingDesk) -> None:
     await conn.execute(update(agent).values(active=False))
     for group_id, position, a in configured:
         stmt = insert_for(conn.dialect.name, agent).values(
-            id=a.id, name=a.name, group_id=group_id, position=position, active=True,
+            id=a.id,
+            name=a.name,
+            group_id=group_id,
+            position=position,
+            active=True,
             assigned_count=0,
         )
         stmt = stmt.on_conflict_do_update(
@@ -56,15 +60,31 @@ async def take_least_loaded_agent(conn: AsyncConnection, group_id: str) -> tuple
 
 
 async def save_triage(
-    conn: AsyncConnection, *, ticket_id: uuid.UUID, number: str, impact: str, urgency: str,
-    priority: str, category: str | None, group_id: str, owner_id: str | None, routed_at: datetime,
+    conn: AsyncConnection,
+    *,
+    ticket_id: uuid.UUID,
+    number: str,
+    impact: str,
+    urgency: str,
+    priority: str,
+    category: str | None,
+    group_id: str,
+    owner_id: str | None,
+    routed_at: datetime,
 ) -> bool:
     """Records the triage; False if the ticket was already triaged (then nothing changes)."""
     stmt = (
         insert_for(conn.dialect.name, triage)
         .values(
-            ticket_id=ticket_id, number=number, impact=impact, urgency=urgency, priority=priority,
-            category=category, group_id=group_id, owner_id=owner_id, routed_at=routed_at,
+            ticket_id=ticket_id,
+            number=number,
+            impact=impact,
+            urgency=urgency,
+            priority=priority,
+            category=category,
+            group_id=group_id,
+            owner_id=owner_id,
+            routed_at=routed_at,
         )
         .on_conflict_do_nothing(index_elements=[triage.c.ticket_id])
         .returning(triage.c.ticket_id)

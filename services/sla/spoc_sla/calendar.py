@@ -48,8 +48,12 @@ class WorkingCalendar(BaseModel):
 
     @property
     def is_round_the_clock(self) -> bool:
-        return self.closes is None and self.opens == time(0) and len(self.work_days) == 7 \
+        return (
+            self.closes is None
+            and self.opens == time(0)
+            and len(self.work_days) == 7
             and not self.holidays
+        )
 
     def _working_span(self, day: date, zone: ZoneInfo) -> tuple[datetime, datetime] | None:
         if WEEKDAYS[day.weekday()] not in self.work_days or day in self.holidays:

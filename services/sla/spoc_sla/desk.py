@@ -21,8 +21,10 @@ def _default_calendars() -> dict[str, WorkingCalendar]:
     return {
         "round-the-clock": WorkingCalendar(),
         "office": WorkingCalendar(
-            timezone="UTC", work_days=("mon", "tue", "wed", "thu", "fri"),
-            opens=time(9), closes=time(17),
+            timezone="UTC",
+            work_days=("mon", "tue", "wed", "thu", "fri"),
+            opens=time(9),
+            closes=time(17),
         ),
     }
 
@@ -30,7 +32,9 @@ def _default_calendars() -> dict[str, WorkingCalendar]:
 def _default_policies() -> dict[str, Targets]:
     # Critical work runs round the clock; the rest in office hours, so promises stay honest (D18).
     return {
-        "P1": Targets(calendar="round-the-clock", first_response_minutes=15, resolution_minutes=240),
+        "P1": Targets(
+            calendar="round-the-clock", first_response_minutes=15, resolution_minutes=240
+        ),
         "P2": Targets(calendar="office", first_response_minutes=30, resolution_minutes=480),
         "P3": Targets(calendar="office", first_response_minutes=120, resolution_minutes=1440),
         "P4": Targets(calendar="office", first_response_minutes=240, resolution_minutes=2880),

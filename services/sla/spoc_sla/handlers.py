@@ -37,8 +37,14 @@ async def on_ticket_routed(
         )
     ]
     await repository.start_clocks(
-        uow.conn, ticket_id=envelope.ticket_id, number=event.number, priority=priority,
-        policy=desk.policy_name, calendar=targets.calendar, started_at=started_at, clocks=clocks,
+        uow.conn,
+        ticket_id=envelope.ticket_id,
+        number=event.number,
+        priority=priority,
+        policy=desk.policy_name,
+        calendar=targets.calendar,
+        started_at=started_at,
+        clocks=clocks,
     )
     await uow.publish(
         SlaClockStarted(

@@ -28,17 +28,31 @@ async def has_clocks(conn: AsyncConnection, ticket_id: uuid.UUID) -> bool:
 
 
 async def start_clocks(
-    conn: AsyncConnection, *, ticket_id: uuid.UUID, number: str, priority: str, policy: str,
-    calendar: str, started_at: datetime, clocks: Sequence[NewClock],
+    conn: AsyncConnection,
+    *,
+    ticket_id: uuid.UUID,
+    number: str,
+    priority: str,
+    policy: str,
+    calendar: str,
+    started_at: datetime,
+    clocks: Sequence[NewClock],
 ) -> None:
     await conn.execute(
         insert(clock),
         [
             {
-                "ticket_id": ticket_id, "number": number, "metric": c.metric,
-                "priority": priority, "policy": policy, "calendar": calendar,
-                "target_seconds": c.target_seconds, "started_at": started_at,
-                "due_at": c.due_at, "state": "running", "paused_seconds": 0,
+                "ticket_id": ticket_id,
+                "number": number,
+                "metric": c.metric,
+                "priority": priority,
+                "policy": policy,
+                "calendar": calendar,
+                "target_seconds": c.target_seconds,
+                "started_at": started_at,
+                "due_at": c.due_at,
+                "state": "running",
+                "paused_seconds": 0,
             }
             for c in clocks
         ],

@@ -47,9 +47,16 @@ def idempotency_key(
         return None
     if not 1 <= len(value) <= 255 or not value.isprintable():
         raise ApiError(
-            422, "validation_error", "Idempotency-Key must be 1–255 printable characters",
-            [{"field": "header.Idempotency-Key", "message": "1–255 printable characters",
-              "type": "value_error"}],
+            422,
+            "validation_error",
+            "Idempotency-Key must be 1–255 printable characters",
+            [
+                {
+                    "field": "header.Idempotency-Key",
+                    "message": "1–255 printable characters",
+                    "type": "value_error",
+                }
+            ],
         )
     return value
 

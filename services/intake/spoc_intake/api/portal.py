@@ -43,8 +43,12 @@ async def ticket_page(
     if "key" in request.query_params:
         redirect = RedirectResponse(f"/t/{ticket.number}", status_code=303)
         redirect.set_cookie(
-            access_cookie_name(ticket.number), access_key or "", max_age=COOKIE_DAYS * 86400,
-            httponly=True, samesite="lax", secure=request.url.scheme == "https",
+            access_cookie_name(ticket.number),
+            access_key or "",
+            max_age=COOKIE_DAYS * 86400,
+            httponly=True,
+            samesite="lax",
+            secure=request.url.scheme == "https",
         )
         return redirect
     html = _pages.get_template("ticket.html.j2").render(t=ticket, when=_when)

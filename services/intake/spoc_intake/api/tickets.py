@@ -19,7 +19,10 @@ ERRORS = {
 
 
 @router.post(
-    "", status_code=status.HTTP_201_CREATED, response_model=TicketCreatedRead, responses=ERRORS,
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TicketCreatedRead,
+    responses=ERRORS,
     summary="Open a ticket; the answer carries its tracking number and the requester's key",
 )
 async def create_ticket(
@@ -35,7 +38,9 @@ async def create_ticket(
 
 
 @router.get(
-    "/{number}", response_model=TicketRead, responses=ERRORS,
+    "/{number}",
+    response_model=TicketRead,
+    responses=ERRORS,
     summary="A ticket as its requester sees it (X-Access-Key header or ?key=)",
 )
 async def read_ticket(number: str, container: Container, access_key: RequesterKey) -> TicketRead:

@@ -1,6 +1,6 @@
 """Alembic environment for intake's own database."""
 
-from spoc_platform.migrations import run_env
 from spoc_intake.models import Base
+from spoc_platform.migrations import run_env
 
 run_env(Base.metadata)

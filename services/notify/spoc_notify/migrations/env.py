@@ -1,6 +1,6 @@
 """Alembic environment for notify's own database."""
 
-from spoc_platform.migrations import run_env
 from spoc_notify.models import Base
+from spoc_platform.migrations import run_env
 
 run_env(Base.metadata)

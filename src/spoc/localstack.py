@@ -1,0 +1,176 @@
+"""The four services as separate processes on this machine, on RabbitMQ and PostgreSQL, plus an
+SMTP sink that counts what notify sends. Used by the end-to-end tests and the benchmark."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.message import Message
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+SERVICE_NAMES = ("intake", "routing", "sla", "notify")
+
+
+class MailSink:
+    """An SMTP server in a background thread that keeps every message it is given."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        from aiosmtpd.controller import Controller
+
+        self.messages: list[Message] = []
+        self.received_at: dict[str, float] = {}
+        self._lock = threading.Lock()
+        sink = self
+
+        class _Handler:
+            async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+                message = message_from_bytes(envelope.content)
+                with sink._lock:
+                    sink.messages.append(message)
+                    ticket = message.get("X-Spoc-Ticket")
+                    if ticket:
+                        sink.received_at.setdefault(ticket, time.monotonic())
+                return "250 OK"
+
+        self._controller = Controller(_Handler(), hostname=host, port=port or _free_port())
+
+    @property
+    def url(self) -> str:
+        return f"smtp://{self._controller.hostname}:{self._controller.port}"
+
+    def start(self) -> None:
+        self._controller.start()
+
+    def stop(self) -> None:
+        self._controller.stop()
+
+    def for_ticket(self, number: str) -> list[Message]:
+        with self._lock:
+            return [m for m in self.messages if m.get("X-Spoc-Ticket") == number]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ProcessStack:
+    amqp_url: str
+    database_urls: Mapping[str, str]
+    smtp_url: str
+    log_dir: Path
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for name in SERVICE_NAMES:
+            self.ports.setdefault(name, _free_port())
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.ports[service]}"
+
+    def environment(self, service: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SPOC_")}
+        env.update(
+            {
+                "SPOC_AMQP_URL": self.amqp_url,
+                f"SPOC_{service.upper()}_DATABASE_URL": self.database_urls[service],
+                f"SPOC_{service.upper()}_LOG_JSON": "true",
+                "SPOC_NOTIFY_SMTP_URL": self.smtp_url,
+                "SPOC_NOTIFY_PORTAL_URL": self.url("intake"),
+            }
+        )
+        env.update(self.extra_env)
+        return env
+
+    def _command(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "spoc.cli", *args]
+
+    def migrate(self) -> None:
+        for service in SERVICE_NAMES:
+            subprocess.run(
+                self._command("migrate", service),
+                env=self.environment(service),
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+
+    def launch(self, service: str) -> None:
+        log = (self.log_dir / f"{service}.log").open("ab")
+        self.processes[service] = subprocess.Popen(
+            self._command("serve", service, "--port", str(self.ports[service])),
+            env=self.environment(service),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    async def wait_ready(
+        self, services: tuple[str, ...] = SERVICE_NAMES, timeout: float = 30
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient(timeout=2) as client:
+            for service in services:
+                while True:
+                    process = self.processes[service]
+                    if process.poll() is not None:
+                        raise RuntimeError(
+                            f"{service} exited with {process.returncode}: {self.log_tail(service)}"
+                        )
+                    try:
+                        if (await client.get(f"{self.url(service)}/readyz")).status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        pass
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"{service} not ready: {self.log_tail(service)}")
+                    await asyncio.sleep(0.1)
+
+    async def start(self) -> None:
+        for service in SERVICE_NAMES:
+            self.launch(service)
+        await self.wait_ready()
+
+    def kill(self, service: str, sig: int = signal.SIGKILL) -> None:
+        process = self.processes[service]
+        process.send_signal(sig)
+        process.wait(timeout=30)
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def log_tail(self, service: str, lines: int = 30) -> str:
+        path = self.log_dir / f"{service}.log"
+        return (
+            "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+            if path.exists()
+            else ""
+        )
+
+    def pids(self) -> dict[str, int]:
+        return {name: p.pid for name, p in self.processes.items()}

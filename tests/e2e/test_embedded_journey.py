@@ -1,0 +1,131 @@
+"""The first journey on the embedded default: one process, SQLite, the in-memory bus, Maildir."""
+
+from __future__ import annotations
+
+import mailbox
+import uuid
+from collections.abc import AsyncIterator
+from email import message_from_bytes
+from email.policy import default
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client import REGISTRY
+
+from spoc.embedded import EmbeddedDesk, build_desk, running
+from spoc_contracts import Envelope
+from spoc_platform.bus import OutgoingMessage
+from tests.e2e.journey import (
+    acknowledged_view,
+    assert_acknowledgement,
+    assert_requester_view,
+    open_ticket,
+)
+from tests.support import eventually
+
+pytestmark = pytest.mark.e2e
+PORTAL = "http://desk.example.org"
+
+
+@pytest.fixture
+async def desk(tmp_path: Path) -> AsyncIterator[EmbeddedDesk]:
+    built = build_desk(tmp_path / "data", portal_url=PORTAL)
+    async with running(built) as started:
+        yield started
+
+
+@pytest.fixture
+async def client(desk: EmbeddedDesk) -> AsyncIterator[httpx.AsyncClient]:
+    from spoc.embedded import create_embedded_app
+
+    app = create_embedded_app(desk)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://desk") as http:
+        yield http
+
+
+def mails(desk: EmbeddedDesk) -> list[object]:
+    box = mailbox.Maildir(desk.maildir, create=True)
+    return [message_from_bytes(box.get_bytes(key), policy=default) for key in box.keys()]
+
+
+async def test_a_new_ticket_is_routed_clocked_and_acknowledged_once(
+    desk: EmbeddedDesk, client: httpx.AsyncClient
+) -> None:
+    created = await open_ticket(client)
+
+    view = await acknowledged_view(client, created)
+
+    assert_requester_view(view, created)
+    sent = mails(desk)
+    assert len(sent) == 1
+    assert_acknowledgement(sent[0], created, PORTAL)
+
+
+async def test_redelivered_events_do_not_send_a_second_acknowledgement(
+    desk: EmbeddedDesk, client: httpx.AsyncClient
+) -> None:
+    created = await open_ticket(client)
+    await acknowledged_view(client, created)
+    published = await _published_envelopes(desk, created["id"])
+    duplicates_before = _notify_duplicates()
+
+    # The broker may deliver any event again; here every event of the journey comes twice.
+    for envelope in published:
+        await desk.bus.publish(
+            OutgoingMessage(str(envelope.id), envelope.type, envelope.model_dump_json().encode())
+        )
+    await eventually(lambda: _idle(desk), message="duplicates not consumed", timeout=10)
+
+    assert _notify_duplicates() == duplicates_before + 2  # ticket.created, sla.clock_started
+    assert len(mails(desk)) == 1
+    view = await acknowledged_view(client, created)
+    assert len(view["timeline"]) == 4
+
+
+def _notify_duplicates() -> float:
+    return sum(
+        REGISTRY.get_sample_value(
+            "spoc_events_consumed_total",
+            {"service": "notify", "type": event_type, "outcome": "duplicate"},
+        )
+        or 0.0
+        for event_type in ("ticket.created", "sla.clock_started")
+    )
+
+
+async def _idle(desk: EmbeddedDesk) -> bool:
+    return all(desk.bus.depth(s) == 0 for s in ("intake", "routing", "sla", "notify"))
+
+
+async def _published_envelopes(desk: EmbeddedDesk, ticket_id: str) -> list[Envelope]:
+    from sqlalchemy import select
+
+    envelopes: list[Envelope] = []
+    for runtime in desk.runtimes:
+        outbox = runtime.tables.outbox
+        async with runtime.engine.connect() as conn:
+            rows = await conn.execute(select(outbox.c.body).where(outbox.c.ticket_id == uuid.UUID(ticket_id)))
+            envelopes += [Envelope.model_validate_json(body) for (body,) in rows]
+    assert {e.type for e in envelopes} == {
+        "ticket.created", "ticket.routed", "sla.clock_started", "notification.sent"
+    }
+    return envelopes
+
+
+async def test_the_portal_link_swaps_the_key_for_a_cookie_and_shows_the_ticket(
+    desk: EmbeddedDesk, client: httpx.AsyncClient
+) -> None:
+    created = await open_ticket(client)
+    await acknowledged_view(client, created)
+
+    link = await client.get(f"/t/{created['number']}", params={"key": created["access_key"]})
+    assert link.status_code == 303
+    assert link.headers["location"] == f"/t/{created['number']}"
+    page = await client.get(link.headers["location"])
+
+    assert page.status_code == 200
+    assert created["number"] in page.text and "Service Desk" in page.text
+    client.cookies.clear()
+    assert (await client.get(f"/t/{created['number']}")).status_code == 404
