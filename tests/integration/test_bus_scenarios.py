@@ -326,11 +326,13 @@ async def test_prefetch_bounds_how_many_handlers_run_at_once(
     async def window_full() -> bool:
         return len(running) == 3
 
-    await eventually(window_full, message="three handlers running")
-    # Proving "no fourth" needs a moment in which a fourth could have started.
-    await asyncio.sleep(0.3)
-    assert len(running) == 3
-    release.set()
+    try:
+        await eventually(window_full, message="three handlers running")
+        # Proving "no fourth" needs a moment in which a fourth could have started.
+        await asyncio.sleep(0.3)
+        assert len(running) == 3
+    finally:
+        release.set()  # blocked handlers would otherwise hold up the teardown's cancel()
 
     async def all_done() -> bool:
         return len(done) == 7
@@ -360,10 +362,12 @@ async def test_stopping_a_subscription_lets_running_handlers_finish(
 
     bus_under_test.subscriptions.remove(subscription)
     stopping = asyncio.create_task(subscription.cancel())
-    await asyncio.sleep(0.1)
-    assert not stopping.done(), "cancel() returned while a handler was still running"
-    finish.set()
-    await asyncio.wait_for(stopping, 10)
+    try:
+        await asyncio.sleep(0.1)
+        assert not stopping.done(), "cancel() returned while a handler was still running"
+    finally:
+        finish.set()
+        await asyncio.wait_for(stopping, 10)
     assert outcome == ["finished m-slow on delivery 0"]
 
     # It was acked, not handed back: a new consumer sees only what comes next.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command, context
@@ -32,21 +33,30 @@ def upgrade(migrations_dir: Path, database_url: str, revision: str = "head") -> 
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
     config = alembic_config(migrations_dir, database_url)
+    _outside_any_loop(lambda: command.upgrade(config, revision))
+
+
+def downgrade(migrations_dir: Path, database_url: str, revision: str) -> None:
+    config = alembic_config(migrations_dir, database_url)
+    _outside_any_loop(lambda: command.downgrade(config, revision))
+
+
+def _outside_any_loop(work: Callable[[], None]) -> None:
+    """env.py runs its own event loop, which cannot nest in a running one: use a thread then."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        command.upgrade(config, revision)
+        work()
         return
-    # env.py runs its own event loop, which cannot nest in a running one: use a thread.
     failure: list[BaseException] = []
 
     def run() -> None:
         try:
-            command.upgrade(config, revision)
+            work()
         except BaseException as error:  # noqa: BLE001 - re-raised in the caller's thread
             failure.append(error)
 
-    worker = threading.Thread(target=run, name="alembic-upgrade")
+    worker = threading.Thread(target=run, name="alembic")
     worker.start()
     worker.join()
     if failure:

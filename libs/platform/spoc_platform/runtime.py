@@ -79,9 +79,13 @@ class ServiceRuntime:
         self.workers = list(workers)
         metrics.initialise_event_series(service, publishes=publishes, consumes=list(handlers))
 
-    async def start(self) -> None:
+    async def prepare(self) -> None:
+        """Start-up work that needs the database only (e.g. loading desk configuration)."""
         for hook in self._on_start:
             await hook()
+
+    async def start(self) -> None:
+        await self.prepare()
         if self._owns_bus:
             await self.bus.connect()
         if self.queue.bindings:

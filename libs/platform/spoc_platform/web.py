@@ -93,19 +93,29 @@ class BodyLimitMiddleware:
             await self._refuse(send)
             return
         received = 0
+        too_large = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, too_large
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
+                    too_large = True
                     raise _BodyTooLarge
             return message
 
+        async def guarded_send(message: Message) -> None:
+            # The app may catch the overrun and answer on its own (FastAPI says 400): the
+            # caller must hear 413, so its answer is dropped.
+            if not too_large:
+                await send(message)
+
         try:
-            await self.app(scope, limited_receive, send)
+            await self.app(scope, limited_receive, guarded_send)
         except _BodyTooLarge:
+            pass
+        if too_large:
             await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:

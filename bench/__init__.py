@@ -1,0 +1,1 @@
+"""Spoc's benchmarks (not tests: they measure and report, they assert nothing)."""

@@ -1,0 +1,365 @@
+"""What the benchmark needs around Spoc: throw-away databases and vhosts, process statistics
+from /proc, the mail sink in a process of its own, and a lean HTTP/1.1 client.
+
+Nothing here imports the tests; only spoc.localstack (for MailSink) and client libraries."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import os
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+import httpx
+
+POSTGRES_ADMIN_DSN = os.environ.get(
+    "SPOC_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+AMQP_HOST = os.environ.get("SPOC_BENCH_AMQP_HOST", "127.0.0.1")
+RABBITMQ_API = os.environ.get("SPOC_BENCH_RABBITMQ_API", "http://127.0.0.1:15672/api")
+RABBITMQ_AUTH = ("guest", "guest")
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# --- PostgreSQL and RabbitMQ of our own ------------------------------------------------------
+
+
+def dsn_of(url: str) -> str:
+    """asyncpg's DSN for a SQLAlchemy URL (postgresql+asyncpg://… → postgresql://…)."""
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+async def create_database(prefix: str) -> str:
+    """A fresh, empty database; returns its SQLAlchemy asyncpg URL (what services take)."""
+    import asyncpg
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    conn = await asyncpg.connect(POSTGRES_ADMIN_DSN, timeout=5)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    base = POSTGRES_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    return f"{base}/{name}"
+
+
+async def drop_database(url: str) -> None:
+    import asyncpg
+
+    name = url.rsplit("/", 1)[-1]
+    conn = await asyncpg.connect(POSTGRES_ADMIN_DSN, timeout=5)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+class RabbitVhost:
+    """A vhost of our own through the management API, deleted (with its queues) at the end."""
+
+    def __init__(self, prefix: str = "spoc-bench") -> None:
+        self.name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+        self._api = httpx.Client(base_url=RABBITMQ_API, auth=RABBITMQ_AUTH, timeout=10)
+
+    @property
+    def amqp_url(self) -> str:
+        return f"amqp://guest:guest@{AMQP_HOST}:5672/{self.name}?heartbeat=10&reconnect_interval=1"
+
+    def create(self) -> None:
+        self._api.put(f"/vhosts/{self.name}").raise_for_status()
+        self._api.put(
+            f"/permissions/{self.name}/guest",
+            json={"configure": ".*", "write": ".*", "read": ".*"},
+        ).raise_for_status()
+
+    def queues(self) -> list[dict[str, Any]]:
+        response = self._api.get(f"/queues/{self.name}")
+        response.raise_for_status()
+        return list(response.json())
+
+    def delete(self) -> None:
+        with contextlib.suppress(httpx.HTTPError):
+            self._api.delete(f"/vhosts/{self.name}")
+        self._api.close()
+
+
+# --- /proc ----------------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds a process has used so far (None once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def rss_bytes(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def pids_named(*names: str) -> list[int]:
+    """Processes whose command name (comm) is one of `names` (e.g. beam.smp, postgres)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/comm", "rb") as f:
+                comm = f.read().strip().decode(errors="replace")
+        except OSError:
+            continue
+        if comm in names:
+            found.append(int(entry))
+    return found
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, over all cores."""
+    with open("/proc/stat", "rb") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    total = sum(values[:8])  # without guest time, which is counted in user already
+    return (total - idle) / CLOCK_TICKS, total / CLOCK_TICKS
+
+
+@dataclass
+class CpuWindow:
+    """CPU seconds per named group of processes between `start()` and `stop()`."""
+
+    groups: dict[str, list[int]] = field(default_factory=dict)
+    dynamic: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    _start: dict[str, dict[int, float]] = field(default_factory=dict)
+    _machine: tuple[float, float] = (0.0, 0.0)
+    _wall: float = 0.0
+    result: dict[str, float] = field(default_factory=dict)
+    machine_busy_seconds: float = 0.0
+    machine_busy_share: float = 0.0
+    wall: float = 0.0
+
+    def _pids(self, group: str) -> list[int]:
+        if group in self.dynamic:
+            return pids_named(*self.dynamic[group])
+        return self.groups[group]
+
+    def _snapshot(self) -> dict[str, dict[int, float]]:
+        snap: dict[str, dict[int, float]] = {}
+        for group in [*self.groups, *self.dynamic]:
+            snap[group] = {}
+            for pid in self._pids(group):
+                seconds = cpu_seconds(pid)
+                if seconds is not None:
+                    snap[group][pid] = seconds
+        return snap
+
+    def start(self) -> None:
+        self._start = self._snapshot()
+        self._machine = machine_cpu()
+        self._wall = time.monotonic()
+
+    def stop(self) -> None:
+        end = self._snapshot()
+        busy, total = machine_cpu()
+        self.wall = time.monotonic() - self._wall
+        self.result = {
+            # A process that appeared during the window (a new PostgreSQL backend) counts from 0;
+            # one that ended during it is lost, and shows up in "unaccounted".
+            group: sum(s - self._start.get(group, {}).get(pid, 0.0) for pid, s in pids.items())
+            for group, pids in end.items()
+        }
+        self.machine_busy_seconds = busy - self._machine[0]
+        elapsed = total - self._machine[1]
+        self.machine_busy_share = self.machine_busy_seconds / elapsed if elapsed else 0.0
+
+
+class RssSampler:
+    """Samples VmRSS of some processes every `interval` seconds; keeps the maximum of each."""
+
+    def __init__(self, pids: dict[str, int], interval: float = 0.25) -> None:
+        self.pids = pids
+        self.interval = interval
+        self.max: dict[str, int] = dict.fromkeys(pids, 0)
+        self.last: dict[str, int] = dict.fromkeys(pids, 0)
+        self._task: asyncio.Task[None] | None = None
+
+    def sample(self) -> None:
+        for name, pid in self.pids.items():
+            rss = rss_bytes(pid)
+            if rss is not None:
+                self.last[name] = rss
+                self.max[name] = max(self.max[name], rss)
+
+    async def _run(self) -> None:
+        while True:
+            self.sample()
+            await asyncio.sleep(self.interval)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self.sample()
+
+
+# --- the mail sink, in a process of its own -------------------------------------------------
+
+
+def _sink_main(conn: Connection) -> None:
+    from spoc.localstack import MailSink
+
+    sink = MailSink()
+    sink.start()
+    conn.send(sink.url)
+    while True:
+        command = conn.recv()
+        if command == "count":
+            conn.send(len(sink.received_at))
+        elif command == "snapshot":
+            # Copies under the GIL: the SMTP thread appends, we only read.
+            received = dict(sink.received_at)
+            per_ticket = Counter(m.get("X-Spoc-Ticket") for m in list(sink.messages))
+            conn.send((received, dict(per_ticket), len(sink.messages)))
+        elif command == "stop":
+            sink.stop()
+            conn.send(None)
+            return
+
+
+class SinkProcess:
+    """spoc.localstack.MailSink run in a child process, so parsing mail and the SMTP dialogue
+    do not compete for the load generator's GIL. Its times are time.monotonic(), which is the
+    system-wide CLOCK_MONOTONIC on Linux: comparable with the parent's."""
+
+    def __init__(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self._process = context.Process(target=_sink_main, args=(child,), daemon=True)
+        self.url = ""
+
+    def start(self) -> None:
+        self._process.start()
+        if not self._conn.poll(30):
+            raise TimeoutError("the mail sink did not start")
+        self.url = self._conn.recv()
+
+    @property
+    def pid(self) -> int:
+        assert self._process.pid is not None
+        return self._process.pid
+
+    def count(self) -> int:
+        self._conn.send("count")
+        return int(self._conn.recv())
+
+    def snapshot(self) -> tuple[dict[str, float], dict[str, int], int]:
+        """(first receipt time per ticket number, mails per ticket number, all mails)."""
+        self._conn.send("snapshot")
+        received, per_ticket, total = self._conn.recv()
+        return received, per_ticket, total
+
+    def stop(self) -> None:
+        if self._process.is_alive():
+            with contextlib.suppress(OSError, EOFError):
+                self._conn.send("stop")
+                self._conn.poll(10)
+            self._process.join(10)
+            if self._process.is_alive():
+                self._process.kill()
+
+
+# --- a lean HTTP/1.1 client -----------------------------------------------------------------
+
+
+class HttpConnection:
+    """One kept-alive HTTP/1.1 connection that POSTs JSON and reads a Content-Length answer.
+
+    httpx spends about a millisecond of CPU per request; this spends a tenth of that, and the
+    load generator shares two cores with everything it measures."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if self._reader is None or self._writer is None:
+            self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        return self._reader, self._writer
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        reader, writer = await self._open()
+        try:
+            writer.write(
+                b"POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%s"
+                % (path.encode(), self.host.encode(), self.port, len(body), body)
+            )
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head[9:12])
+            length = -1
+            close = False
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                name = name.strip().lower()
+                if name == b"content-length":
+                    length = int(value)
+                elif name == b"connection" and value.strip().lower() == b"close":
+                    close = True
+                elif name == b"transfer-encoding":
+                    raise RuntimeError("chunked answers are not supported by this client")
+            if length < 0:
+                raise RuntimeError("answer without Content-Length")
+            answer = await reader.readexactly(length)
+        except BaseException:
+            self.close()
+            raise
+        if close:
+            self.close()
+        return status, answer
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self._reader = self._writer = None
+
+
+class HttpxConnection:
+    """The same through httpx (--client httpx), to compare what the client itself costs."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._client = httpx.AsyncClient(
+            base_url=f"http://{host}:{port}",
+            timeout=60,
+            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+        )
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        response = await self._client.post(
+            path, content=body, headers={"Content-Type": "application/json"}
+        )
+        return response.status_code, response.content
+
+    def close(self) -> None:
+        asyncio.get_running_loop().create_task(self._client.aclose())

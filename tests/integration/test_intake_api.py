@@ -1,0 +1,237 @@
+"""Intake's public API on SQLite and on the real PostgreSQL: the front door's promises."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from spoc_intake.app import create_app
+from spoc_intake.models import Ticket
+from tests.e2e.journey import NEW_TICKET
+from tests.harness import ServiceUnderTest, service
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def intake(database_url: str) -> AsyncIterator[ServiceUnderTest]:
+    async with service("intake", database_url) as running:
+        yield running
+
+
+@pytest.fixture
+async def client(intake: ServiceUnderTest) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(intake.container.settings, intake.container, manage_runtime=False)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://intake"
+    ) as http:
+        yield http
+
+
+def ticket(**changes: Any) -> dict[str, Any]:
+    body = copy.deepcopy(NEW_TICKET)
+    body.update(changes)
+    return body
+
+
+async def test_a_valid_ticket_gets_a_tracking_number_a_key_and_one_event(
+    client: httpx.AsyncClient, intake: ServiceUnderTest
+) -> None:
+    first = await client.post("/api/v1/tickets", json=ticket())
+    second = await client.post("/api/v1/tickets", json=ticket(subject="Another"))
+
+    assert first.status_code == second.status_code == 201
+    assert first.json()["number"] == "SD-000001" and second.json()["number"] == "SD-000002"
+    assert first.headers["location"] == "/api/v1/tickets/SD-000001"
+    assert len(first.json()["access_key"]) >= 32
+    created = await intake.published("ticket.created")
+    assert [e.data["number"] for e in created] == ["SD-000001", "SD-000002"]
+    assert str(created[0].ticket_id) == first.json()["id"]
+
+
+async def test_the_requester_sees_their_ticket_with_the_key_and_nothing_without_it(
+    client: httpx.AsyncClient,
+) -> None:
+    created = (await client.post("/api/v1/tickets", json=ticket())).json()
+    path = f"/api/v1/tickets/{created['number']}"
+
+    own = await client.get(path, headers={"X-Access-Key": created["access_key"]})
+    by_link = await client.get(path, params={"key": created["access_key"]})
+    assert own.status_code == by_link.status_code == 200
+    view = own.json()
+    assert view["status"] == "new" and view["subject"] == NEW_TICKET["subject"]
+    assert view["timeline"][0]["kind"] == "created"
+    assert "email" not in view["requester"] and "access_key" not in view
+
+    answers = [
+        await client.get(path),
+        await client.get(path, headers={"X-Access-Key": "guessed"}),
+        await client.get("/api/v1/tickets/SD-999999", headers={"X-Access-Key": "guessed"}),
+        await client.get("/api/v1/tickets/not-a-number"),
+    ]
+    assert {a.status_code for a in answers} == {404}
+    assert {a.json()["error"]["code"] for a in answers} == {"ticket_not_found"}
+
+
+async def test_one_requester_key_does_not_open_another_ticket(client: httpx.AsyncClient) -> None:
+    mine = (await client.post("/api/v1/tickets", json=ticket())).json()
+    theirs = (await client.post("/api/v1/tickets", json=ticket())).json()
+    response = await client.get(
+        f"/api/v1/tickets/{theirs['number']}", headers={"X-Access-Key": mine["access_key"]}
+    )
+    assert response.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "fields"),
+    [
+        (ticket(subject=""), {"subject"}),
+        (ticket(subject="x" * 201), {"subject"}),
+        (ticket(type="rant"), {"type"}),
+        (ticket(impact="huge"), {"impact"}),
+        (ticket(requester={"name": "A", "email": "not-an-address"}), {"requester.email"}),
+        (ticket(requester={"name": "A", "email": "a@example.org", "preferred_channel": "sms"}),
+         {"requester"}),
+        (ticket(colour="red"), {"colour"}),
+        (ticket(fields={"bad key!": 1}), {"fields.bad key!.[key]"}),
+        (ticket(fields={f"f{i}": i for i in range(51)}), {"fields"}),
+        ({"subject": "only"}, {"description", "requester", "type"}),
+    ],
+    ids=[
+        "empty subject", "long subject", "unknown type", "unknown impact", "bad e-mail",
+        "sms without phone", "unknown field", "bad field name", "too many fields", "missing",
+    ],
+)
+async def test_bad_input_is_a_422_naming_each_bad_field(
+    client: httpx.AsyncClient, intake: ServiceUnderTest, body: dict[str, Any], fields: set[str]
+) -> None:
+    response = await client.post("/api/v1/tickets", json=body)
+
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "validation_error"
+    assert {d["field"] for d in error["details"]} == fields
+    assert await intake.published() == []
+
+
+async def test_a_body_that_is_not_json_is_a_422(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/api/v1/tickets", content=b"{oops", headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "validation_error"
+
+
+async def test_an_oversized_body_is_refused_before_it_is_read(client: httpx.AsyncClient) -> None:
+    huge = ticket(description="x" * 70_000)
+    declared = await client.post("/api/v1/tickets", json=huge)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(20):
+            yield b" " * 8192
+
+    streamed = await client.post(
+        "/api/v1/tickets", content=chunks(), headers={"content-type": "application/json"}
+    )
+    for response in (declared, streamed):
+        assert response.status_code == 413
+        assert response.json()["error"]["code"] == "body_too_large"
+
+
+async def test_the_same_idempotency_key_and_body_return_the_same_ticket(
+    client: httpx.AsyncClient, intake: ServiceUnderTest
+) -> None:
+    headers = {"Idempotency-Key": "portal-form-7f3a"}
+    first = await client.post("/api/v1/tickets", json=ticket(), headers=headers)
+    again = await client.post("/api/v1/tickets", json=ticket(), headers=headers)
+
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json()
+    assert again.headers["idempotent-replayed"] == "true"
+    assert len(await intake.published("ticket.created")) == 1
+
+
+async def test_the_same_idempotency_key_with_another_body_is_a_422(
+    client: httpx.AsyncClient, intake: ServiceUnderTest
+) -> None:
+    headers = {"Idempotency-Key": "portal-form-7f3a"}
+    await client.post("/api/v1/tickets", json=ticket(), headers=headers)
+    other = await client.post("/api/v1/tickets", json=ticket(subject="Else"), headers=headers)
+
+    assert other.status_code == 422
+    assert other.json()["error"]["code"] == "idempotency_key_reused"
+    assert len(await intake.published("ticket.created")) == 1
+
+
+async def test_concurrent_requests_with_one_key_create_one_ticket(
+    client: httpx.AsyncClient, intake: ServiceUnderTest
+) -> None:
+    headers = {"Idempotency-Key": "double-click"}
+    answers = await asyncio.gather(
+        *(client.post("/api/v1/tickets", json=ticket(), headers=headers) for _ in range(5))
+    )
+    assert {a.status_code for a in answers} == {201}
+    assert len({a.json()["number"] for a in answers}) == 1
+    async with intake.runtime.engine.connect() as conn:
+        count = (await conn.execute(select(func.count()).select_from(Ticket.__table__))).scalar()
+    assert count == 1
+    assert len(await intake.published("ticket.created")) == 1
+
+
+async def test_a_bad_idempotency_key_is_a_422(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/api/v1/tickets", json=ticket(), headers={"Idempotency-Key": "k" * 300}
+    )
+    assert response.status_code == 422
+    assert response.json()["error"]["details"][0]["field"] == "header.Idempotency-Key"
+
+
+async def test_unknown_routes_and_methods_answer_in_json(client: httpx.AsyncClient) -> None:
+    missing = await client.get("/api/v1/nothing-here")
+    wrong = await client.delete("/api/v1/tickets")
+    assert (missing.status_code, missing.json()["error"]["code"]) == (404, "not_found")
+    assert (wrong.status_code, wrong.json()["error"]["code"]) == (405, "method_not_allowed")
+
+
+async def test_metrics_exist_at_zero_before_any_traffic(client: httpx.AsyncClient) -> None:
+    text = (await client.get("/metrics")).text
+    for series in (
+        'spoc_events_published_total{outcome="ok",service="intake",type="ticket.created"}',
+        'spoc_events_consumed_total{outcome="duplicate",service="intake",type="ticket.routed"}',
+        'spoc_event_handler_duration_seconds_count{service="intake",type="sla.clock_started"}',
+        'spoc_outbox_pending{service="intake"}',
+        'spoc_outbox_oldest_pending_age_seconds{service="intake"}',
+        'spoc_http_request_errors_total{kind="server",method="POST",route="/api/v1/tickets",'
+        'service="intake"}',
+        'spoc_intake_tickets_created_total{channel="email",type="complaint"}',
+    ):
+        assert series in text, series
+
+
+async def test_requests_are_counted_by_route_template(client: httpx.AsyncClient) -> None:
+    await client.get("/api/v1/tickets/SD-000123")
+    text = (await client.get("/metrics")).text
+    assert (
+        'spoc_http_requests_total{method="GET",route="/api/v1/tickets/{number}",'
+        'service="intake",status="404"}'
+    ) in text
+    assert "SD-000123" not in text
+
+
+async def test_ready_only_when_database_and_bus_answer(
+    client: httpx.AsyncClient, intake: ServiceUnderTest
+) -> None:
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok", "bus": "ok"}
+
+    await intake.bus.close()
+    not_ready = await client.get("/readyz")
+    assert not_ready.status_code == 503
+    assert not_ready.json()["checks"]["bus"] == "unreachable"

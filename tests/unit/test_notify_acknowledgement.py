@@ -1,0 +1,139 @@
+"""Notify: one acknowledgement per ticket (D2), whatever the order or number of deliveries."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from email.message import EmailMessage
+
+import pytest
+from sqlalchemy import select
+
+from spoc_contracts import ClockTarget, NotificationFailed, NotificationSent, SlaClockStarted
+from spoc_notify.models import TicketContact
+from tests.harness import ServiceUnderTest, envelope, service, ticket_created
+
+pytestmark = pytest.mark.unit
+DUE = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+class RecordingTransport:
+    """A mail transport that keeps what it is given, and can be told to fail first."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.sent: list[EmailMessage] = []
+        self.failures = failures
+
+    async def send(self, message: EmailMessage) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("mail server unreachable")
+        self.sent.append(message)
+
+    async def close(self) -> None:
+        return None
+
+
+def clocks_started() -> SlaClockStarted:
+    return SlaClockStarted(
+        number="SD-000042", priority="P2", policy="standard", calendar="office",
+        clocks=[
+            ClockTarget(metric="first_response", due_at=DUE, target_seconds=1800),
+            ClockTarget(metric="resolution", due_at=DUE.replace(day=24), target_seconds=28800),
+        ],
+    )
+
+
+async def journey_events(notify: ServiceUnderTest, order: str) -> uuid.UUID:
+    ticket_id = uuid.uuid4()
+    created = envelope(ticket_created(), ticket_id=ticket_id, source="intake")
+    clocks = envelope(clocks_started(), ticket_id=ticket_id, source="sla")
+    for event in (created, clocks) if order == "created first" else (clocks, created):
+        await notify.deliver(event)
+    return ticket_id
+
+
+@pytest.mark.parametrize("order", ["created first", "clocks first"])
+async def test_the_acknowledgement_waits_for_both_halves_in_any_order(
+    sqlite_url: str, order: str
+) -> None:
+    transport = RecordingTransport()
+    async with service("notify", sqlite_url, transport=transport) as notify:
+        await journey_events(notify, order)
+        assert await notify.container.dispatcher.dispatch_once() == 1
+
+        [mail] = transport.sent
+        assert mail["Subject"] == "[SD-000042] We have your request: Laptop will not boot"
+        assert mail["To"] == "Ala Kowalska <ala@example.org>"
+        text = mail.get_body(("plain",)).get_content()
+        assert "SD-000042" in text and "P2" in text
+        assert "http://127.0.0.1:8000/t/SD-000042?key=secret-key-123" in text
+        assert "First response by: Mon 23 Nov 2026 12:00 UTC" in text
+        [sent] = await notify.published("notification.sent")
+        assert NotificationSent.model_validate(sent.data).recipient == "ala@example.org"
+
+
+async def test_a_second_creation_of_the_same_ticket_does_not_owe_a_second_mail(
+    sqlite_url: str,
+) -> None:
+    transport = RecordingTransport()
+    async with service("notify", sqlite_url, transport=transport) as notify:
+        ticket_id = await journey_events(notify, "created first")
+        await notify.deliver(envelope(ticket_created(), ticket_id=ticket_id, source="intake"))
+        await notify.deliver(envelope(clocks_started(), ticket_id=ticket_id, source="sla"))
+        await notify.container.dispatcher.dispatch_once()
+        assert await notify.container.dispatcher.dispatch_once() == 0
+        assert len(transport.sent) == 1
+
+
+async def test_the_access_key_is_forgotten_once_the_acknowledgement_is_written(
+    sqlite_url: str,
+) -> None:
+    async with service("notify", sqlite_url, transport=RecordingTransport()) as notify:
+        ticket_id = await journey_events(notify, "clocks first")
+        table = TicketContact.__table__
+        async with notify.runtime.engine.connect() as conn:
+            key = (
+                await conn.execute(select(table.c.access_key).where(table.c.ticket_id == ticket_id))
+            ).scalar_one()
+        assert key is None
+
+
+async def test_a_mail_server_outage_is_retried_until_the_mail_goes_out(sqlite_url: str) -> None:
+    transport = RecordingTransport(failures=1)
+    async with service("notify", sqlite_url, transport=transport) as notify:
+        await journey_events(notify, "created first")
+        await notify.container.dispatcher.dispatch_once()
+        assert transport.sent == [] and await notify.published() == []
+
+        await _make_retries_due(notify)
+        await notify.container.dispatcher.dispatch_once()
+        assert len(transport.sent) == 1
+        assert len(await notify.published("notification.sent")) == 1
+
+
+async def test_after_the_last_attempt_the_failure_is_published(sqlite_url: str) -> None:
+    transport = RecordingTransport(failures=100)
+    async with service("notify", sqlite_url, transport=transport, max_attempts=2) as notify:
+        await journey_events(notify, "created first")
+        for _ in range(2):
+            await _make_retries_due(notify)
+            await notify.container.dispatcher.dispatch_once()
+
+        [failed] = await notify.published("notification.failed")
+        event = NotificationFailed.model_validate(failed.data)
+        assert event.attempts == 2 and "mail server unreachable" in event.error
+        await _make_retries_due(notify)
+        assert await notify.container.dispatcher.dispatch_once() == 0
+
+
+async def _make_retries_due(notify: ServiceUnderTest) -> None:
+    """Moves every retry time to the past instead of sleeping through the back-off."""
+    from sqlalchemy import update
+
+    from spoc_notify.models import Delivery
+
+    async with notify.runtime.engine.begin() as conn:
+        await conn.execute(
+            update(Delivery.__table__).values(next_attempt_at=datetime(2000, 1, 1, tzinfo=UTC))
+        )
