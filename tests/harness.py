@@ -47,9 +47,7 @@ class ServiceUnderTest:
 
 
 @asynccontextmanager
-async def service(
-    name: str, database_url: str, **settings: Any
-) -> AsyncIterator[ServiceUnderTest]:
+async def service(name: str, database_url: str, **settings: Any) -> AsyncIterator[ServiceUnderTest]:
     entry = SERVICES[ServiceName(name)]
     upgrade(entry.migrations, database_url)
     bus = MemoryBus()
@@ -66,11 +64,18 @@ async def service(
 
 
 def envelope(
-    event: Event, *, ticket_id: uuid.UUID | None = None, source: str = "test",
-    sequence: int = 1, correlation_id: uuid.UUID | None = None,
+    event: Event,
+    *,
+    ticket_id: uuid.UUID | None = None,
+    source: str = "test",
+    sequence: int = 1,
+    correlation_id: uuid.UUID | None = None,
 ) -> Envelope:
     return Envelope.wrap(
-        event, source=source, ticket_id=ticket_id or uuid.uuid4(), sequence=sequence,
+        event,
+        source=source,
+        ticket_id=ticket_id or uuid.uuid4(),
+        sequence=sequence,
         correlation_id=correlation_id,
     )
 

@@ -36,10 +36,22 @@ def test_the_catalogue_names_every_event_of_the_architecture() -> None:
     assert set(build_catalogue()["events"]) == {
         f"{name}.v1"
         for name in (
-            "ticket.created", "ticket.updated", "ticket.commented", "ticket.status_changed",
-            "ticket.escalation_requested", "feedback.submitted", "ticket.routed",
-            "ticket.assigned", "ticket.escalated", "sla.clock_started", "sla.clock_updated",
-            "sla.warning", "sla.breached", "sla.met", "notification.sent", "notification.failed",
+            "ticket.created",
+            "ticket.updated",
+            "ticket.commented",
+            "ticket.status_changed",
+            "ticket.escalation_requested",
+            "feedback.submitted",
+            "ticket.routed",
+            "ticket.assigned",
+            "ticket.escalated",
+            "sla.clock_started",
+            "sla.clock_updated",
+            "sla.warning",
+            "sla.breached",
+            "sla.met",
+            "notification.sent",
+            "notification.failed",
         )
     }
 
@@ -58,11 +70,17 @@ def test_adding_an_optional_field_is_additive() -> None:
     ("change", "expected"),
     [
         (lambda s: s["properties"].pop("subject"), "ticket.created.v1.subject: field removed"),
-        (lambda s: s["properties"].__setitem__("subject", {"type": "integer"}),
-         "ticket.created.v1.subject: type changed"),
-        (lambda s: (s["properties"].__setitem__("mood", {"type": "string"}),
-                    s["required"].append("mood")),
-         "ticket.created.v1.mood: newly required"),
+        (
+            lambda s: s["properties"].__setitem__("subject", {"type": "integer"}),
+            "ticket.created.v1.subject: type changed",
+        ),
+        (
+            lambda s: (
+                s["properties"].__setitem__("mood", {"type": "string"}),
+                s["required"].append("mood"),
+            ),
+            "ticket.created.v1.mood: newly required",
+        ),
     ],
     ids=["removed field", "changed type", "new required field"],
 )
@@ -94,8 +112,13 @@ def _created_envelope() -> Envelope:
     from spoc_contracts import Requester, TicketCreated
 
     event = TicketCreated(
-        number="SD-000001", subject="s", description="d", type="incident", channel="api",
-        requester=Requester(name="n", email="n@example.org"), created_at=datetime.now(UTC),
+        number="SD-000001",
+        subject="s",
+        description="d",
+        type="incident",
+        channel="api",
+        requester=Requester(name="n", email="n@example.org"),
+        created_at=datetime.now(UTC),
         access_key="k",
     )
     return Envelope.wrap(event, source="intake", ticket_id=uuid.uuid4(), sequence=1)

@@ -20,7 +20,9 @@ NEW_TICKET: dict[str, Any] = {
 EXPECTED_TIMELINE = ["created", "routed", "targets_set", "notified"]
 
 
-async def open_ticket(client: httpx.AsyncClient, body: dict[str, Any] | None = None) -> dict[str, Any]:
+async def open_ticket(
+    client: httpx.AsyncClient, body: dict[str, Any] | None = None
+) -> dict[str, Any]:
     response = await client.post("/api/v1/tickets", json=body or NEW_TICKET)
     assert response.status_code == 201, response.text
     created: dict[str, Any] = response.json()
@@ -64,6 +66,10 @@ def assert_acknowledgement(message: Any, created: dict[str, Any], portal_url: st
         from email import message_from_string
         from email.policy import default
 
-        text = message_from_string(message.as_string(), policy=default).get_body(("plain",)).get_content()
+        text = (
+            message_from_string(message.as_string(), policy=default)
+            .get_body(("plain",))
+            .get_content()
+        )
     assert created["number"] in text
     assert f"{portal_url}/t/{created['number']}?key={created['access_key']}" in text

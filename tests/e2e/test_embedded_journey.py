@@ -106,10 +106,15 @@ async def _published_envelopes(desk: EmbeddedDesk, ticket_id: str) -> list[Envel
     for runtime in desk.runtimes:
         outbox = runtime.tables.outbox
         async with runtime.engine.connect() as conn:
-            rows = await conn.execute(select(outbox.c.body).where(outbox.c.ticket_id == uuid.UUID(ticket_id)))
+            rows = await conn.execute(
+                select(outbox.c.body).where(outbox.c.ticket_id == uuid.UUID(ticket_id))
+            )
             envelopes += [Envelope.model_validate_json(body) for (body,) in rows]
     assert {e.type for e in envelopes} == {
-        "ticket.created", "ticket.routed", "sla.clock_started", "notification.sent"
+        "ticket.created",
+        "ticket.routed",
+        "sla.clock_started",
+        "notification.sent",
     }
     return envelopes
 

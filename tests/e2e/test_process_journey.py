@@ -43,7 +43,9 @@ async def stack(
 ) -> AsyncIterator[ProcessStack]:
     databases = {name: await create_postgres_database(f"spoc_e2e_{name}") for name in SERVICE_NAMES}
     processes = ProcessStack(
-        amqp_url=rabbit.amqp_url, database_urls=databases, smtp_url=mail_sink.url,
+        amqp_url=rabbit.amqp_url,
+        database_urls=databases,
+        smtp_url=mail_sink.url,
         log_dir=tmp_path / "logs",
     )
     try:
@@ -90,13 +92,17 @@ async def test_every_event_delivered_twice_still_sends_one_acknowledgement(
         await acknowledged_view(intake, created)
         seen = await _drain(spy)
         assert {m.routing_key for m in seen} == {
-            "ticket.created", "ticket.routed", "sla.clock_started", "notification.sent"
+            "ticket.created",
+            "ticket.routed",
+            "sla.clock_started",
+            "notification.sent",
         }
 
         for message in seen:
             await exchange.publish(
                 aio_pika.Message(
-                    message.body, message_id=message.message_id,
+                    message.body,
+                    message_id=message.message_id,
                     content_type="application/json",
                     delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                 ),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import mailbox
 import signal
 import subprocess
@@ -24,21 +25,24 @@ async def test_spoc_up_serves_a_ticket_end_to_end_and_stops_cleanly(tmp_path: Pa
     spoc = Path(sys.executable).parent / "spoc"
     process = subprocess.Popen(
         [str(spoc), "up", "--data-dir", str(data), "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
         base = f"http://127.0.0.1:{port}"
         async with httpx.AsyncClient(base_url=base, timeout=5) as client:
             deadline = time.monotonic() + 30
             while True:
-                assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
+                assert process.poll() is None, (
+                    process.stdout.read().decode() if process.stdout else ""
+                )
                 try:
                     if (await client.get("/readyz")).status_code == 200:
                         break
                 except httpx.HTTPError:
                     pass
                 assert time.monotonic() < deadline, "spoc up never became ready"
-                time.sleep(0.05)
+                await asyncio.sleep(0.05)
 
             created = await open_ticket(client)
             assert_requester_view(await acknowledged_view(client, created), created)
@@ -49,7 +53,10 @@ async def test_spoc_up_serves_a_ticket_end_to_end_and_stops_cleanly(tmp_path: Pa
         box = mailbox.Maildir(data / "mail", create=False)
         assert len(box) == 1
         assert sorted(p.name for p in data.glob("*.sqlite3")) == [
-            "intake.sqlite3", "notify.sqlite3", "routing.sqlite3", "sla.sqlite3"
+            "intake.sqlite3",
+            "notify.sqlite3",
+            "routing.sqlite3",
+            "sla.sqlite3",
         ]
     finally:
         process.send_signal(signal.SIGINT)

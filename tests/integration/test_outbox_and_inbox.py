@@ -38,7 +38,11 @@ class Store:
 
     async def count(self, table: Table, *where: Any) -> int:
         async with self.engine.connect() as conn:
-            return int((await conn.execute(select(func.count()).select_from(table).where(*where))).scalar_one())
+            return int(
+                (
+                    await conn.execute(select(func.count()).select_from(table).where(*where))
+                ).scalar_one()
+            )
 
 
 @pytest.fixture
@@ -83,7 +87,10 @@ async def write_note(store: Store, text: str) -> Envelope:
 
 def relay_for(store: Store, bus: MemoryBus, **settings: Any) -> OutboxRelay:
     return OutboxRelay(
-        service="test", engine=store.engine, tables=store.tables, bus=bus,
+        service="test",
+        engine=store.engine,
+        tables=store.tables,
+        bus=bus,
         settings=RelaySettings(**settings),
     )
 
@@ -114,7 +121,9 @@ async def test_the_relay_publishes_pending_rows_and_marks_them(store: Store, bus
     assert await store.count(outbox, outbox.c.event_id.in_([e.id for e in sent])) == 3
 
 
-async def test_an_unconfirmed_publish_is_retried_later_not_lost(store: Store, bus: FlakyBus) -> None:
+async def test_an_unconfirmed_publish_is_retried_later_not_lost(
+    store: Store, bus: FlakyBus
+) -> None:
     await write_note(store, "during an outage")
     relay = relay_for(store, bus)
     outbox = store.tables.outbox
@@ -143,7 +152,9 @@ async def test_an_event_nobody_listens_to_waits_instead_of_vanishing(store: Stor
     assert await store.count(outbox, outbox.c.published_at.is_(None)) == 1
 
 
-async def test_the_relay_wakes_at_once_when_a_transaction_commits(store: Store, bus: FlakyBus) -> None:
+async def test_the_relay_wakes_at_once_when_a_transaction_commits(
+    store: Store, bus: FlakyBus
+) -> None:
     relay = relay_for(store, bus, poll_interval=30)
     store.unit_of_work.on_commit(relay.kick)
     task = asyncio.create_task(relay.run())
@@ -161,8 +172,10 @@ async def test_the_relay_wakes_at_once_when_a_transaction_commits(store: Store, 
 
 def consumer_for(store: Store, handler: Any) -> EventConsumer:
     return EventConsumer(
-        service="test", unit_of_work=store.unit_of_work,
-        handlers={"ticket.created": handler}, delivery_limit=3,
+        service="test",
+        unit_of_work=store.unit_of_work,
+        handlers={"ticket.created": handler},
+        delivery_limit=3,
     )
 
 
@@ -218,7 +231,9 @@ async def test_a_message_that_can_never_be_handled_is_poison(store: Store, body:
         await consumer_for(store, handler).handle(Delivery("x", "ticket.created", body, 0))
 
 
-async def test_a_handler_refusing_for_good_sends_the_event_to_the_dead_letters(store: Store) -> None:
+async def test_a_handler_refusing_for_good_sends_the_event_to_the_dead_letters(
+    store: Store,
+) -> None:
     async def handler(event: Any, *, envelope: Envelope, uow: UnitOfWork) -> None:
         raise PermanentError("this ticket cannot exist")
 

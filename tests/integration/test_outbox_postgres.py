@@ -40,7 +40,10 @@ async def bus() -> AsyncIterator[MemoryBus]:
 
 def relay(store: Store, bus: MemoryBus, window: int = 256) -> OutboxRelay:
     return OutboxRelay(
-        service="test", engine=store.engine, tables=store.tables, bus=bus,
+        service="test",
+        engine=store.engine,
+        tables=store.tables,
+        bus=bus,
         settings=RelaySettings(window=window),
     )
 

@@ -36,7 +36,10 @@ class RecordingTransport:
 
 def clocks_started() -> SlaClockStarted:
     return SlaClockStarted(
-        number="SD-000042", priority="P2", policy="standard", calendar="office",
+        number="SD-000042",
+        priority="P2",
+        policy="standard",
+        calendar="office",
         clocks=[
             ClockTarget(metric="first_response", due_at=DUE, target_seconds=1800),
             ClockTarget(metric="resolution", due_at=DUE.replace(day=24), target_seconds=28800),

@@ -19,9 +19,15 @@ pytestmark = pytest.mark.unit
 @pytest.mark.parametrize(
     ("impact", "urgency", "priority"),
     [
-        ("high", "high", "P1"), ("high", "medium", "P2"), ("high", "low", "P3"),
-        ("medium", "high", "P2"), ("medium", "medium", "P3"), ("medium", "low", "P4"),
-        ("low", "high", "P3"), ("low", "medium", "P4"), ("low", "low", "P5"),
+        ("high", "high", "P1"),
+        ("high", "medium", "P2"),
+        ("high", "low", "P3"),
+        ("medium", "high", "P2"),
+        ("medium", "medium", "P3"),
+        ("medium", "low", "P4"),
+        ("low", "high", "P3"),
+        ("low", "medium", "P4"),
+        ("low", "low", "P5"),
         (None, None, "P3"),
     ],
 )

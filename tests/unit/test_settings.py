@@ -37,7 +37,8 @@ def test_production_refuses_the_default_broker_credentials() -> None:
     with pytest.raises(ValidationError, match="default RabbitMQ credentials"):
         RoutingSettings(database_url="sqlite+aiosqlite:///x", environment="production")
     RoutingSettings(
-        database_url="sqlite+aiosqlite:///x", environment="production",
+        database_url="sqlite+aiosqlite:///x",
+        environment="production",
         amqp_url="amqp://spoc:long-secret@rabbit/spoc",
     )
 

@@ -17,9 +17,13 @@ MONDAY_10 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 
 def routed(priority: str, created_at: datetime | None = MONDAY_10) -> TicketRouted:
     return TicketRouted(
-        number="SD-000007", priority=priority, impact="medium", urgency="medium",
+        number="SD-000007",
+        priority=priority,
+        impact="medium",
+        urgency="medium",
         group=GroupRef(id="service-desk", name="Service Desk"),
-        owner=AgentRef(id="sara", name="Sara Ahmadi"), reason="test",
+        owner=AgentRef(id="sara", name="Sara Ahmadi"),
+        reason="test",
         ticket_created_at=created_at,
     )
 

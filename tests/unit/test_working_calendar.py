@@ -22,7 +22,9 @@ def utc(*args: int) -> datetime:
 
 
 def test_round_the_clock_adds_plain_time() -> None:
-    assert WorkingCalendar().add_working_time(utc(2026, 11, 28, 23), 2 * HOUR) == utc(2026, 11, 29, 1)
+    assert WorkingCalendar().add_working_time(utc(2026, 11, 28, 23), 2 * HOUR) == utc(
+        2026, 11, 29, 1
+    )
 
 
 @pytest.mark.parametrize(
@@ -32,18 +34,23 @@ def test_round_the_clock_adds_plain_time() -> None:
         (utc(2026, 11, 23, 16), 2 * HOUR, utc(2026, 11, 24, 10)),  # over the night
         (utc(2026, 11, 27, 16), 2 * HOUR, utc(2026, 11, 30, 10)),  # Friday over the weekend
         (utc(2026, 11, 28, 12), 1 * HOUR, utc(2026, 11, 30, 10)),  # opened on a Saturday
-        (utc(2026, 11, 23, 6), 1 * HOUR, utc(2026, 11, 23, 10)),   # before opening
+        (utc(2026, 11, 23, 6), 1 * HOUR, utc(2026, 11, 23, 10)),  # before opening
         (utc(2026, 11, 23, 17), 8 * HOUR, utc(2026, 11, 24, 17)),  # exactly a working day
     ],
 )
-def test_office_hours_skip_nights_and_weekends(start: datetime, seconds: int, due: datetime) -> None:
+def test_office_hours_skip_nights_and_weekends(
+    start: datetime, seconds: int, due: datetime
+) -> None:
     assert OFFICE.add_working_time(start, seconds) == due
 
 
 def test_a_saturday_to_wednesday_week_in_tehran_skips_thursday_friday_and_holidays() -> None:
     tehran = WorkingCalendar(
-        timezone="Asia/Tehran", work_days=("sat", "sun", "mon", "tue", "wed"),
-        opens=time(8), closes=time(16), holidays=frozenset({date(2026, 11, 28)}),
+        timezone="Asia/Tehran",
+        work_days=("sat", "sun", "mon", "tue", "wed"),
+        opens=time(8),
+        closes=time(16),
+        holidays=frozenset({date(2026, 11, 28)}),
     )
     # Wednesday 15:00 Tehran (11:30 UTC) + 2 working hours: 1 h on Wednesday, then Thursday,
     # Friday (weekend) and Saturday 28th (a holiday) pass, and Sunday 08:00–09:00 gives the rest.

@@ -127,7 +127,7 @@ class ServiceRuntime:
             async with self.engine.connect() as conn:
                 await asyncio.wait_for(conn.execute(text("SELECT 1")), 2)
             checks["database"] = "ok"
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - readiness reports, it does not raise
             checks["database"] = f"unreachable: {type(error).__name__}"
         healthy = self.bus.is_healthy()
         metrics.bus_connected.labels(self.service).set(1 if healthy else 0)

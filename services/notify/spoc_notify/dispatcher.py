@@ -97,7 +97,7 @@ class DeliveryDispatcher:
         async with self._slots:
             try:
                 await self._transport.send(message)
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - every failure is retried or recorded
                 return f"{type(error).__name__}: {error}"
         return None
 

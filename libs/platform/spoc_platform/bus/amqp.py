@@ -187,7 +187,7 @@ class AmqpBus:
                 with contextlib.suppress(AMQPError, RuntimeError):
                     await message.nack(requeue=True)
                 raise
-            except Exception:  # never ack on error: back to the queue
+            except Exception:  # noqa: BLE001 - never ack on error: back to the queue
                 await asyncio.sleep(retry_delay(count, spec.max_retry_delay))
                 await message.nack(requeue=True)
             else:

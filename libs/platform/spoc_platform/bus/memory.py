@@ -111,7 +111,7 @@ class MemoryBus:
             await handler(delivery)
         except PoisonMessage as error:
             queue.dead.append(self._dead(delivery, f"rejected: {error}"))
-        except Exception as error:  # any handler failure means "try again"
+        except Exception as error:  # noqa: BLE001 - any handler failure means "try again"
             redelivered = Delivery(
                 delivery.message_id, delivery.routing_key, delivery.body,
                 delivery.delivery_count + 1,

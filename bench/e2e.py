@@ -1,0 +1,675 @@
+"""End-to-end benchmark: tickets through the four Spoc processes on RabbitMQ and PostgreSQL,
+read against raw aio-pika and asyncpg baselines measured in the same run.
+
+    .venv/bin/python -m bench.e2e [--tickets N] [--rate R] [--concurrency C] [--json out.json]
+
+It creates a RabbitMQ vhost and PostgreSQL databases of its own and drops them at the end. It
+asserts nothing: it reports (lost and duplicated acknowledgements included). See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+
+from bench import baselines
+from bench.support import (
+    CpuWindow,
+    HttpConnection,
+    HttpxConnection,
+    RabbitVhost,
+    RssSampler,
+    SinkProcess,
+    create_database,
+    drop_database,
+)
+from spoc.localstack import SERVICE_NAMES, ProcessStack
+
+TICKETS_PATH = "/api/v1/tickets"
+# What one ticket's journey costs the broker: ticket.created, ticket.routed, sla.clock_started
+# and notification.sent published once each, and delivered to (routing, notify), (intake, sla),
+# (intake, notify) and (intake).
+PUBLISHES_PER_TICKET = 4
+DELIVERIES_PER_TICKET = 7
+
+
+class Connection(Protocol):
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]: ...
+
+    def close(self) -> None: ...
+
+
+ConnectionFactory = Callable[[], Connection]
+
+
+@dataclass
+class Post:
+    index: int
+    scheduled: float
+    sent: float
+    answered: float
+    status: int
+    number: str | None
+    error: str | None = None
+
+
+def ticket_body(index: int) -> bytes:
+    return json.dumps(
+        {
+            "subject": f"VPN drops every few minutes (bench {index})",
+            "description": "Since this morning the VPN disconnects every 5 minutes.",
+            "type": "incident",
+            "impact": "high",
+            "urgency": "medium",
+            "category": "network",
+            "requester": {"name": "Reza Karimi", "email": f"reza{index}@example.org"},
+        }
+    ).encode()
+
+
+async def _post_one(conn: Connection, index: int, scheduled: float) -> Post:
+    body = ticket_body(index)
+    sent = time.monotonic()
+    try:
+        status, answer = await conn.post(TICKETS_PATH, body)
+    except Exception as error:
+        return Post(index, scheduled, sent, time.monotonic(), 0, None, repr(error))
+    answered = time.monotonic()
+    if status != 201:
+        return Post(index, scheduled, sent, answered, status, None, answer[:200].decode())
+    return Post(index, scheduled, sent, answered, status, json.loads(answer)["number"])
+
+
+async def closed_loop(
+    connect: ConnectionFactory, tickets: int, concurrency: int, first_index: int
+) -> list[Post]:
+    """`concurrency` clients, each POSTing its next ticket as soon as the last is answered."""
+    posts: list[Post] = []
+    next_index = first_index
+    end = first_index + tickets
+
+    async def client() -> None:
+        nonlocal next_index
+        conn = connect()
+        try:
+            while next_index < end:
+                index = next_index
+                next_index += 1
+                posts.append(await _post_one(conn, index, time.monotonic()))
+        finally:
+            conn.close()
+
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    return posts
+
+
+async def open_loop(
+    connect: ConnectionFactory, rate: float, seconds: float, first_index: int
+) -> tuple[list[Post], float]:
+    """Tickets arrive at a fixed rate whatever the answers do (no coordinated omission): each
+    POST takes an idle kept-alive connection, or opens one more. Returns the posts and how late
+    the generator was at worst against the schedule."""
+    count = max(1, round(rate * seconds))
+    idle: list[Connection] = []
+    opened: list[Connection] = []
+    posts: list[Post] = []
+    running: set[asyncio.Task[None]] = set()
+    worst_lag = 0.0
+
+    async def one(index: int, scheduled: float) -> None:
+        if idle:
+            conn = idle.pop()
+        else:
+            conn = connect()
+            opened.append(conn)
+        posts.append(await _post_one(conn, index, scheduled))
+        idle.append(conn)
+
+    start = time.monotonic() + 0.05
+    for i in range(count):
+        scheduled = start + i / rate
+        delay = scheduled - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        worst_lag = max(worst_lag, time.monotonic() - scheduled)
+        task = asyncio.create_task(one(first_index + i, scheduled))
+        running.add(task)
+        task.add_done_callback(running.discard)
+    while running:
+        await asyncio.gather(*list(running))
+    for conn in opened:
+        conn.close()
+    return posts, worst_lag
+
+
+@dataclass
+class Acks:
+    received_at: dict[str, float]
+    mails_per_ticket: dict[str, int]
+    mails_total: int
+    missing: set[str]
+    waited: float
+
+
+async def await_acknowledgements(
+    sink: SinkProcess, numbers: set[str], idle_timeout: float, progress: Callable[[int], None]
+) -> Acks:
+    """Until every number has its mail, or nothing new arrived for `idle_timeout` seconds."""
+    started = time.monotonic()
+    last_count = -1
+    last_progress = started
+    while True:
+        count = sink.count()
+        now = time.monotonic()
+        if count != last_count:
+            last_count, last_progress = count, now
+            progress(count)
+            received, per_ticket, total = sink.snapshot()
+            missing = numbers - received.keys()
+            if not missing:
+                break
+        elif now - last_progress > idle_timeout:
+            received, per_ticket, total = sink.snapshot()
+            missing = numbers - received.keys()
+            break
+        await asyncio.sleep(0.02)
+    return Acks(received, per_ticket, total, missing, time.monotonic() - started)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of unsorted values; NaN when there are none."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), int(-(-q * len(ordered) // 100))))
+    return ordered[rank - 1]
+
+
+def summary_ms(values: Sequence[float]) -> dict[str, float]:
+    return {
+        "p50_ms": percentile(values, 50) * 1000,
+        "p90_ms": percentile(values, 90) * 1000,
+        "p99_ms": percentile(values, 99) * 1000,
+        "max_ms": max(values) * 1000 if values else float("nan"),
+    }
+
+
+async def service_metrics(stack: ProcessStack, service: str) -> dict[str, float]:
+    """The service's /metrics as {series with labels: value} (only the spoc_ series)."""
+    async with httpx.AsyncClient(timeout=5) as client:
+        text = (await client.get(f"{stack.url(service)}/metrics")).text
+    values = {}
+    for line in text.splitlines():
+        if line.startswith("spoc_") and not line.startswith("#"):
+            series, _, value = line.rpartition(" ")
+            with contextlib.suppress(ValueError):
+                values[series] = float(value)
+    return values
+
+
+def _sum(values: dict[str, float], name: str, **labels: str) -> float:
+    wanted = [f'{k}="{v}"' for k, v in labels.items()]
+    return sum(
+        v
+        for series, v in values.items()
+        if series.startswith(name + "{") and all(w in series for w in wanted)
+    )
+
+
+async def settle(stack: ProcessStack, acknowledged: int, timeout: float = 30) -> float:
+    """Waits until intake has projected every notification.sent (the journey's last delivery)
+    and every outbox is empty; returns how long that took."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        intake = await service_metrics(stack, "intake")
+        projected = _sum(intake, "spoc_events_consumed_total", type="notification.sent")
+        if projected >= acknowledged:
+            pending = [
+                _sum(await service_metrics(stack, s), "spoc_outbox_pending") for s in SERVICE_NAMES
+            ]
+            if not any(pending):
+                break
+        await asyncio.sleep(0.1)
+    return time.monotonic() - started
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+async def run_phase(
+    name: str,
+    push: Callable[[], Awaitable[tuple[list[Post], float]]],
+    sink: SinkProcess,
+    window: CpuWindow,
+    ack_timeout: float,
+) -> dict[str, Any]:
+    window.start()
+    posts, worst_lag = await push()
+    created = [p for p in posts if p.number is not None]
+    numbers = {p.number for p in created if p.number is not None}
+    last_answer = max(p.answered for p in posts)
+    first_sent = min(p.sent for p in posts)
+    _say(
+        f"  {name}: {len(created)} of {len(posts)} POSTs answered 201 in "
+        f"{last_answer - first_sent:.1f} s; waiting for acknowledgements"
+    )
+    before = sink.count()
+
+    def progress(count: int) -> None:
+        return None
+
+    acks = await await_acknowledgements(sink, numbers, ack_timeout, progress)
+    window.stop()
+    acked = [p for p in created if p.number in acks.received_at]
+    latencies = [acks.received_at[p.number] - p.sent for p in acked if p.number]
+    post_latencies = [p.answered - p.sent for p in posts if p.status == 201]
+    last_ack = max((acks.received_at[p.number] for p in acked if p.number), default=first_sent)
+    errors: dict[str, int] = {}
+    for p in posts:
+        if p.number is None:
+            key = f"{p.status}: {(p.error or '')[:80]}"
+            errors[key] = errors.get(key, 0) + 1
+    result = {
+        "posted": len(posts),
+        "created": len(created),
+        "post_errors": errors,
+        "acknowledged": len(acked),
+        "lost": len(acks.missing),
+        "lost_numbers": sorted(acks.missing)[:20],
+        "duplicated": sum(1 for n in numbers if acks.mails_per_ticket.get(n, 0) > 1),
+        "post_seconds": last_answer - first_sent,
+        "posts_per_s": len(created) / (last_answer - first_sent),
+        "e2e_seconds": last_ack - first_sent,
+        "acknowledged_per_s": len(acked) / (last_ack - first_sent) if acked else 0.0,
+        "ack_latency": summary_ms(latencies),
+        "post_latency": summary_ms(post_latencies),
+        "generator_worst_lag_ms": worst_lag * 1000,
+        "mails_before_phase": before,
+        "cpu": cpu_report(window),
+    }
+    return result
+
+
+def cpu_report(window: CpuWindow) -> dict[str, Any]:
+    accounted = sum(window.result.values())
+    return {
+        "wall_seconds": window.wall,
+        "machine_busy_share": window.machine_busy_share,
+        "machine_busy_seconds": window.machine_busy_seconds,
+        "seconds": {k: round(v, 2) for k, v in window.result.items()},
+        "unaccounted_seconds": round(window.machine_busy_seconds - accounted, 2),
+    }
+
+
+def service_env(args: argparse.Namespace) -> dict[str, str]:
+    env = {f"SPOC_{s.upper()}_LOG_LEVEL": args.service_log_level for s in SERVICE_NAMES}
+    for item in args.env:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--env wants KEY=VALUE, not {item!r}")
+        env[key] = value
+    return env
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    report: dict[str, Any] = {
+        "settings": {
+            "tickets": args.tickets,
+            "concurrency": args.concurrency,
+            "rate": args.rate,
+            "latency_seconds": args.latency_seconds,
+            "client": args.client,
+            "raw_messages": args.raw_messages,
+            "baseline_seconds": args.baseline_seconds,
+            "service_env": service_env(args),
+        },
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "loop": type(asyncio.get_running_loop()).__module__,
+        },
+    }
+    vhost = RabbitVhost()
+    vhost.create()
+    databases: dict[str, str] = {}
+    sink: SinkProcess | None = None
+    stack: ProcessStack | None = None
+    log_dir = Path(tempfile.mkdtemp(prefix="spoc-bench-"))
+    try:
+        # -- 1. baselines ---------------------------------------------------------------------
+        if not args.skip_baselines:
+            _say("baselines: raw aio-pika round trips, raw asyncpg writes")
+            raw = report["baselines"] = {}
+            raw["amqp"] = await baselines.amqp_round_trips(vhost.amqp_url, args.raw_messages)
+            databases["raw"] = await create_database("spoc_bench_raw")
+            await baselines.prepare_schema(databases["raw"])
+            seconds = args.baseline_seconds
+            raw["pg_insert_1"] = await baselines.pg_inserts(databases["raw"], 1, seconds)
+            raw["pg_insert_8"] = await baselines.pg_inserts(databases["raw"], 8, seconds)
+            raw["pg_ticket_outbox_1"] = await baselines.pg_ticket_with_outbox(
+                databases["raw"], 1, seconds
+            )
+            raw["pg_ticket_outbox_8"] = await baselines.pg_ticket_with_outbox(
+                databases["raw"], 8, seconds
+            )
+            await drop_database(databases.pop("raw"))
+
+        # -- 2. the stack ---------------------------------------------------------------------
+        _say("starting the mail sink and the four services")
+        started = time.monotonic()
+        sink = SinkProcess()
+        sink.start()
+        for service in SERVICE_NAMES:
+            databases[service] = await create_database(f"spoc_bench_{service}")
+        stack = ProcessStack(
+            amqp_url=vhost.amqp_url,
+            database_urls={s: databases[s] for s in SERVICE_NAMES},
+            smtp_url=sink.url,
+            log_dir=log_dir,
+            extra_env=service_env(args),
+        )
+        await asyncio.to_thread(stack.migrate)
+        await stack.start()
+        report["startup_seconds"] = time.monotonic() - started
+        pids = stack.pids()
+        rss = RssSampler({**pids, "mail sink": sink.pid, "bench": os.getpid()})
+        rss.sample()
+        report["rss_idle_mb"] = {k: v / 2**20 for k, v in rss.last.items()}
+        rss.start()
+
+        host, port = "127.0.0.1", stack.ports["intake"]
+        connection_class = HttpConnection if args.client == "raw" else HttpxConnection
+
+        def connect() -> Connection:
+            return connection_class(host, port)
+
+        def window() -> CpuWindow:
+            return CpuWindow(
+                groups={**{s: [p] for s, p in pids.items()}, "mail sink": [sink.pid],
+                        "bench": [os.getpid()]},
+                dynamic={"rabbitmq": ("beam.smp",), "postgresql": ("postgres",)},
+            )
+
+        index = 1
+        # A few tickets first: connection pools, prepared statements and imports warm up.
+        _say("warm-up")
+        warm = await run_phase(
+            "warm-up",
+            lambda: _closed(connect, args.warmup, 4, index),
+            sink, window(), args.ack_timeout,
+        )
+        index += args.warmup
+        await settle(stack, warm["acknowledged"])
+
+        _say(f"throughput: {args.tickets} tickets, {args.concurrency} concurrent clients")
+        report["throughput"] = await run_phase(
+            "throughput",
+            lambda: _closed(connect, args.tickets, args.concurrency, index),
+            sink, window(), args.ack_timeout,
+        )
+        index += args.tickets
+        report["throughput"]["settle_seconds"] = await settle(
+            stack, warm["acknowledged"] + report["throughput"]["acknowledged"]
+        )
+
+        _say(f"latency: {args.rate:g} tickets/s for {args.latency_seconds:g} s (open loop)")
+        report["latency"] = await run_phase(
+            "latency",
+            lambda: open_loop(connect, args.rate, args.latency_seconds, index),
+            sink, window(), args.ack_timeout,
+        )
+
+        await rss.stop()
+        report["rss_max_mb"] = {k: v / 2**20 for k, v in rss.max.items()}
+        received, per_ticket, total = sink.snapshot()
+        report["mail"] = {
+            "total": total,
+            "tickets": len(per_ticket),
+            "duplicated_tickets": sum(1 for c in per_ticket.values() if c > 1),
+        }
+        report["service_metrics"] = {
+            s: health_counts(await service_metrics(stack, s)) for s in SERVICE_NAMES
+        }
+    finally:
+        _say("tearing down")
+        if stack is not None:
+            with contextlib.suppress(Exception):
+                stack.stop()
+            report["service_log_problems"] = log_problems(log_dir)
+        if sink is not None:
+            sink.stop()
+        for url in databases.values():
+            with contextlib.suppress(Exception):
+                await drop_database(url)
+        vhost.delete()
+        if args.keep_logs or report.get("service_log_problems"):
+            report["log_dir"] = str(log_dir)
+        else:
+            shutil.rmtree(log_dir, ignore_errors=True)
+    report["ratios"] = ratios(report)
+    return report
+
+
+async def _closed(
+    connect: ConnectionFactory, tickets: int, concurrency: int, first_index: int
+) -> tuple[list[Post], float]:
+    return await closed_loop(connect, tickets, concurrency, first_index), 0.0
+
+
+def health_counts(values: dict[str, float]) -> dict[str, float]:
+    """Deliveries by outcome, and publishes that were not confirmed: all but ok should be 0."""
+    out = {}
+    for outcome in ("ok", "duplicate", "retry", "dead", "ignored"):
+        out[f"consumed_{outcome}"] = _sum(values, "spoc_events_consumed_total", outcome=outcome)
+    for outcome in ("ok", "failed", "unroutable"):
+        out[f"published_{outcome}"] = _sum(values, "spoc_events_published_total", outcome=outcome)
+    return out
+
+
+def log_problems(log_dir: Path) -> dict[str, int]:
+    """Lines at WARNING or above in each service's log (they log JSON)."""
+    problems = {}
+    for path in sorted(log_dir.glob("*.log")):
+        count = sum(
+            1
+            for line in path.read_text(errors="replace").splitlines()
+            if '"level": "WARNING"' in line
+            or '"level": "ERROR"' in line
+            or '"level": "CRITICAL"' in line
+            or "Traceback" in line
+        )
+        if count:
+            problems[path.stem] = count
+    return problems
+
+
+def ratios(report: dict[str, Any]) -> dict[str, float]:
+    raw = report.get("baselines")
+    tp = report.get("throughput")
+    if not raw or not tp:
+        return {}
+    e2e = tp["acknowledged_per_s"]
+    amqp = raw["amqp"]["round_trips_per_s"]
+    return {
+        "e2e_per_amqp_round_trip": e2e / amqp,
+        "e2e_deliveries_per_amqp_round_trip": e2e * DELIVERIES_PER_TICKET / amqp,
+        "e2e_per_pg_ticket_outbox_8": e2e / raw["pg_ticket_outbox_8"]["per_s"],
+        "e2e_per_pg_insert_8": e2e / raw["pg_insert_8"]["per_s"],
+        "posts_per_pg_ticket_outbox_8": tp["posts_per_s"] / raw["pg_ticket_outbox_8"]["per_s"],
+    }
+
+
+# --- printing --------------------------------------------------------------------------------
+
+
+def render(report: dict[str, Any]) -> str:
+    lines: list[str] = []
+    out = lines.append
+    s = report["settings"]
+    out(
+        f"Spoc end-to-end benchmark — {report['machine']['cpus']} CPUs, Python "
+        f"{report['machine']['python']}, client {s['client']}, loop {report['machine']['loop']}"
+    )
+    out(f"service env: {' '.join(f'{k}={v}' for k, v in s['service_env'].items())}")
+    raw = report.get("baselines")
+    if raw:
+        out("")
+        out("BASELINES (same run, same machine)")
+        a = raw["amqp"]
+        out(
+            f"  aio-pika round trip, quorum, persistent, confirms window {a['window']}, "
+            f"prefetch {a['prefetch']}: {a['round_trips_per_s']:8.0f} msg/s "
+            f"(publish confirmed {a['publish_confirmed_per_s']:.0f}/s, {a['messages']} msgs)"
+        )
+        for key, label in (
+            ("pg_insert_1", "asyncpg INSERT+commit, 1 connection   "),
+            ("pg_insert_8", "asyncpg INSERT+commit, 8 connections  "),
+            ("pg_ticket_outbox_1", "asyncpg ticket+outbox tx, 1 connection"),
+            ("pg_ticket_outbox_8", "asyncpg ticket+outbox tx, 8 conns     "),
+        ):
+            out(f"  {label}: {raw[key]['per_s']:8.0f} /s")
+    out("")
+    out(f"STACK started in {report.get('startup_seconds', float('nan')):.1f} s")
+    tp = report.get("throughput")
+    if tp:
+        out("")
+        out(f"THROUGHPUT ({s['tickets']} tickets, {s['concurrency']} concurrent clients)")
+        out(
+            f"  acknowledged tickets/s (first POST → last ack mail): "
+            f"{tp['acknowledged_per_s']:8.1f}   ({tp['acknowledged']} in {tp['e2e_seconds']:.1f} s)"
+        )
+        out(
+            f"  POSTs accepted/s (stack busy meanwhile):            {tp['posts_per_s']:8.1f}   "
+            f"(POST p50 {tp['post_latency']['p50_ms']:.0f} ms, "
+            f"p99 {tp['post_latency']['p99_ms']:.0f} ms)"
+        )
+        out(
+            f"  lost {tp['lost']}, duplicated {tp['duplicated']}, POST errors "
+            f"{sum(tp['post_errors'].values())}; intake caught up "
+            f"{tp.get('settle_seconds', 0):.1f} s after the last ack"
+        )
+        out(f"  CPU: {_cpu_line(tp['cpu'])}")
+    r = report.get("ratios")
+    if r:
+        out("")
+        out("RATIOS (e2e ÷ baseline)")
+        out(f"  e2e tickets/s ÷ aio-pika round trips/s:           {r['e2e_per_amqp_round_trip']:.3f}")
+        out(
+            f"  e2e deliveries/s ({DELIVERIES_PER_TICKET} per ticket) ÷ round trips/s:    "
+            f"{r['e2e_deliveries_per_amqp_round_trip']:.3f}"
+        )
+        out(f"  e2e tickets/s ÷ ticket+outbox tx/s (8 conns):     {r['e2e_per_pg_ticket_outbox_8']:.3f}")
+        out(f"  e2e tickets/s ÷ INSERT+commit/s (8 conns):        {r['e2e_per_pg_insert_8']:.3f}")
+        out(f"  POSTs/s ÷ ticket+outbox tx/s (8 conns):           {r['posts_per_pg_ticket_outbox_8']:.3f}")
+    lat = report.get("latency")
+    if lat:
+        a, p = lat["ack_latency"], lat["post_latency"]
+        out("")
+        out(
+            f"LATENCY (open loop, {s['rate']:g} tickets/s for {s['latency_seconds']:g} s: "
+            f"{lat['created']} tickets; generator worst lag {lat['generator_worst_lag_ms']:.1f} ms)"
+        )
+        out(
+            f"  POST → ack mail:  p50 {a['p50_ms']:7.1f} ms   p90 {a['p90_ms']:7.1f} ms   "
+            f"p99 {a['p99_ms']:7.1f} ms   max {a['max_ms']:7.1f} ms"
+        )
+        out(f"  POST answer:      p50 {p['p50_ms']:7.1f} ms   p99 {p['p99_ms']:7.1f} ms")
+        out(
+            f"  lost {lat['lost']}, duplicated {lat['duplicated']}, POST errors "
+            f"{sum(lat['post_errors'].values())}"
+        )
+        out(f"  CPU: {_cpu_line(lat['cpu'])}")
+    if "rss_max_mb" in report:
+        out("")
+        out("RSS (MB)            idle      max during load")
+        for name, peak in report["rss_max_mb"].items():
+            out(f"  {name:<14} {report['rss_idle_mb'].get(name, 0):8.1f}  {peak:8.1f}")
+    if "mail" in report:
+        m = report["mail"]
+        lost = sum(report[k]["lost"] for k in ("throughput", "latency") if k in report)
+        out("")
+        out(
+            f"DELIVERY: lost {lost}, duplicated {m['duplicated_tickets']} "
+            f"({m['total']} mails for {m['tickets']} tickets, warm-up included)"
+        )
+    if report.get("service_metrics"):
+        out("  per service: " + "; ".join(
+            f"{svc} " + " ".join(f"{k}={v:g}" for k, v in c.items() if v and k != "consumed_ok"
+                                  and k != "published_ok")
+            + f" (consumed {c['consumed_ok']:g}, published {c['published_ok']:g})"
+            for svc, c in report["service_metrics"].items()
+        ))
+    if report.get("service_log_problems"):
+        out(f"  warnings/errors in service logs: {report['service_log_problems']} "
+            f"(logs kept in {report.get('log_dir')})")
+    return "\n".join(lines)
+
+
+def _cpu_line(cpu: dict[str, Any]) -> str:
+    parts = " ".join(f"{k} {v:.1f}" for k, v in cpu["seconds"].items())
+    return (
+        f"machine {cpu['machine_busy_share'] * 100:.0f}% busy over {cpu['wall_seconds']:.1f} s; "
+        f"CPU s: {parts}, other {cpu['unaccounted_seconds']:.1f}"
+    )
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.e2e", description=__doc__.split("\n\n")[0] if __doc__ else None
+    )
+    parser.add_argument("--tickets", type=int, default=3000, help="throughput phase (3000)")
+    parser.add_argument("--concurrency", type=int, default=32, help="HTTP clients (32)")
+    parser.add_argument("--rate", type=float, default=50, help="latency phase tickets/s (50)")
+    parser.add_argument("--latency-seconds", type=float, default=20, help="latency phase (20)")
+    parser.add_argument("--warmup", type=int, default=50, help="tickets before measuring (50)")
+    parser.add_argument("--ack-timeout", type=float, default=30,
+                        help="give up on acks after this many seconds without one (30)")
+    parser.add_argument("--raw-messages", type=int, default=5000, help="aio-pika baseline (5000)")
+    parser.add_argument("--baseline-seconds", type=float, default=2.0,
+                        help="each PostgreSQL baseline (2)")
+    parser.add_argument("--skip-baselines", action="store_true")
+    parser.add_argument("--client", choices=("raw", "httpx"), default="raw",
+                        help="load generator's HTTP client (raw: lean keep-alive HTTP/1.1)")
+    parser.add_argument("--service-log-level", default="WARNING")
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra environment for the services, e.g. SPOC_NOTIFY_PREFETCH=128")
+    parser.add_argument("--keep-logs", action="store_true")
+    parser.add_argument("--json", type=Path, help="also write the full report here")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    try:
+        import uvloop
+
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:
+        runner = asyncio.Runner()
+    started = time.monotonic()
+    with runner:
+        report = runner.run(run(args))
+    report["bench_seconds"] = time.monotonic() - started
+    print(render(report))
+    print(f"\n(whole benchmark {report['bench_seconds']:.0f} s)")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
