@@ -104,14 +104,20 @@ class ProcessStack:
         return [sys.executable, "-m", "spoc.cli", *args]
 
     def migrate(self) -> None:
-        for service in SERVICE_NAMES:
-            subprocess.run(
+        """Migrates the four databases side by side (each is its own process and database)."""
+        running = {
+            service: subprocess.Popen(
                 self._command("migrate", service),
                 env=self.environment(service),
-                check=True,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
             )
+            for service in SERVICE_NAMES
+        }
+        for service, process in running.items():
+            _, errors = process.communicate(timeout=120)
+            if process.returncode != 0:
+                raise RuntimeError(f"migrating {service} failed: {errors.decode(errors='replace')}")
 
     def launch(self, service: str) -> None:
         log = (self.log_dir / f"{service}.log").open("ab")

@@ -89,7 +89,8 @@ def assert_cli_accepts(args: Sequence[str], where: str) -> None:
     try:
         parse_with_cli(args)
     except cli_errors() as error:
-        pytest.fail(f"{where}: `{command_line}` is refused by the CLI: {error.format_message()}")
+        message = error.format_message()  # type: ignore[attr-defined]
+        pytest.fail(f"{where}: `{command_line}` is refused by the CLI: {message}")
 
 
 def settings_class(service: str) -> type[Any]:
@@ -672,7 +673,11 @@ def test_grafana_dashboard_is_provisioned_against_the_provisioned_datasource() -
         assert series in everything, f"the dashboard shows nothing of {series}"
 
 
-PROMTOOL = shutil.which("promtool")
+# On PATH (Debian package `prometheus`), or unpacked into the repo's .tools/bin by a CI script.
+PROMTOOL = shutil.which("promtool") or (
+    str(ROOT / ".tools" / "bin" / "promtool")
+    if (ROOT / ".tools" / "bin" / "promtool").exists() else None
+)
 
 
 @pytest.mark.skipif(PROMTOOL is None, reason="promtool absent (Debian package prometheus)")
@@ -859,6 +864,27 @@ def test_kubernetes_workloads(source: str, monkeypatch: pytest.MonkeyPatch) -> N
                 assert host.startswith("amqp") and "?" not in host, "KEDA's host: no query string"
     missing = set(SERVICES) - served
     assert not missing, f"{source}: services without a Deployment: {missing}"
+
+
+KUBERNETES_VALIDATE = (
+    str(VENV_BIN / "kubernetes-validate") if (VENV_BIN / "kubernetes-validate").exists()
+    else shutil.which("kubernetes-validate")
+)
+
+
+@pytest.mark.skipif(KUBERNETES_VALIDATE is None, reason="kubernetes-validate (PyPI) is absent")
+def test_kubernetes_objects_match_the_api_schemas(tmp_path: Path) -> None:
+    """Strict schema check of the rendered overlay: catches misspelt or misplaced fields that
+    Kubernetes would reject or silently drop. KEDA's custom resources have no schema there."""
+    assert KUBERNETES_VALIDATE is not None
+    rendered = rendered_overlay()
+    if rendered is None:
+        pytest.skip("neither kubectl nor kustomize is installed to render the overlay")
+    manifest = tmp_path / "overlay.yaml"
+    manifest.write_text(yaml.safe_dump_all(list(rendered)))
+    done = subprocess.run([KUBERNETES_VALIDATE, "--strict", "--quiet", str(manifest)],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def placeholder(name: str, service: str) -> str:

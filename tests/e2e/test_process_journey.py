@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Iterator
 
 import aio_pika
 import httpx
 import pytest
+import pytest_asyncio
 
 from spoc.localstack import SERVICE_NAMES, MailSink, ProcessStack
 from tests.e2e.journey import (
@@ -22,12 +22,18 @@ from tests.support import (
     create_postgres_database,
     drop_postgres_database,
     eventually,
+    new_rabbit_vhost,
 )
 
-pytestmark = [pytest.mark.e2e, pytest.mark.broker, pytest.mark.postgres]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.broker,
+    pytest.mark.postgres,
+    pytest.mark.asyncio(loop_scope="module"),
+]
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def mail_sink() -> AsyncIterator[MailSink]:
     sink = MailSink()
     sink.start()
@@ -37,16 +43,26 @@ async def mail_sink() -> AsyncIterator[MailSink]:
         sink.stop()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
+def rabbit() -> Iterator[RabbitAdmin]:
+    """One vhost for the module: starting four processes per test would double the run."""
+    admin = new_rabbit_vhost()
+    try:
+        yield admin
+    finally:
+        admin.delete()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def stack(
-    rabbit: RabbitAdmin, mail_sink: MailSink, tmp_path: Path
+    rabbit: RabbitAdmin, mail_sink: MailSink, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[ProcessStack]:
     databases = {name: await create_postgres_database(f"spoc_e2e_{name}") for name in SERVICE_NAMES}
     processes = ProcessStack(
         amqp_url=rabbit.amqp_url,
         database_urls=databases,
         smtp_url=mail_sink.url,
-        log_dir=tmp_path / "logs",
+        log_dir=tmp_path_factory.mktemp("logs"),
     )
     try:
         await asyncio.to_thread(processes.migrate)
@@ -58,7 +74,7 @@ async def stack(
             await drop_postgres_database(url)
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="module")
 async def intake(stack: ProcessStack) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=stack.url("intake"), timeout=10) as client:
         yield client

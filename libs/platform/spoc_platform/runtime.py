@@ -14,7 +14,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from spoc_platform import metrics
 from spoc_platform.bus import MessageBus, QueueSpec, Subscription
-from spoc_platform.bus.amqp import AmqpBus
 from spoc_platform.bus.memory import MemoryBus
 from spoc_platform.consumer import EventConsumer, Handler
 from spoc_platform.db import create_engine, utc_now
@@ -161,12 +160,13 @@ def build_runtime(
 ) -> ServiceRuntime:
     """A service's runtime from its settings. Pass `bus` to share one (embedded default, tests)."""
     owns_bus = bus is None
-    if bus is None:
-        bus = (
-            AmqpBus(settings.amqp_url, publish_timeout=settings.publish_timeout)
-            if settings.bus == "amqp"
-            else MemoryBus()
-        )
+    if bus is None and settings.bus == "amqp":
+        # Imported here: the embedded default never loads the AMQP client (faster start).
+        from spoc_platform.bus.amqp import AmqpBus
+
+        bus = AmqpBus(settings.amqp_url, publish_timeout=settings.publish_timeout)
+    elif bus is None:
+        bus = MemoryBus()
     return ServiceRuntime(
         service=service,
         engine=create_engine(settings.database_url, pool_size=settings.database_pool_size),
