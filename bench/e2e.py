@@ -16,6 +16,8 @@ import json
 import os
 import platform
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +37,9 @@ from bench.support import (
     RssSampler,
     SinkProcess,
     create_database,
+    database_activity,
     drop_database,
+    machine_cpu,
 )
 from spoc.localstack import SERVICE_NAMES, ProcessStack
 
@@ -166,7 +170,7 @@ class Acks:
 
 
 async def await_acknowledgements(
-    sink: SinkProcess, numbers: set[str], idle_timeout: float, progress: Callable[[int], None]
+    sink: SinkProcess, numbers: set[str], idle_timeout: float
 ) -> Acks:
     """Until every number has its mail, or nothing new arrived for `idle_timeout` seconds."""
     started = time.monotonic()
@@ -177,7 +181,6 @@ async def await_acknowledgements(
         now = time.monotonic()
         if count != last_count:
             last_count, last_progress = count, now
-            progress(count)
             received, per_ticket, total = sink.snapshot()
             missing = numbers - received.keys()
             if not missing:
@@ -254,10 +257,16 @@ def _say(message: str) -> None:
 async def run_phase(
     name: str,
     push: Callable[[], Awaitable[tuple[list[Post], float]]],
+    *,
     sink: SinkProcess,
+    stack: ProcessStack,
+    databases: dict[str, str],
     window: CpuWindow,
     ack_timeout: float,
 ) -> dict[str, Any]:
+    """Pushes tickets, waits for their acknowledgements, then until intake has projected the
+    last event; CPU and database counters cover all of that (the whole journey's work)."""
+    activity_before = await database_activity(databases)
     window.start()
     posts, worst_lag = await push()
     created = [p for p in posts if p.number is not None]
@@ -268,13 +277,11 @@ async def run_phase(
         f"  {name}: {len(created)} of {len(posts)} POSTs answered 201 in "
         f"{last_answer - first_sent:.1f} s; waiting for acknowledgements"
     )
-    before = sink.count()
-
-    def progress(count: int) -> None:
-        return None
-
-    acks = await await_acknowledgements(sink, numbers, ack_timeout, progress)
+    acks = await await_acknowledgements(sink, numbers, ack_timeout)
+    settle_seconds = await settle(stack, len(acks.received_at))
     window.stop()
+    await asyncio.sleep(1.2)  # PostgreSQL flushes its statistics about once a second
+    activity_after = await database_activity(databases)
     acked = [p for p in created if p.number in acks.received_at]
     latencies = [acks.received_at[p.number] - p.sent for p in acked if p.number]
     post_latencies = [p.answered - p.sent for p in posts if p.status == 201]
@@ -284,7 +291,17 @@ async def run_phase(
         if p.number is None:
             key = f"{p.status}: {(p.error or '')[:80]}"
             errors[key] = errors.get(key, 0) + 1
-    result = {
+    per_ticket = max(1, len(created))
+    database = {
+        service: {
+            key: activity_after[service][key] - activity_before.get(service, {}).get(key, 0)
+            for key in activity_after[service]
+        }
+        for service in activity_after
+    }
+    for counters in database.values():
+        counters["commits_per_ticket"] = round(counters["commits"] / per_ticket, 2)
+    return {
         "posted": len(posts),
         "created": len(created),
         "post_errors": errors,
@@ -299,19 +316,21 @@ async def run_phase(
         "ack_latency": summary_ms(latencies),
         "post_latency": summary_ms(post_latencies),
         "generator_worst_lag_ms": worst_lag * 1000,
-        "mails_before_phase": before,
-        "cpu": cpu_report(window),
+        "settle_seconds": settle_seconds,
+        "cpu": cpu_report(window, per_ticket),
+        "database": database,
     }
-    return result
 
 
-def cpu_report(window: CpuWindow) -> dict[str, Any]:
-    accounted = sum(window.result.values())
+def cpu_report(window: CpuWindow, tickets: int) -> dict[str, Any]:
+    accounted = sum(window.result.values()) + sum(window.others.values())
     return {
+        "others_seconds": {k: round(v, 2) for k, v in list(window.others.items())[:5]},
         "wall_seconds": window.wall,
         "machine_busy_share": window.machine_busy_share,
         "machine_busy_seconds": window.machine_busy_seconds,
         "seconds": {k: round(v, 2) for k, v in window.result.items()},
+        "ms_per_ticket": {k: round(v * 1000 / tickets, 2) for k, v in window.result.items()},
         "unaccounted_seconds": round(window.machine_busy_seconds - accounted, 2),
     }
 
@@ -344,6 +363,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "loop": type(asyncio.get_running_loop()).__module__,
         },
     }
+    # Others' load on the machine skews every figure here; say how much there was.
+    busy, total = machine_cpu()
+    await asyncio.sleep(1)
+    busy2, total2 = machine_cpu()
+    report["machine"]["background_busy_share"] = (busy2 - busy) / max(total2 - total, 1e-9)
     vhost = RabbitVhost()
     vhost.create()
     databases: dict[str, str] = {}
@@ -402,41 +426,42 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             return CpuWindow(
                 groups={**{s: [p] for s, p in pids.items()}, "mail sink": [sink.pid],
                         "bench": [os.getpid()]},
-                dynamic={"rabbitmq": ("beam.smp",), "postgresql": ("postgres",)},
             )
 
+        phase = {
+            "sink": sink, "stack": stack, "databases": {s: databases[s] for s in SERVICE_NAMES},
+            "ack_timeout": args.ack_timeout,
+        }
         index = 1
         # A few tickets first: connection pools, prepared statements and imports warm up.
         _say("warm-up")
-        warm = await run_phase(
-            "warm-up",
-            lambda: _closed(connect, args.warmup, 4, index),
-            sink, window(), args.ack_timeout,
+        report["warmup"] = await run_phase(
+            "warm-up", lambda: _closed(connect, args.warmup, 4, index), window=window(), **phase
         )
         index += args.warmup
-        await settle(stack, warm["acknowledged"])
 
         _say(f"throughput: {args.tickets} tickets, {args.concurrency} concurrent clients")
-        report["throughput"] = await run_phase(
-            "throughput",
-            lambda: _closed(connect, args.tickets, args.concurrency, index),
-            sink, window(), args.ack_timeout,
-        )
+        profilers = start_profilers(args.profile, pids) if args.profile else []
+        try:
+            report["throughput"] = await run_phase(
+                "throughput",
+                lambda: _closed(connect, args.tickets, args.concurrency, index),
+                window=window(), **phase,
+            )
+        finally:
+            stop_profilers(profilers)
         index += args.tickets
-        report["throughput"]["settle_seconds"] = await settle(
-            stack, warm["acknowledged"] + report["throughput"]["acknowledged"]
-        )
 
         _say(f"latency: {args.rate:g} tickets/s for {args.latency_seconds:g} s (open loop)")
         report["latency"] = await run_phase(
             "latency",
             lambda: open_loop(connect, args.rate, args.latency_seconds, index),
-            sink, window(), args.ack_timeout,
+            window=window(), **phase,
         )
 
         await rss.stop()
         report["rss_max_mb"] = {k: v / 2**20 for k, v in rss.max.items()}
-        received, per_ticket, total = sink.snapshot()
+        _, per_ticket, total = sink.snapshot()
         report["mail"] = {
             "total": total,
             "tickets": len(per_ticket),
@@ -463,6 +488,32 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             shutil.rmtree(log_dir, ignore_errors=True)
     report["ratios"] = ratios(report)
     return report
+
+
+def start_profilers(directory: Path, pids: dict[str, int]) -> list[subprocess.Popen[bytes]]:
+    """py-spy on each service during the throughput phase (it costs some CPU itself)."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(py_spy).exists():
+        raise SystemExit("--profile needs py-spy (uv pip install py-spy)")
+    directory.mkdir(parents=True, exist_ok=True)
+    return [
+        subprocess.Popen(
+            [py_spy, "record", "--pid", str(pid), "--rate", "100", "--nonblocking",
+             "--format", "raw", "--output", str(directory / f"{service}.txt")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        for service, pid in pids.items()
+    ]
+
+
+def stop_profilers(profilers: list[subprocess.Popen[bytes]]) -> None:
+    for process in profilers:
+        process.send_signal(signal.SIGINT)
+    for process in profilers:
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 async def _closed(
@@ -521,111 +572,137 @@ def render(report: dict[str, Any]) -> str:
     lines: list[str] = []
     out = lines.append
     s = report["settings"]
+    m = report["machine"]
     out(
-        f"Spoc end-to-end benchmark — {report['machine']['cpus']} CPUs, Python "
-        f"{report['machine']['python']}, client {s['client']}, loop {report['machine']['loop']}"
+        f"Spoc end-to-end benchmark — {m['cpus']} CPUs, Python {m['python']}, "
+        f"load generator: {s['client']} HTTP client on {m['loop']}"
     )
     out(f"service env: {' '.join(f'{k}={v}' for k, v in s['service_env'].items())}")
+    if "background_busy_share" in m:
+        out(f"machine busy before the run (others' load): {m['background_busy_share'] * 100:.0f}%")
     raw = report.get("baselines")
     if raw:
+        a = raw["amqp"]
         out("")
         out("BASELINES (same run, same machine)")
-        a = raw["amqp"]
         out(
-            f"  aio-pika round trip, quorum, persistent, confirms window {a['window']}, "
-            f"prefetch {a['prefetch']}: {a['round_trips_per_s']:8.0f} msg/s "
-            f"(publish confirmed {a['publish_confirmed_per_s']:.0f}/s, {a['messages']} msgs)"
+            f"  aio-pika publish+consume round trip (quorum, persistent, confirm window "
+            f"{a['window']}, prefetch {a['prefetch']}):  {a['round_trips_per_s']:6.0f} msg/s"
         )
         for key, label in (
-            ("pg_insert_1", "asyncpg INSERT+commit, 1 connection   "),
-            ("pg_insert_8", "asyncpg INSERT+commit, 8 connections  "),
-            ("pg_ticket_outbox_1", "asyncpg ticket+outbox tx, 1 connection"),
-            ("pg_ticket_outbox_8", "asyncpg ticket+outbox tx, 8 conns     "),
+            ("pg_insert_1", "asyncpg INSERT+commit, 1 connection"),
+            ("pg_insert_8", "asyncpg INSERT+commit, 8 connections"),
+            ("pg_ticket_outbox_1", "asyncpg ticket+outbox in one tx, 1 connection"),
+            ("pg_ticket_outbox_8", "asyncpg ticket+outbox in one tx, 8 connections"),
         ):
-            out(f"  {label}: {raw[key]['per_s']:8.0f} /s")
+            out(f"  {label:<86}{raw[key]['per_s']:6.0f} /s")
     out("")
-    out(f"STACK started in {report.get('startup_seconds', float('nan')):.1f} s")
+    out(f"STACK: four processes ready {report.get('startup_seconds', float('nan')):.1f} s after "
+        "creating databases (migrations included)")
     tp = report.get("throughput")
     if tp:
         out("")
-        out(f"THROUGHPUT ({s['tickets']} tickets, {s['concurrency']} concurrent clients)")
+        out(f"THROUGHPUT: {s['tickets']} tickets, {s['concurrency']} concurrent HTTP clients")
         out(
-            f"  acknowledged tickets/s (first POST → last ack mail): "
-            f"{tp['acknowledged_per_s']:8.1f}   ({tp['acknowledged']} in {tp['e2e_seconds']:.1f} s)"
+            f"  ACKNOWLEDGED TICKETS/S (first POST → last ack mail)  {tp['acknowledged_per_s']:7.1f}"
+            f"   ({tp['acknowledged']} in {tp['e2e_seconds']:.1f} s)"
         )
         out(
-            f"  POSTs accepted/s (stack busy meanwhile):            {tp['posts_per_s']:8.1f}   "
-            f"(POST p50 {tp['post_latency']['p50_ms']:.0f} ms, "
+            f"  POSTs accepted/s (while the stack works)            {tp['posts_per_s']:7.1f}"
+            f"   (POST p50 {tp['post_latency']['p50_ms']:.0f} ms, "
             f"p99 {tp['post_latency']['p99_ms']:.0f} ms)"
         )
         out(
             f"  lost {tp['lost']}, duplicated {tp['duplicated']}, POST errors "
-            f"{sum(tp['post_errors'].values())}; intake caught up "
-            f"{tp.get('settle_seconds', 0):.1f} s after the last ack"
+            f"{sum(tp['post_errors'].values())}"
         )
-        out(f"  CPU: {_cpu_line(tp['cpu'])}")
+        out(_work_table(tp))
     r = report.get("ratios")
     if r:
         out("")
-        out("RATIOS (e2e ÷ baseline)")
-        out(f"  e2e tickets/s ÷ aio-pika round trips/s:           {r['e2e_per_amqp_round_trip']:.3f}")
-        out(
-            f"  e2e deliveries/s ({DELIVERIES_PER_TICKET} per ticket) ÷ round trips/s:    "
-            f"{r['e2e_deliveries_per_amqp_round_trip']:.3f}"
-        )
-        out(f"  e2e tickets/s ÷ ticket+outbox tx/s (8 conns):     {r['e2e_per_pg_ticket_outbox_8']:.3f}")
-        out(f"  e2e tickets/s ÷ INSERT+commit/s (8 conns):        {r['e2e_per_pg_insert_8']:.3f}")
-        out(f"  POSTs/s ÷ ticket+outbox tx/s (8 conns):           {r['posts_per_pg_ticket_outbox_8']:.3f}")
+        out("RATIOS")
+        for key, label in (
+            ("e2e_per_amqp_round_trip", "e2e tickets/s ÷ aio-pika round trips/s"),
+            (
+                "e2e_deliveries_per_amqp_round_trip",
+                f"e2e deliveries/s ({DELIVERIES_PER_TICKET} per ticket) ÷ aio-pika round trips/s",
+            ),
+            ("e2e_per_pg_ticket_outbox_8", "e2e tickets/s ÷ ticket+outbox tx/s (8 connections)"),
+            ("e2e_per_pg_insert_8", "e2e tickets/s ÷ INSERT+commit/s (8 connections)"),
+            ("posts_per_pg_ticket_outbox_8", "POSTs/s ÷ ticket+outbox tx/s (8 connections)"),
+        ):
+            out(f"  {label:<66}{r[key]:7.3f}")
     lat = report.get("latency")
     if lat:
         a, p = lat["ack_latency"], lat["post_latency"]
         out("")
         out(
-            f"LATENCY (open loop, {s['rate']:g} tickets/s for {s['latency_seconds']:g} s: "
-            f"{lat['created']} tickets; generator worst lag {lat['generator_worst_lag_ms']:.1f} ms)"
+            f"LATENCY: open loop, {s['rate']:g} tickets/s for {s['latency_seconds']:g} s "
+            f"({lat['created']} tickets; generator at worst {lat['generator_worst_lag_ms']:.1f} ms "
+            "behind schedule)"
         )
         out(
-            f"  POST → ack mail:  p50 {a['p50_ms']:7.1f} ms   p90 {a['p90_ms']:7.1f} ms   "
+            f"  POST → ack mail   p50 {a['p50_ms']:7.1f} ms   p90 {a['p90_ms']:7.1f} ms   "
             f"p99 {a['p99_ms']:7.1f} ms   max {a['max_ms']:7.1f} ms"
         )
-        out(f"  POST answer:      p50 {p['p50_ms']:7.1f} ms   p99 {p['p99_ms']:7.1f} ms")
+        out(f"  POST answer       p50 {p['p50_ms']:7.1f} ms   p99 {p['p99_ms']:7.1f} ms")
         out(
             f"  lost {lat['lost']}, duplicated {lat['duplicated']}, POST errors "
             f"{sum(lat['post_errors'].values())}"
         )
-        out(f"  CPU: {_cpu_line(lat['cpu'])}")
+        out(_work_table(lat))
     if "rss_max_mb" in report:
         out("")
-        out("RSS (MB)            idle      max during load")
+        out("RSS (MB)          idle   max under load")
         for name, peak in report["rss_max_mb"].items():
-            out(f"  {name:<14} {report['rss_idle_mb'].get(name, 0):8.1f}  {peak:8.1f}")
+            out(f"  {name:<12}{report['rss_idle_mb'].get(name, 0):8.1f}  {peak:8.1f}")
     if "mail" in report:
-        m = report["mail"]
-        lost = sum(report[k]["lost"] for k in ("throughput", "latency") if k in report)
+        mail = report["mail"]
+        lost = sum(report[k]["lost"] for k in ("warmup", "throughput", "latency") if k in report)
         out("")
         out(
-            f"DELIVERY: lost {lost}, duplicated {m['duplicated_tickets']} "
-            f"({m['total']} mails for {m['tickets']} tickets, warm-up included)"
+            f"DELIVERY: lost {lost}, duplicated {mail['duplicated_tickets']} "
+            f"({mail['total']} mails for {mail['tickets']} tickets, warm-up included)"
         )
     if report.get("service_metrics"):
-        out("  per service: " + "; ".join(
-            f"{svc} " + " ".join(f"{k}={v:g}" for k, v in c.items() if v and k != "consumed_ok"
-                                  and k != "published_ok")
-            + f" (consumed {c['consumed_ok']:g}, published {c['published_ok']:g})"
-            for svc, c in report["service_metrics"].items()
-        ))
+        for svc, c in report["service_metrics"].items():
+            bad = " ".join(
+                f"{k}={v:g}" for k, v in c.items() if v and k not in {"consumed_ok", "published_ok"}
+            )
+            out(
+                f"  {svc:<8} consumed {c['consumed_ok']:6g}  published {c['published_ok']:6g}  "
+                f"{bad or '(no duplicates, retries, dead letters or failed publishes)'}"
+            )
     if report.get("service_log_problems"):
-        out(f"  warnings/errors in service logs: {report['service_log_problems']} "
-            f"(logs kept in {report.get('log_dir')})")
+        out(
+            f"  warnings/errors in service logs: {report['service_log_problems']} "
+            f"(logs kept in {report.get('log_dir')})"
+        )
     return "\n".join(lines)
 
 
-def _cpu_line(cpu: dict[str, Any]) -> str:
-    parts = " ".join(f"{k} {v:.1f}" for k, v in cpu["seconds"].items())
-    return (
-        f"machine {cpu['machine_busy_share'] * 100:.0f}% busy over {cpu['wall_seconds']:.1f} s; "
-        f"CPU s: {parts}, other {cpu['unaccounted_seconds']:.1f}"
+def _work_table(phase: dict[str, Any]) -> str:
+    cpu, db = phase["cpu"], phase["database"]
+    rows = [
+        f"  where the work went ({cpu['wall_seconds']:.1f} s wall, machine "
+        f"{cpu['machine_busy_share'] * 100:.0f}% busy):",
+        "    process        CPU s  CPU ms/ticket  PG commits/ticket  PG sessions opened",
+    ]
+    for name, seconds in cpu["seconds"].items():
+        counters = db.get(name)
+        extra = (
+            f"{counters['commits_per_ticket']:17.1f}  {counters['sessions']:18d}" if counters else ""
+        )
+        rows.append(
+            f"    {name:<12}{seconds:7.1f}  {cpu['ms_per_ticket'][name]:13.1f}  {extra}".rstrip()
+        )
+    others = sum(cpu["others_seconds"].values())
+    named = ", ".join(f"{k} {v:.1f}" for k, v in cpu["others_seconds"].items() if v >= 0.05)
+    rows.append(f"    {'not ours':<12}{others:7.1f}   {named}")
+    rows.append(
+        f"    {'unaccounted':<12}{cpu['unaccounted_seconds']:7.1f}   (interrupts, ended processes)"
     )
+    return "\n".join(rows)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -649,6 +726,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                         help="extra environment for the services, e.g. SPOC_NOTIFY_PREFETCH=128")
     parser.add_argument("--keep-logs", action="store_true")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="py-spy each service during the throughput phase (collapsed stacks)")
     parser.add_argument("--json", type=Path, help="also write the full report here")
     return parser.parse_args(argv)
 

@@ -61,6 +61,31 @@ async def drop_database(url: str) -> None:
         await conn.close()
 
 
+async def database_activity(urls: dict[str, str]) -> dict[str, dict[str, int]]:
+    """Cumulative counters of each database: sessions opened, commits and rollbacks (PostgreSQL
+    flushes these about once a second, so read them after a pause)."""
+    import asyncpg
+
+    names = {url.rsplit("/", 1)[-1]: key for key, url in urls.items()}
+    conn = await asyncpg.connect(POSTGRES_ADMIN_DSN, timeout=5)
+    try:
+        rows = await conn.fetch(
+            "SELECT datname, sessions, xact_commit, xact_rollback FROM pg_stat_database"
+            " WHERE datname = ANY($1::text[])",
+            list(names),
+        )
+    finally:
+        await conn.close()
+    return {
+        names[r["datname"]]: {
+            "sessions": r["sessions"] or 0,
+            "commits": r["xact_commit"] or 0,
+            "rollbacks": r["xact_rollback"] or 0,
+        }
+        for r in rows
+    }
+
+
 class RabbitVhost:
     """A vhost of our own through the management API, deleted (with its queues) at the end."""
 
@@ -117,17 +142,26 @@ def rss_bytes(pid: int) -> int | None:
 
 def pids_named(*names: str) -> list[int]:
     """Processes whose command name (comm) is one of `names` (e.g. beam.smp, postgres)."""
-    found = []
+    return [pid for pid, (comm, _, _) in _all_processes().items() if comm in names]
+
+
+def _all_processes() -> dict[int, tuple[str, float, float]]:
+    """{pid: (comm, own CPU seconds, CPU seconds of its reaped children)} of every process."""
+    found = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            with open(f"/proc/{entry}/comm", "rb") as f:
-                comm = f.read().strip().decode(errors="replace")
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
         except OSError:
             continue
-        if comm in names:
-            found.append(int(entry))
+        close = stat.rindex(b")")
+        comm = stat[stat.index(b"(") + 1 : close].decode(errors="replace")
+        fields = stat[close + 2 :].split()
+        own = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        reaped = (int(fields[13]) + int(fields[14])) / CLOCK_TICKS
+        found[int(entry)] = (comm, own, reaped)
     return found
 
 
@@ -140,50 +174,53 @@ def machine_cpu() -> tuple[float, float]:
     return (total - idle) / CLOCK_TICKS, total / CLOCK_TICKS
 
 
+# Processes known by their command name; everything else is someone else's.
+NAMED_GROUPS = {"beam.smp": "rabbitmq", "erl_child_setup": "rabbitmq", "postgres": "postgresql"}
+
+
 @dataclass
 class CpuWindow:
-    """CPU seconds per named group of processes between `start()` and `stop()`."""
+    """CPU seconds per group of processes between `start()` and `stop()`: our own processes by
+    pid, RabbitMQ and PostgreSQL by command name (ended PostgreSQL backends through the CPU
+    time the postmaster reaped), and the rest of the machine by command name."""
 
     groups: dict[str, list[int]] = field(default_factory=dict)
-    dynamic: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    _start: dict[str, dict[int, float]] = field(default_factory=dict)
+    _start: dict[int, tuple[str, float, float]] = field(default_factory=dict)
     _machine: tuple[float, float] = (0.0, 0.0)
     _wall: float = 0.0
     result: dict[str, float] = field(default_factory=dict)
+    others: dict[str, float] = field(default_factory=dict)
     machine_busy_seconds: float = 0.0
     machine_busy_share: float = 0.0
     wall: float = 0.0
 
-    def _pids(self, group: str) -> list[int]:
-        if group in self.dynamic:
-            return pids_named(*self.dynamic[group])
-        return self.groups[group]
-
-    def _snapshot(self) -> dict[str, dict[int, float]]:
-        snap: dict[str, dict[int, float]] = {}
-        for group in [*self.groups, *self.dynamic]:
-            snap[group] = {}
-            for pid in self._pids(group):
-                seconds = cpu_seconds(pid)
-                if seconds is not None:
-                    snap[group][pid] = seconds
-        return snap
-
     def start(self) -> None:
-        self._start = self._snapshot()
+        self._start = _all_processes()
         self._machine = machine_cpu()
         self._wall = time.monotonic()
 
     def stop(self) -> None:
-        end = self._snapshot()
+        end = _all_processes()
         busy, total = machine_cpu()
         self.wall = time.monotonic() - self._wall
-        self.result = {
-            # A process that appeared during the window (a new PostgreSQL backend) counts from 0;
-            # one that ended during it is lost, and shows up in "unaccounted".
-            group: sum(s - self._start.get(group, {}).get(pid, 0.0) for pid, s in pids.items())
-            for group, pids in end.items()
-        }
+        ours = {pid: name for name, pids in self.groups.items() for pid in pids}
+        result = dict.fromkeys([*self.groups, "rabbitmq", "postgresql"], 0.0)
+        others: dict[str, float] = {}
+        for pid, (comm, own, reaped) in end.items():
+            before = self._start.get(pid)
+            if before is not None and before[0] != comm and pid not in ours:
+                before = None  # a pid reused, or a process that exec'd: count it from 0
+            used = own - (before[1] if before else 0.0)
+            reaped_now = reaped - (before[2] if before else 0.0)
+            if pid in ours:
+                result[ours[pid]] += used
+            elif comm in NAMED_GROUPS:
+                # The postmaster reaps its backends: their CPU lands in its children's time.
+                result[NAMED_GROUPS[comm]] += used + (reaped_now if comm == "postgres" else 0)
+            elif used > 0:
+                others[comm] = others.get(comm, 0.0) + used
+        self.result = result
+        self.others = dict(sorted(others.items(), key=lambda kv: -kv[1]))
         self.machine_busy_seconds = busy - self._machine[0]
         elapsed = total - self._machine[1]
         self.machine_busy_share = self.machine_busy_seconds / elapsed if elapsed else 0.0

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal, TypedDict
 
 import typer
 import uvicorn
 
 from spoc.services import SERVICES, ServiceName
 from spoc_platform.logs import configure_logging
+from spoc_platform.settings import ServiceSettings
 
 app = typer.Typer(
     help="Spoc — a single-point-of-contact IT service desk.",
@@ -24,14 +24,22 @@ app.add_typer(contracts, name="contracts")
 CATALOGUE_PATH = Path("docs/events/catalogue.json")
 
 
-def _uvicorn_options() -> dict[str, object]:
+class _UvicornOptions(TypedDict, total=False):
+    access_log: bool
+    log_config: None
+    lifespan: Literal["on"]
+    loop: str
+    http: str
+
+
+def _uvicorn_options() -> _UvicornOptions:
     # uvloop and httptools roughly double what one worker serves; fall back if absent.
-    options: dict[str, object] = {"access_log": False, "log_config": None, "lifespan": "on"}
+    options: _UvicornOptions = {"access_log": False, "log_config": None, "lifespan": "on"}
     try:
         import httptools  # noqa: F401
         import uvloop  # noqa: F401
 
-        options.update(loop="uvloop", http="httptools")
+        options.update({"loop": "uvloop", "http": "httptools"})
     except ImportError:
         pass
     return options
@@ -56,7 +64,7 @@ def up(
         f"Spoc embedded default on {public}  (API docs {public}/docs; mail in {desk.maildir}/new)",
         err=True,
     )
-    uvicorn.run(create_embedded_app(desk), host=host, port=port, **_uvicorn_options())  # type: ignore[arg-type]
+    uvicorn.run(create_embedded_app(desk), host=host, port=port, **_uvicorn_options())
 
 
 @app.command()
@@ -69,7 +77,7 @@ def serve(
     entry = SERVICES[service]
     settings = _settings_or_exit(service)
     configure_logging(settings.log_level, json=settings.log_json)
-    uvicorn.run(entry.create_app(settings), host=host, port=port, **_uvicorn_options())  # type: ignore[arg-type]
+    uvicorn.run(entry.create_app(settings), host=host, port=port, **_uvicorn_options())
 
 
 @app.command()
@@ -86,7 +94,7 @@ def migrate(
     typer.echo(f"{service.value}: database at {revision}", err=True)
 
 
-def _settings_or_exit(service: ServiceName):  # type: ignore[no-untyped-def]
+def _settings_or_exit(service: ServiceName) -> ServiceSettings:
     from pydantic import ValidationError
 
     try:
@@ -144,4 +152,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

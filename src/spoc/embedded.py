@@ -14,24 +14,73 @@ from fastapi import FastAPI
 from spoc.services import SERVICES, ServiceName
 from spoc_intake.app import create_app as create_intake_app
 from spoc_intake.bootstrap import IntakeContainer
+from spoc_intake.bootstrap import bootstrap as bootstrap_intake
+from spoc_intake.settings import IntakeSettings
 from spoc_notify.app import create_app as create_notify_app
 from spoc_notify.bootstrap import NotifyContainer
+from spoc_notify.bootstrap import bootstrap as bootstrap_notify
+from spoc_notify.settings import NotifySettings
 from spoc_platform.bus.memory import MemoryBus
 from spoc_platform.migrations import upgrade
 from spoc_platform.runtime import ServiceRuntime
 from spoc_platform.settings import ServiceSettings
 from spoc_routing.app import create_app as create_routing_app
+from spoc_routing.bootstrap import RoutingContainer
+from spoc_routing.bootstrap import bootstrap as bootstrap_routing
+from spoc_routing.settings import RoutingSettings
 from spoc_sla.app import create_app as create_sla_app
+from spoc_sla.bootstrap import SlaContainer
+from spoc_sla.bootstrap import bootstrap as bootstrap_sla
+from spoc_sla.settings import SlaSettings
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EmbeddedSettings:
+    """Each service's settings, under its own type."""
+
+    intake: IntakeSettings
+    routing: RoutingSettings
+    sla: SlaSettings
+    notify: NotifySettings
+
+    def by_service(self) -> dict[ServiceName, ServiceSettings]:
+        """In start order: intake, routing, sla, notify."""
+        return {
+            ServiceName.intake: self.intake,
+            ServiceName.routing: self.routing,
+            ServiceName.sla: self.sla,
+            ServiceName.notify: self.notify,
+        }
+
+
+@dataclass(frozen=True)
+class EmbeddedContainers:
+    """Each service's wired container, under its own type."""
+
+    intake: IntakeContainer
+    routing: RoutingContainer
+    sla: SlaContainer
+    notify: NotifyContainer
+
+    @property
+    def runtimes(self) -> list[ServiceRuntime]:
+        """In start order: intake, routing, sla, notify."""
+        return [
+            self.intake.runtime,
+            self.routing.runtime,
+            self.sla.runtime,
+            self.notify.runtime,
+        ]
 
 
 @dataclass
 class EmbeddedDesk:
     data_dir: Path
     bus: MemoryBus
-    settings: dict[ServiceName, ServiceSettings]
-    containers: dict[ServiceName, object]
+    settings: EmbeddedSettings
+    containers: EmbeddedContainers
 
     @property
     def maildir(self) -> Path:
@@ -39,35 +88,39 @@ class EmbeddedDesk:
 
     @property
     def runtimes(self) -> list[ServiceRuntime]:
-        return [c.runtime for c in self.containers.values()]  # type: ignore[attr-defined]
+        return self.containers.runtimes
 
     @property
     def intake(self) -> IntakeContainer:
-        return self.containers[ServiceName.intake]  # type: ignore[return-value]
+        return self.containers.intake
 
     @property
     def notify(self) -> NotifyContainer:
-        return self.containers[ServiceName.notify]  # type: ignore[return-value]
+        return self.containers.notify
 
 
-def embedded_settings(data_dir: Path, portal_url: str) -> dict[ServiceName, ServiceSettings]:
+def embedded_settings(data_dir: Path, portal_url: str) -> EmbeddedSettings:
     data_dir = data_dir.resolve()
-    settings: dict[ServiceName, ServiceSettings] = {}
-    for name, entry in SERVICES.items():
-        extra: dict[str, object] = {}
-        if name is ServiceName.notify:
-            extra = {"maildir": data_dir / "mail", "portal_url": portal_url}
-        # Environment variables still apply (desk file, log level); these fields are fixed.
-        settings[name] = entry.settings(
-            database_url=f"sqlite+aiosqlite:///{data_dir / f'{name.value}.sqlite3'}",
+
+    def database_url(name: ServiceName) -> str:
+        return f"sqlite+aiosqlite:///{data_dir / f'{name.value}.sqlite3'}"
+
+    # Environment variables still apply (desk file, log level); these fields are fixed.
+    return EmbeddedSettings(
+        intake=IntakeSettings(database_url=database_url(ServiceName.intake), bus="memory"),
+        routing=RoutingSettings(database_url=database_url(ServiceName.routing), bus="memory"),
+        sla=SlaSettings(database_url=database_url(ServiceName.sla), bus="memory"),
+        notify=NotifySettings(
+            database_url=database_url(ServiceName.notify),
             bus="memory",
-            **extra,
-        )
-    return settings
+            maildir=data_dir / "mail",
+            portal_url=portal_url,
+        ),
+    )
 
 
-def migrate_all(settings: dict[ServiceName, ServiceSettings]) -> None:
-    for name, service_settings in settings.items():
+def migrate_all(settings: EmbeddedSettings) -> None:
+    for name, service_settings in settings.by_service().items():
         upgrade(SERVICES[name].migrations, service_settings.database_url)
 
 
@@ -77,10 +130,12 @@ def build_desk(data_dir: Path, *, portal_url: str = "http://127.0.0.1:8000") -> 
     settings = embedded_settings(data_dir, portal_url)
     migrate_all(settings)
     bus = MemoryBus()
-    containers = {
-        name: SERVICES[name].bootstrap(service_settings, bus=bus)
-        for name, service_settings in settings.items()
-    }
+    containers = EmbeddedContainers(
+        intake=bootstrap_intake(settings.intake, bus=bus),
+        routing=bootstrap_routing(settings.routing, bus=bus),
+        sla=bootstrap_sla(settings.sla, bus=bus),
+        notify=bootstrap_notify(settings.notify, bus=bus),
+    )
     return EmbeddedDesk(data_dir=data_dir, bus=bus, settings=settings, containers=containers)
 
 
@@ -110,19 +165,18 @@ def create_embedded_app(desk: EmbeddedDesk) -> FastAPI:
             log.info("Spoc is ready (embedded default, data in %s)", desk.data_dir)
             yield
 
-    app = create_intake_app(
-        settings[ServiceName.intake],
-        containers[ServiceName.intake],  # type: ignore[arg-type]
-        manage_runtime=False,
-    )
+    app = create_intake_app(settings.intake, containers.intake, manage_runtime=False)
     app.router.lifespan_context = lifespan
-    for name, factory in (
-        (ServiceName.routing, create_routing_app),
-        (ServiceName.sla, create_sla_app),
-        (ServiceName.notify, create_notify_app),
-    ):
-        app.mount(
-            f"/{name.value}",
-            factory(settings[name], containers[name], manage_runtime=False),  # type: ignore[operator]
-        )
+    app.mount(
+        f"/{ServiceName.routing.value}",
+        create_routing_app(settings.routing, containers.routing, manage_runtime=False),
+    )
+    app.mount(
+        f"/{ServiceName.sla.value}",
+        create_sla_app(settings.sla, containers.sla, manage_runtime=False),
+    )
+    app.mount(
+        f"/{ServiceName.notify.value}",
+        create_notify_app(settings.notify, containers.notify, manage_runtime=False),
+    )
     return app

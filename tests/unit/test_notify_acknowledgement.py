@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from email import message_from_bytes
 from email.message import EmailMessage
+from email.policy import default
 
 import pytest
 from sqlalchemy import select
 
 from spoc_contracts import ClockTarget, NotificationFailed, NotificationSent, SlaClockStarted
+from spoc_notify.mail import OutgoingMail
 from spoc_notify.models import TicketContact
 from tests.harness import ServiceUnderTest, envelope, service, ticket_created
 
@@ -22,13 +25,17 @@ class RecordingTransport:
 
     def __init__(self, failures: int = 0) -> None:
         self.sent: list[EmailMessage] = []
+        self.envelopes: list[tuple[str, tuple[str, ...]]] = []
         self.failures = failures
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, mail: OutgoingMail) -> None:
         if self.failures:
             self.failures -= 1
             raise ConnectionError("mail server unreachable")
-        self.sent.append(message)
+        parsed = message_from_bytes(mail.raw, policy=default)
+        assert isinstance(parsed, EmailMessage)
+        self.sent.append(parsed)
+        self.envelopes.append((mail.sender, mail.recipients))
 
     async def close(self) -> None:
         return None
@@ -66,6 +73,7 @@ async def test_the_acknowledgement_waits_for_both_halves_in_any_order(
         assert await notify.container.dispatcher.dispatch_once() == 1
 
         [mail] = transport.sent
+        assert transport.envelopes == [("desk@spoc.localhost", ("ala@example.org",))]
         assert mail["Subject"] == "[SD-000042] We have your request: Laptop will not boot"
         assert mail["To"] == "Ala Kowalska <ala@example.org>"
         text = mail.get_body(("plain",)).get_content()

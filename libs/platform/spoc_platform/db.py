@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeAlias
 
-from sqlalchemy import BigInteger, DateTime, Dialect, Integer, MetaData, event
+from sqlalchemy import BigInteger, DateTime, Dialect, Integer, MetaData, Table, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.sql.dml import Insert
 from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
@@ -80,7 +79,11 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def insert_for(dialect_name: str, table: Any) -> Insert:
+# Both dialects' INSERTs carry ON CONFLICT (on_conflict_do_update/_nothing, excluded).
+DialectInsert: TypeAlias = postgresql.Insert | sqlite.Insert
+
+
+def insert_for(dialect_name: str, table: Table) -> DialectInsert:
     """An INSERT that knows ON CONFLICT for the dialect at hand (both dialects spell it alike)."""
     if dialect_name == "postgresql":
         return postgresql.insert(table)

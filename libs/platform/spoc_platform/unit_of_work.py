@@ -55,13 +55,15 @@ class UnitOfWork:
 
     async def _next_sequence(self, ticket_id: uuid.UUID) -> int:
         table = self._tables.event_sequence
-        stmt = insert_for(self.conn.dialect.name, table).values(
-            ticket_id=ticket_id, last_sequence=1
+        stmt = (
+            insert_for(self.conn.dialect.name, table)
+            .values(ticket_id=ticket_id, last_sequence=1)
+            .on_conflict_do_update(
+                index_elements=[table.c.ticket_id],
+                set_={"last_sequence": table.c.last_sequence + 1},
+            )
+            .returning(table.c.last_sequence)
         )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[table.c.ticket_id],
-            set_={"last_sequence": table.c.last_sequence + 1},
-        ).returning(table.c.last_sequence)
         return int((await self.conn.execute(stmt)).scalar_one())
 
     async def record_handled(self, envelope: Envelope) -> bool:

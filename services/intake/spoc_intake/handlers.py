@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
 
 from spoc_contracts import (
     Envelope,
@@ -14,24 +17,32 @@ from spoc_contracts import (
     TicketRouted,
 )
 from spoc_intake import repository
-from spoc_platform.consumer import PermanentError
+from spoc_platform.consumer import Handler, PermanentError
 from spoc_platform.db import utc_now
 from spoc_platform.unit_of_work import UnitOfWork
 
 CHANNEL_WORDS = {"email": "e-mail", "sms": "SMS", "chat": "chat", "webhook": "webhook"}
 
 
-async def _known_ticket(uow: UnitOfWork, envelope: Envelope) -> uuid.UUID:
-    if envelope.ticket_id is None or not await repository.ticket_exists(
-        uow.conn, envelope.ticket_id
-    ):
-        # Intake writes the ticket before anyone can hear of it, so this is never "not yet".
-        raise PermanentError(f"{envelope.type} names a ticket intake does not have")
+def _ticket_id(envelope: Envelope) -> uuid.UUID:
+    if envelope.ticket_id is None:
+        raise PermanentError(f"{envelope.type} without a ticket_id")
     return envelope.ticket_id
 
 
+async def _add_timeline(uow: UnitOfWork, envelope: Envelope, **entry: Any) -> None:
+    """Records the event in the ticket's history. The entry's foreign key also proves the ticket
+    exists: intake writes a ticket before anyone can hear of it, so this is never "not yet"."""
+    try:
+        await repository.add_timeline(
+            uow.conn, ticket_id=_ticket_id(envelope), event_id=envelope.id, **entry
+        )
+    except IntegrityError as error:
+        raise PermanentError(f"{envelope.type} names a ticket intake does not have") from error
+
+
 async def on_ticket_routed(event: TicketRouted, *, envelope: Envelope, uow: UnitOfWork) -> None:
-    ticket_id = await _known_ticket(uow, envelope)
+    ticket_id = _ticket_id(envelope)
     await repository.apply_routing(
         uow.conn,
         ticket_id,
@@ -43,18 +54,17 @@ async def on_ticket_routed(event: TicketRouted, *, envelope: Envelope, uow: Unit
         owner_name=event.owner.name if event.owner else None,
     )
     owner = f", owner {event.owner.name}" if event.owner else ""
-    await repository.add_timeline(
-        uow.conn,
-        ticket_id=ticket_id,
+    await _add_timeline(
+        uow,
+        envelope,
         at=envelope.occurred_at,
         kind="routed",
         summary=f"Priority {event.priority}; assigned to {event.group.name}{owner}.",
-        event_id=envelope.id,
     )
 
 
 async def on_ticket_assigned(event: TicketAssigned, *, envelope: Envelope, uow: UnitOfWork) -> None:
-    ticket_id = await _known_ticket(uow, envelope)
+    ticket_id = _ticket_id(envelope)
     await repository.apply_routing(
         uow.conn,
         ticket_id,
@@ -64,20 +74,19 @@ async def on_ticket_assigned(event: TicketAssigned, *, envelope: Envelope, uow: 
         group_name=event.group.name,
         group_tier=event.group.tier,
     )
-    await repository.add_timeline(
-        uow.conn,
-        ticket_id=ticket_id,
+    await _add_timeline(
+        uow,
+        envelope,
         at=envelope.occurred_at,
         kind="assigned",
         summary=f"{event.owner.name} ({event.group.name}) now handles this request.",
-        event_id=envelope.id,
     )
 
 
 async def on_ticket_escalated(
     event: TicketEscalated, *, envelope: Envelope, uow: UnitOfWork
 ) -> None:
-    ticket_id = await _known_ticket(uow, envelope)
+    ticket_id = _ticket_id(envelope)
     # The requester sees which team has it (D8); the owner stays the one contact (D3).
     await repository.apply_routing(
         uow.conn,
@@ -87,21 +96,20 @@ async def on_ticket_escalated(
         group_name=event.to_group.name,
         group_tier=event.to_group.tier,
     )
-    await repository.add_timeline(
-        uow.conn,
-        ticket_id=ticket_id,
+    await _add_timeline(
+        uow,
+        envelope,
         at=envelope.occurred_at,
         kind="escalated",
         summary=f"Referred to {event.to_group.name} (tier {event.to_group.tier}); "
         "your contact stays the same.",
-        event_id=envelope.id,
     )
 
 
 async def on_sla_clock_started(
     event: SlaClockStarted, *, envelope: Envelope, uow: UnitOfWork
 ) -> None:
-    ticket_id = await _known_ticket(uow, envelope)
+    ticket_id = _ticket_id(envelope)
     due = {clock.metric: clock.due_at for clock in event.clocks}
     await repository.apply_targets(
         uow.conn,
@@ -116,49 +124,44 @@ async def on_sla_clock_started(
         for metric, label in (("first_response", "first response"), ("resolution", "resolution"))
         if metric in due
     ]
-    await repository.add_timeline(
-        uow.conn,
-        ticket_id=ticket_id,
+    await _add_timeline(
+        uow,
+        envelope,
         at=envelope.occurred_at,
         kind="targets_set",
         summary=f"Targets set ({event.priority}): {'; '.join(parts)}.",
-        event_id=envelope.id,
     )
 
 
 async def on_notification_sent(
     event: NotificationSent, *, envelope: Envelope, uow: UnitOfWork
 ) -> None:
-    ticket_id = await _known_ticket(uow, envelope)
     what = "Acknowledgement" if event.kind == "acknowledgement" else "Update"
     channel = CHANNEL_WORDS.get(event.channel, event.channel)
-    await repository.add_timeline(
-        uow.conn,
-        ticket_id=ticket_id,
+    await _add_timeline(
+        uow,
+        envelope,
         at=event.sent_at,
         kind="notified",
         summary=f"{what} sent by {channel} to {event.recipient}.",
-        event_id=envelope.id,
     )
 
 
 async def on_notification_failed(
     event: NotificationFailed, *, envelope: Envelope, uow: UnitOfWork
 ) -> None:
-    ticket_id = await _known_ticket(uow, envelope)
-    await repository.add_timeline(
-        uow.conn,
-        ticket_id=ticket_id,
+    await _add_timeline(
+        uow,
+        envelope,
         at=envelope.occurred_at,
         kind="notification_failed",
         summary=f"{event.kind} to {event.recipient} by {event.channel} failed after "
         f"{event.attempts} attempts: {event.error}",
         public=False,
-        event_id=envelope.id,
     )
 
 
-HANDLERS = {
+HANDLERS: dict[str, Handler] = {
     TicketRouted.TYPE: on_ticket_routed,
     TicketAssigned.TYPE: on_ticket_assigned,
     TicketEscalated.TYPE: on_ticket_escalated,

@@ -5,17 +5,18 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Row, case, delete, func, insert, select, update
+from sqlalchemy import Row, Table, case, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from spoc_intake.models import IdempotencyKey, Ticket, TimelineEntry
 from spoc_platform.db import insert_for
 
-ticket = Ticket.__table__
-timeline = TimelineEntry.__table__
-idempotency = IdempotencyKey.__table__
+# Declarative models type __table__ as FromClause; these are plain Tables.
+ticket: Table = cast(Table, Ticket.__table__)
+timeline: Table = cast(Table, TimelineEntry.__table__)
+idempotency: Table = cast(Table, IdempotencyKey.__table__)
 
 TICKET_NUMBER_SEQUENCE = "ticket_number_seq"
 
@@ -85,12 +86,9 @@ async def ticket_by_number(conn: AsyncConnection, number: int) -> Row[Any] | Non
     return (await conn.execute(select(ticket).where(ticket.c.number == number))).first()
 
 
-async def ticket_exists(conn: AsyncConnection, ticket_id: uuid.UUID) -> bool:
-    found = await conn.execute(select(ticket.c.id).where(ticket.c.id == ticket_id))
-    return found.first() is not None
-
-
-async def public_timeline(conn: AsyncConnection, ticket_id: uuid.UUID) -> Sequence[Row[Any]]:
+async def public_timeline(
+    conn: AsyncConnection, ticket_id: uuid.UUID
+) -> Sequence[Row[datetime, str, str]]:
     return (
         await conn.execute(
             select(timeline.c.at, timeline.c.kind, timeline.c.summary)

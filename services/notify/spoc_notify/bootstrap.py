@@ -59,6 +59,7 @@ def bootstrap(
     dispatcher = DeliveryDispatcher(
         unit_of_work=runtime.unit_of_work,
         transport=transport,
+        sender=settings.mail_from,
         max_attempts=settings.max_attempts,
         concurrency=settings.send_concurrency,
     )

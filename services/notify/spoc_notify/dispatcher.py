@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import email.policy
 import logging
 from datetime import timedelta
-from email import message_from_string
-from email.message import EmailMessage
+from email.utils import parseaddr
 from typing import Any
 
 from sqlalchemy import Row
 
 from spoc_contracts import NotificationFailed, NotificationSent
 from spoc_notify import metrics, repository
-from spoc_notify.mail import MailTransport
+from spoc_notify.mail import MailTransport, OutgoingMail
 from spoc_platform.claims import backoff_seconds
 from spoc_platform.db import utc_now
 from spoc_platform.logs import log_context
@@ -35,6 +33,7 @@ class DeliveryDispatcher:
         *,
         unit_of_work: UnitOfWorkFactory,
         transport: MailTransport,
+        sender: str,
         max_attempts: int,
         concurrency: int = 4,
         batch: int = 64,
@@ -44,6 +43,8 @@ class DeliveryDispatcher:
     ) -> None:
         self._unit_of_work = unit_of_work
         self._transport = transport
+        # The SMTP envelope's sender: the bare address of the From header.
+        self._sender = parseaddr(sender)[1]
         self._max_attempts = max_attempts
         self._slots = asyncio.Semaphore(concurrency)
         self._batch = batch
@@ -92,11 +93,12 @@ class DeliveryDispatcher:
         return len(rows)
 
     async def _send(self, row: Row[Any]) -> str | None:
-        message = message_from_string(row.message, policy=email.policy.default)
-        assert isinstance(message, EmailMessage)
+        mail = OutgoingMail(
+            raw=row.message.encode("utf-8"), sender=self._sender, recipients=(row.recipient,)
+        )
         async with self._slots:
             try:
-                await self._transport.send(message)
+                await self._transport.send(mail)
             except Exception as error:  # noqa: BLE001 - every failure is retried or recorded
                 return f"{type(error).__name__}: {error}"
         return None

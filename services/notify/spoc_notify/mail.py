@@ -4,18 +4,37 @@ from __future__ import annotations
 
 import asyncio
 import mailbox
-from email.message import EmailMessage
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypedDict
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiosmtplib
 
 
+@dataclass(frozen=True)
+class OutgoingMail:
+    """A finished RFC 5322 message and its SMTP envelope: sent as is, never parsed again."""
+
+    raw: bytes
+    sender: str
+    recipients: tuple[str, ...]
+
+
 class MailTransport(Protocol):
-    async def send(self, message: EmailMessage) -> None: ...
+    async def send(self, mail: OutgoingMail) -> None: ...
 
     async def close(self) -> None: ...
+
+
+class _SmtpOptions(TypedDict):
+    hostname: str
+    port: int
+    use_tls: bool
+    start_tls: bool
+    username: str | None
+    password: str | None
+    timeout: float
 
 
 class MaildirTransport:
@@ -25,8 +44,8 @@ class MaildirTransport:
         self.path = path
         self._box = mailbox.Maildir(path, create=True)
 
-    async def send(self, message: EmailMessage) -> None:
-        await asyncio.to_thread(self._box.add, message)
+    async def send(self, mail: OutgoingMail) -> None:
+        await asyncio.to_thread(self._box.add, mail.raw)
 
     async def close(self) -> None:
         return None
@@ -40,7 +59,7 @@ class SmtpTransport:
         if parts.scheme not in {"smtp", "smtps"}:
             raise ValueError(f"SMTP URL must start with smtp:// or smtps://, not {url!r}")
         query = parse_qs(parts.query)
-        self._options = {
+        self._options: _SmtpOptions = {
             "hostname": parts.hostname or "127.0.0.1",
             "port": parts.port or (465 if parts.scheme == "smtps" else 25),
             "use_tls": parts.scheme == "smtps",
@@ -67,14 +86,16 @@ class SmtpTransport:
             self._client = client
         return self._client
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, mail: OutgoingMail) -> None:
         async with self._lock:
             try:
-                await (await self._connected()).send_message(message)
+                client = await self._connected()
+                await client.sendmail(mail.sender, list(mail.recipients), mail.raw)
             except (aiosmtplib.SMTPServerDisconnected, ConnectionError):
                 # A server that closed an idle session is not a failed delivery: reopen once.
                 self._client = None
-                await (await self._connected()).send_message(message)
+                client = await self._connected()
+                await client.sendmail(mail.sender, list(mail.recipients), mail.raw)
 
     async def close(self) -> None:
         if self._client is not None and self._client.is_connected:

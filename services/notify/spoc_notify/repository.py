@@ -5,17 +5,18 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Row, select, update
+from sqlalchemy import Row, Table, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from spoc_notify.models import Delivery, TicketContact
 from spoc_platform.claims import claim_due
 from spoc_platform.db import insert_for, utc_now
 
-contact = TicketContact.__table__
-delivery = Delivery.__table__
+# Declarative models type __table__ as FromClause; these are plain Tables.
+contact: Table = cast(Table, TicketContact.__table__)
+delivery: Table = cast(Table, Delivery.__table__)
 
 
 async def merge_contact(
@@ -25,13 +26,13 @@ async def merge_contact(
 
     An upsert, so two events of one ticket handled at once both end with the merged row:
     the later transaction waits on the row lock and sees the earlier one's columns."""
-    stmt = insert_for(conn.dialect.name, contact).values(
+    insert = insert_for(conn.dialect.name, contact).values(
         ticket_id=ticket_id, number=number, **fields
     )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[contact.c.ticket_id], set_={k: stmt.excluded[k] for k in fields}
+    upsert = insert.on_conflict_do_update(
+        index_elements=[contact.c.ticket_id], set_={k: insert.excluded[k] for k in fields}
     ).returning(*contact.c)
-    return (await conn.execute(stmt)).one()
+    return (await conn.execute(upsert)).one()
 
 
 async def forget_access_key(conn: AsyncConnection, ticket_id: uuid.UUID) -> None:

@@ -58,9 +58,9 @@ class RoutingDesk(BaseModel):
 
     @model_validator(mode="after")
     def _complete(self) -> RoutingDesk:
-        levels = ("high", "medium", "low")
+        levels: tuple[Level, ...] = ("high", "medium", "low")
         for impact in levels:
-            missing = [u for u in levels if u not in self.matrix.get(impact, {})]  # type: ignore[call-overload]
+            missing = [u for u in levels if u not in self.matrix.get(impact, {})]
             if missing:
                 raise ValueError(f"matrix[{impact}] lacks urgency {', '.join(missing)}")
         if self.default_group not in {g.id for g in self.groups}:

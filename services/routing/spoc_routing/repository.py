@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from spoc_platform.db import insert_for
@@ -13,8 +14,9 @@ from spoc_routing.desk import Agent as AgentConfig
 from spoc_routing.desk import RoutingDesk
 from spoc_routing.models import Agent, Triage
 
-triage = Triage.__table__
-agent = Agent.__table__
+# Declarative models type __table__ as FromClause; these are plain Tables.
+triage: Table = cast(Table, Triage.__table__)
+agent: Table = cast(Table, Agent.__table__)
 
 
 async def sync_agents(conn: AsyncConnection, desk: RoutingDesk) -> None:

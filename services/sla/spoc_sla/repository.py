@@ -6,13 +6,15 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import insert, select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from spoc_sla.models import Clock
 
-clock = Clock.__table__
+# Declarative models type __table__ as FromClause; these are plain Tables.
+clock: Table = cast(Table, Clock.__table__)
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,10 @@ def queue_arguments(spec: QueueSpec) -> dict[str, Any]:
 
 class _AmqpSubscription:
     def __init__(
-        self, channel: AbstractChannel, queue: AbstractQueue, tag: str,
+        self,
+        channel: AbstractChannel,
+        queue: AbstractQueue,
+        tag: str,
         in_flight: set[asyncio.Task[Any]],
     ) -> None:
         self._channel = channel

@@ -66,15 +66,19 @@ class MemoryBus:
             # Bindings are additive like the broker's; the limit is fixed at creation.
             merged = tuple(dict.fromkeys(existing.spec.bindings + spec.bindings))
             existing.spec = QueueSpec(
-                existing.spec.service, merged, existing.spec.delivery_limit,
-                spec.prefetch, spec.max_retry_delay,
+                existing.spec.service,
+                merged,
+                existing.spec.delivery_limit,
+                spec.prefetch,
+                spec.max_retry_delay,
             )
 
     async def publish(self, message: OutgoingMessage) -> None:
         if not self._connected:
             raise PublishError("memory bus is closed")
         targets = [
-            q for q in self._queues.values()
+            q
+            for q in self._queues.values()
             if any(topic_matches(b, message.routing_key) for b in q.spec.bindings)
         ]
         if not targets:
@@ -104,7 +108,10 @@ class MemoryBus:
             worker.add_done_callback(workers.discard)
 
     async def _deliver(
-        self, queue: _Queue, handler: MessageHandler, delivery: Delivery,
+        self,
+        queue: _Queue,
+        handler: MessageHandler,
+        delivery: Delivery,
         window: asyncio.Semaphore,
     ) -> None:
         try:
@@ -113,7 +120,9 @@ class MemoryBus:
             queue.dead.append(self._dead(delivery, f"rejected: {error}"))
         except Exception as error:  # noqa: BLE001 - any handler failure means "try again"
             redelivered = Delivery(
-                delivery.message_id, delivery.routing_key, delivery.body,
+                delivery.message_id,
+                delivery.routing_key,
+                delivery.body,
                 delivery.delivery_count + 1,
             )
             # Same rule as a quorum queue's x-delivery-limit: dead once returns exceed it.

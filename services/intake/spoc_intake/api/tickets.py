@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Response, status
 
 from spoc_intake.api.deps import Container, IdempotencyKey, RequesterKey
@@ -11,7 +13,7 @@ from spoc_platform.web import ApiError
 
 router = APIRouter(prefix="/api/v1/tickets", tags=["tickets"])
 
-ERRORS = {
+ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"description": "No such ticket, or not yours (the two are not told apart)"},
     413: {"description": "Body too large"},
     422: {"description": "Invalid request; `error.details` names each bad field"},

@@ -144,6 +144,9 @@ def upgrade() -> None:
         sa.Column("summary", sa.Text(), nullable=False),
         sa.Column("public", sa.Boolean(), nullable=False),
         sa.Column("event_id", sa.Uuid(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["ticket_id"], ["ticket.id"], name=op.f("fk_timeline_entry_ticket_id_ticket")
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_timeline_entry")),
         sa.UniqueConstraint("event_id", name=op.f("uq_timeline_entry_event_id")),
     )
