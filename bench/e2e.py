@@ -90,7 +90,7 @@ async def _post_one(conn: Connection, index: int, scheduled: float) -> Post:
     sent = time.monotonic()
     try:
         status, answer = await conn.post(TICKETS_PATH, body)
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - a failed POST is counted and reported
         return Post(index, scheduled, sent, time.monotonic(), 0, None, repr(error))
     answered = time.monotonic()
     if status != 201:
@@ -170,25 +170,26 @@ class Acks:
 
 
 async def await_acknowledgements(
-    sink: SinkProcess, numbers: set[str], idle_timeout: float
+    sink: SinkProcess, numbers: set[str], mails_before: int, idle_timeout: float
 ) -> Acks:
-    """Until every number has its mail, or nothing new arrived for `idle_timeout` seconds."""
+    """Until every number has its mail, or nothing new arrived for `idle_timeout` seconds.
+    Polls the sink's count (cheap); copies its records only once the count says all are in."""
     started = time.monotonic()
-    last_count = -1
+    target = mails_before + len(numbers)
+    last_count = checked = -1
     last_progress = started
     while True:
         count = sink.count()
         now = time.monotonic()
         if count != last_count:
             last_count, last_progress = count, now
+        idle = now - last_progress > idle_timeout
+        if (count >= target and count != checked) or idle:
+            checked = count
             received, per_ticket, total = sink.snapshot()
             missing = numbers - received.keys()
-            if not missing:
+            if not missing or idle:
                 break
-        elif now - last_progress > idle_timeout:
-            received, per_ticket, total = sink.snapshot()
-            missing = numbers - received.keys()
-            break
         await asyncio.sleep(0.02)
     return Acks(received, per_ticket, total, missing, time.monotonic() - started)
 
@@ -267,6 +268,7 @@ async def run_phase(
     """Pushes tickets, waits for their acknowledgements, then until intake has projected the
     last event; CPU and database counters cover all of that (the whole journey's work)."""
     activity_before = await database_activity(databases)
+    mails_before = sink.count()
     window.start()
     posts, worst_lag = await push()
     created = [p for p in posts if p.number is not None]
@@ -277,7 +279,7 @@ async def run_phase(
         f"  {name}: {len(created)} of {len(posts)} POSTs answered 201 in "
         f"{last_answer - first_sent:.1f} s; waiting for acknowledgements"
     )
-    acks = await await_acknowledgements(sink, numbers, ack_timeout)
+    acks = await await_acknowledgements(sink, numbers, mails_before, ack_timeout)
     settle_seconds = await settle(stack, len(acks.received_at))
     window.stop()
     await asyncio.sleep(1.2)  # PostgreSQL flushes its statistics about once a second
@@ -292,7 +294,7 @@ async def run_phase(
             key = f"{p.status}: {(p.error or '')[:80]}"
             errors[key] = errors.get(key, 0) + 1
     per_ticket = max(1, len(created))
-    database = {
+    database: dict[str, dict[str, float]] = {
         service: {
             key: activity_after[service][key] - activity_before.get(service, {}).get(key, 0)
             for key in activity_after[service]
@@ -335,8 +337,40 @@ def cpu_report(window: CpuWindow, tickets: int) -> dict[str, Any]:
     }
 
 
+def code_version() -> str:
+    """The commit measured, and whether the working tree differs from it (outside bench/)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--", ".", ":!bench"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        ).stdout.splitlines()
+    except OSError:
+        return "unknown"
+    return f"{commit} + {len(changed)} uncommitted files" if changed else commit or "unknown"
+
+
+TUNED_PREFETCH = 8
+
+
 def service_env(args: argparse.Namespace) -> dict[str, str]:
     env = {f"SPOC_{s.upper()}_LOG_LEVEL": args.service_log_level for s in SERVICE_NAMES}
+    if args.tuned:
+        # Pools big enough for everything that can want a connection at once (handlers up to
+        # the prefetch, relay, dispatcher, and for intake every HTTP client), so SQLAlchemy never
+        # opens overflow connections it closes again; a publish window the loop can confirm
+        # within the publish timeout. 4 services stay under PostgreSQL's 100 connections.
+        for service in SERVICE_NAMES:
+            prefix = f"SPOC_{service.upper()}_"
+            demand = TUNED_PREFETCH + 4 + (args.concurrency if service == "intake" else 0)
+            env[prefix + "PREFETCH"] = str(TUNED_PREFETCH)
+            env[prefix + "DATABASE_POOL_SIZE"] = str(demand)
+            env[prefix + "OUTBOX_WINDOW"] = "64"
     for item in args.env:
         key, sep, value = item.partition("=")
         if not sep:
@@ -357,6 +391,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "baseline_seconds": args.baseline_seconds,
             "service_env": service_env(args),
         },
+        "code": code_version(),
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
@@ -424,12 +459,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
         def window() -> CpuWindow:
             return CpuWindow(
-                groups={**{s: [p] for s, p in pids.items()}, "mail sink": [sink.pid],
-                        "bench": [os.getpid()]},
+                groups={
+                    **{s: [p] for s, p in pids.items()},
+                    "mail sink": [sink.pid],
+                    "bench": [os.getpid()],
+                },
             )
 
         phase = {
-            "sink": sink, "stack": stack, "databases": {s: databases[s] for s in SERVICE_NAMES},
+            "sink": sink,
+            "stack": stack,
+            "databases": {s: databases[s] for s in SERVICE_NAMES},
             "ack_timeout": args.ack_timeout,
         }
         index = 1
@@ -446,7 +486,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             report["throughput"] = await run_phase(
                 "throughput",
                 lambda: _closed(connect, args.tickets, args.concurrency, index),
-                window=window(), **phase,
+                window=window(),
+                **phase,
             )
         finally:
             stop_profilers(profilers)
@@ -456,7 +497,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         report["latency"] = await run_phase(
             "latency",
             lambda: open_loop(connect, args.rate, args.latency_seconds, index),
-            window=window(), **phase,
+            window=window(),
+            **phase,
         )
 
         await rss.stop()
@@ -498,9 +540,21 @@ def start_profilers(directory: Path, pids: dict[str, int]) -> list[subprocess.Po
     directory.mkdir(parents=True, exist_ok=True)
     return [
         subprocess.Popen(
-            [py_spy, "record", "--pid", str(pid), "--rate", "100", "--nonblocking",
-             "--format", "raw", "--output", str(directory / f"{service}.txt")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                py_spy,
+                "record",
+                "--pid",
+                str(pid),
+                "--rate",
+                "100",
+                "--nonblocking",
+                "--format",
+                "raw",
+                "--output",
+                str(directory / f"{service}.txt"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         for service, pid in pids.items()
     ]
@@ -529,6 +583,9 @@ def health_counts(values: dict[str, float]) -> dict[str, float]:
         out[f"consumed_{outcome}"] = _sum(values, "spoc_events_consumed_total", outcome=outcome)
     for outcome in ("ok", "failed", "unroutable"):
         out[f"published_{outcome}"] = _sum(values, "spoc_events_published_total", outcome=outcome)
+    handled = _sum(values, "spoc_event_handler_duration_seconds_count")
+    spent = _sum(values, "spoc_event_handler_duration_seconds_sum")
+    out["handler_mean_ms"] = round(spent / handled * 1000, 1) if handled else 0.0
     return out
 
 
@@ -577,6 +634,7 @@ def render(report: dict[str, Any]) -> str:
         f"Spoc end-to-end benchmark — {m['cpus']} CPUs, Python {m['python']}, "
         f"load generator: {s['client']} HTTP client on {m['loop']}"
     )
+    out(f"code: {report['code']}")
     out(f"service env: {' '.join(f'{k}={v}' for k, v in s['service_env'].items())}")
     if "background_busy_share" in m:
         out(f"machine busy before the run (others' load): {m['background_busy_share'] * 100:.0f}%")
@@ -597,14 +655,17 @@ def render(report: dict[str, Any]) -> str:
         ):
             out(f"  {label:<86}{raw[key]['per_s']:6.0f} /s")
     out("")
-    out(f"STACK: four processes ready {report.get('startup_seconds', float('nan')):.1f} s after "
-        "creating databases (migrations included)")
+    out(
+        f"STACK: four processes ready {report.get('startup_seconds', float('nan')):.1f} s after "
+        "creating databases (migrations included)"
+    )
     tp = report.get("throughput")
     if tp:
         out("")
         out(f"THROUGHPUT: {s['tickets']} tickets, {s['concurrency']} concurrent HTTP clients")
         out(
-            f"  ACKNOWLEDGED TICKETS/S (first POST → last ack mail)  {tp['acknowledged_per_s']:7.1f}"
+            "  ACKNOWLEDGED TICKETS/S (first POST → last ack mail)  "
+            f"{tp['acknowledged_per_s']:7.1f}"
             f"   ({tp['acknowledged']} in {tp['e2e_seconds']:.1f} s)"
         )
         out(
@@ -667,10 +728,13 @@ def render(report: dict[str, Any]) -> str:
     if report.get("service_metrics"):
         for svc, c in report["service_metrics"].items():
             bad = " ".join(
-                f"{k}={v:g}" for k, v in c.items() if v and k not in {"consumed_ok", "published_ok"}
+                f"{k}={v:g}"
+                for k, v in c.items()
+                if v and k not in {"consumed_ok", "published_ok", "handler_mean_ms"}
             )
             out(
                 f"  {svc:<8} consumed {c['consumed_ok']:6g}  published {c['published_ok']:6g}  "
+                f"handler mean {c['handler_mean_ms']:6.1f} ms  "
                 f"{bad or '(no duplicates, retries, dead letters or failed publishes)'}"
             )
     if report.get("service_log_problems"):
@@ -690,9 +754,9 @@ def _work_table(phase: dict[str, Any]) -> str:
     ]
     for name, seconds in cpu["seconds"].items():
         counters = db.get(name)
-        extra = (
-            f"{counters['commits_per_ticket']:17.1f}  {counters['sessions']:18d}" if counters else ""
-        )
+        extra = ""
+        if counters:
+            extra = f"{counters['commits_per_ticket']:17.1f}  {counters['sessions']:18d}"
         rows.append(
             f"    {name:<12}{seconds:7.1f}  {cpu['ms_per_ticket'][name]:13.1f}  {extra}".rstrip()
         )
@@ -714,20 +778,43 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=50, help="latency phase tickets/s (50)")
     parser.add_argument("--latency-seconds", type=float, default=20, help="latency phase (20)")
     parser.add_argument("--warmup", type=int, default=50, help="tickets before measuring (50)")
-    parser.add_argument("--ack-timeout", type=float, default=30,
-                        help="give up on acks after this many seconds without one (30)")
+    parser.add_argument(
+        "--ack-timeout",
+        type=float,
+        default=30,
+        help="give up on acks after this many seconds without one (30)",
+    )
     parser.add_argument("--raw-messages", type=int, default=5000, help="aio-pika baseline (5000)")
-    parser.add_argument("--baseline-seconds", type=float, default=2.0,
-                        help="each PostgreSQL baseline (2)")
+    parser.add_argument(
+        "--baseline-seconds", type=float, default=2.0, help="each PostgreSQL baseline (2)"
+    )
     parser.add_argument("--skip-baselines", action="store_true")
-    parser.add_argument("--client", choices=("raw", "httpx"), default="raw",
-                        help="load generator's HTTP client (raw: lean keep-alive HTTP/1.1)")
+    parser.add_argument(
+        "--client",
+        choices=("raw", "httpx"),
+        default="raw",
+        help="load generator's HTTP client (raw: lean keep-alive HTTP/1.1)",
+    )
+    parser.add_argument(
+        "--tuned",
+        action="store_true",
+        help="prefetch 8, pools sized to demand, outbox window 64 (see bench/README.md)",
+    )
     parser.add_argument("--service-log-level", default="WARNING")
-    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra environment for the services, e.g. SPOC_NOTIFY_PREFETCH=128")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for the services, e.g. SPOC_NOTIFY_PREFETCH=128",
+    )
     parser.add_argument("--keep-logs", action="store_true")
-    parser.add_argument("--profile", type=Path, metavar="DIR",
-                        help="py-spy each service during the throughput phase (collapsed stacks)")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="py-spy each service during the throughput phase (collapsed stacks)",
+    )
     parser.add_argument("--json", type=Path, help="also write the full report here")
     return parser.parse_args(argv)
 

@@ -219,6 +219,10 @@ class CpuWindow:
                 result[NAMED_GROUPS[comm]] += used + (reaped_now if comm == "postgres" else 0)
             elif used > 0:
                 others[comm] = others.get(comm, 0.0) + used
+        for pid, (comm, own, _) in self._start.items():
+            if pid not in end and comm == "postgres":
+                # Reaped during the window with its whole life's CPU; keep only the window's.
+                result["postgresql"] -= own
         self.result = result
         self.others = dict(sorted(others.items(), key=lambda kv: -kv[1]))
         self.machine_busy_seconds = busy - self._machine[0]
@@ -341,6 +345,10 @@ class HttpConnection:
         self._writer: asyncio.StreamWriter | None = None
 
     async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if self._reader is not None and self._reader.at_eof():
+            # The server closed it while idle (uvicorn's keep-alive timeout is 5 s): reopen
+            # before sending, so a POST is never written to a closing connection.
+            self.close()
         if self._reader is None or self._writer is None:
             self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
         return self._reader, self._writer

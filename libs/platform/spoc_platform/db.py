@@ -7,8 +7,11 @@ from typing import Any, TypeAlias
 
 from sqlalchemy import BigInteger, DateTime, Dialect, Integer, MetaData, Table, event
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.types import TypeDecorator
+
+from spoc_platform import sqlite_inline
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -59,7 +62,16 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
     if is_sqlite(url):
         # SQLite takes one writer at a time; one connection per process serialises work in
         # Python instead of failing with "database is locked" under load.
-        engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=60, echo=echo)
+        database = make_url(url).database or ":memory:"
+        engine = create_async_engine(
+            url,
+            pool_size=1,
+            max_overflow=0,
+            pool_timeout=60,
+            echo=echo,
+            # Statements run on the loop's thread: see spoc_platform.sqlite_inline for why.
+            async_creator=lambda: sqlite_inline.connect(database),
+        )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     return create_async_engine(
@@ -72,7 +84,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     for pragma in (
         "journal_mode=WAL",
         "synchronous=NORMAL",
-        "busy_timeout=10000",
+        "busy_timeout=5000",
         "foreign_keys=ON",
     ):
         cursor.execute(f"PRAGMA {pragma}")

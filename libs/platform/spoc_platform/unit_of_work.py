@@ -5,13 +5,46 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
-from sqlalchemy import insert, select
+from sqlalchemy import Executable, bindparam, insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from spoc_contracts import Envelope, Event
 from spoc_platform.db import insert_for, utc_now
 from spoc_platform.messaging_tables import MessagingTables
+
+
+@dataclass(frozen=True)
+class _Statements:
+    """The unit of work's own SQL, built once per database: these run for every event handled,
+    and building SQLAlchemy constructs anew each time cost more than executing them."""
+
+    next_sequence: Executable
+    record_handled: Executable
+    add_to_outbox: Executable
+
+    @classmethod
+    def for_dialect(cls, dialect_name: str, tables: MessagingTables) -> _Statements:
+        sequence, inbox = tables.event_sequence, tables.inbox
+        return cls(
+            next_sequence=insert_for(dialect_name, sequence)
+            .values(ticket_id=bindparam("ticket_id"), last_sequence=1)
+            .on_conflict_do_update(
+                index_elements=[sequence.c.ticket_id],
+                set_={"last_sequence": sequence.c.last_sequence + 1},
+            )
+            .returning(sequence.c.last_sequence),
+            record_handled=insert_for(dialect_name, inbox)
+            .values(
+                event_id=bindparam("event_id"),
+                event_type=bindparam("event_type"),
+                handled_at=bindparam("handled_at"),
+            )
+            .on_conflict_do_nothing(index_elements=[inbox.c.event_id])
+            .returning(inbox.c.event_id),
+            add_to_outbox=insert(tables.outbox),
+        )
 
 
 class UnitOfWork:
@@ -20,12 +53,12 @@ class UnitOfWork:
     def __init__(
         self,
         conn: AsyncConnection,
-        tables: MessagingTables,
+        statements: _Statements,
         source: str,
         causation: Envelope | None,
     ) -> None:
         self.conn = conn
-        self._tables = tables
+        self._sql = statements
         self._source = source
         self._causation = causation
         self.pending: list[Envelope] = []
@@ -54,42 +87,23 @@ class UnitOfWork:
         return envelope
 
     async def _next_sequence(self, ticket_id: uuid.UUID) -> int:
-        table = self._tables.event_sequence
-        stmt = (
-            insert_for(self.conn.dialect.name, table)
-            .values(ticket_id=ticket_id, last_sequence=1)
-            .on_conflict_do_update(
-                index_elements=[table.c.ticket_id],
-                set_={"last_sequence": table.c.last_sequence + 1},
-            )
-            .returning(table.c.last_sequence)
-        )
-        return int((await self.conn.execute(stmt)).scalar_one())
+        result = await self.conn.execute(self._sql.next_sequence, {"ticket_id": ticket_id})
+        return int(result.scalar_one())
 
     async def record_handled(self, envelope: Envelope) -> bool:
         """Inbox: True the first time this event id is seen, False for a duplicate."""
-        table = self._tables.inbox
-        stmt = (
-            insert_for(self.conn.dialect.name, table)
-            .values(event_id=envelope.id, event_type=envelope.type, handled_at=utc_now())
-            .on_conflict_do_nothing(index_elements=[table.c.event_id])
-            .returning(table.c.event_id)
+        result = await self.conn.execute(
+            self._sql.record_handled,
+            {"event_id": envelope.id, "event_type": envelope.type, "handled_at": utc_now()},
         )
-        return (await self.conn.execute(stmt)).first() is not None
-
-    async def was_handled(self, event_id: uuid.UUID) -> bool:
-        table = self._tables.inbox
-        found = await self.conn.execute(
-            select(table.c.event_id).where(table.c.event_id == event_id)
-        )
-        return found.first() is not None
+        return result.first() is not None
 
     async def _flush_outbox(self) -> None:
         if not self.pending:
             return
         now = utc_now()
         await self.conn.execute(
-            insert(self._tables.outbox),
+            self._sql.add_to_outbox,
             [
                 {
                     "event_id": env.id,
@@ -117,6 +131,7 @@ class UnitOfWorkFactory:
         self.tables = tables
         self.source = source
         self._on_commit = on_commit
+        self._statements = _Statements.for_dialect(engine.dialect.name, tables)
 
     def on_commit(self, callback: Callable[[], None]) -> None:
         self._on_commit = callback
@@ -124,7 +139,7 @@ class UnitOfWorkFactory:
     @asynccontextmanager
     async def __call__(self, causation: Envelope | None = None) -> AsyncIterator[UnitOfWork]:
         async with self.engine.begin() as conn:
-            uow = UnitOfWork(conn, self.tables, self.source, causation)
+            uow = UnitOfWork(conn, self._statements, self.source, causation)
             yield uow
             await uow._flush_outbox()
         # Committed: wake the relay so the events leave now, not at its next poll.

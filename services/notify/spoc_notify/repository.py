@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, select, update
+from sqlalchemy import Executable, Row, Table, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from spoc_notify.models import Delivery, TicketContact
@@ -19,6 +20,32 @@ contact: Table = cast(Table, TicketContact.__table__)
 delivery: Table = cast(Table, Delivery.__table__)
 
 
+# Statements that run for every ticket are built once (per dialect and shape) and executed
+# with parameters: building them anew each time cost more than running them.
+
+
+@functools.cache
+def _merge_contact(dialect_name: str, fields: tuple[str, ...]) -> Executable:
+    insert = insert_for(dialect_name, contact)
+    return insert.on_conflict_do_update(
+        index_elements=[contact.c.ticket_id], set_={k: insert.excluded[k] for k in fields}
+    ).returning(*contact.c)
+
+
+@functools.cache
+def _owe_delivery(dialect_name: str) -> Executable:
+    return (
+        insert_for(dialect_name, delivery)
+        .on_conflict_do_nothing(index_elements=[delivery.c.ticket_id, delivery.c.kind])
+        .returning(delivery.c.id)
+    )
+
+
+_FORGET_ACCESS_KEY = (
+    update(contact).where(contact.c.ticket_id == bindparam("b_ticket_id")).values(access_key=None)
+)
+
+
 async def merge_contact(
     conn: AsyncConnection, ticket_id: uuid.UUID, number: str, **fields: Any
 ) -> Row[Any]:
@@ -26,38 +53,30 @@ async def merge_contact(
 
     An upsert, so two events of one ticket handled at once both end with the merged row:
     the later transaction waits on the row lock and sees the earlier one's columns."""
-    insert = insert_for(conn.dialect.name, contact).values(
-        ticket_id=ticket_id, number=number, **fields
-    )
-    upsert = insert.on_conflict_do_update(
-        index_elements=[contact.c.ticket_id], set_={k: insert.excluded[k] for k in fields}
-    ).returning(*contact.c)
-    return (await conn.execute(upsert)).one()
+    statement = _merge_contact(conn.dialect.name, tuple(sorted(fields)))
+    result = await conn.execute(statement, {"ticket_id": ticket_id, "number": number, **fields})
+    return result.one()
 
 
 async def forget_access_key(conn: AsyncConnection, ticket_id: uuid.UUID) -> None:
-    await conn.execute(
-        update(contact).where(contact.c.ticket_id == ticket_id).values(access_key=None)
-    )
+    await conn.execute(_FORGET_ACCESS_KEY, {"b_ticket_id": ticket_id})
 
 
 async def owe_delivery(conn: AsyncConnection, **values: Any) -> bool:
     """Records a delivery to make; False if this ticket already has one of this kind."""
     now = utc_now()
-    stmt = (
-        insert_for(conn.dialect.name, delivery)
-        .values(
-            delivery_id=uuid.uuid4(),
-            status="pending",
-            attempts=0,
-            next_attempt_at=now,
-            created_at=now,
+    result = await conn.execute(
+        _owe_delivery(conn.dialect.name),
+        {
+            "delivery_id": uuid.uuid4(),
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
             **values,
-        )
-        .on_conflict_do_nothing(index_elements=[delivery.c.ticket_id, delivery.c.kind])
-        .returning(delivery.c.id)
+        },
     )
-    return (await conn.execute(stmt)).first() is not None
+    return result.first() is not None
 
 
 async def claim_due_deliveries(

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
-from datetime import datetime
-from typing import cast
+import functools
+from typing import Any, cast
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import Executable, Table, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from spoc_platform.db import insert_for
@@ -41,54 +40,37 @@ async def sync_agents(conn: AsyncConnection, desk: RoutingDesk) -> None:
         await conn.execute(stmt)
 
 
-async def take_least_loaded_agent(conn: AsyncConnection, group_id: str) -> tuple[str, str] | None:
-    """The group's active agent with the fewest tickets so far, now counted one more."""
-    candidate = (
-        select(agent.c.id)
-        .where(agent.c.group_id == group_id, agent.c.active.is_(True))
+# Built once and executed with parameters: these run for every ticket routed.
+_TAKE_LEAST_LOADED_AGENT = (
+    update(agent)
+    .where(
+        agent.c.id
+        == select(agent.c.id)
+        .where(agent.c.group_id == bindparam("b_group_id"), agent.c.active.is_(True))
         .order_by(agent.c.assigned_count, agent.c.position)
         .limit(1)
         .scalar_subquery()
     )
-    row = (
-        await conn.execute(
-            update(agent)
-            .where(agent.c.id == candidate)
-            .values(assigned_count=agent.c.assigned_count + 1)
-            .returning(agent.c.id, agent.c.name)
-        )
-    ).first()
-    return (row.id, row.name) if row else None
+    .values(assigned_count=agent.c.assigned_count + 1)
+    .returning(agent.c.id, agent.c.name)
+)
 
 
-async def save_triage(
-    conn: AsyncConnection,
-    *,
-    ticket_id: uuid.UUID,
-    number: str,
-    impact: str,
-    urgency: str,
-    priority: str,
-    category: str | None,
-    group_id: str,
-    owner_id: str | None,
-    routed_at: datetime,
-) -> bool:
-    """Records the triage; False if the ticket was already triaged (then nothing changes)."""
-    stmt = (
-        insert_for(conn.dialect.name, triage)
-        .values(
-            ticket_id=ticket_id,
-            number=number,
-            impact=impact,
-            urgency=urgency,
-            priority=priority,
-            category=category,
-            group_id=group_id,
-            owner_id=owner_id,
-            routed_at=routed_at,
-        )
+@functools.cache
+def _save_triage(dialect_name: str) -> Executable:
+    return (
+        insert_for(dialect_name, triage)
         .on_conflict_do_nothing(index_elements=[triage.c.ticket_id])
         .returning(triage.c.ticket_id)
     )
-    return (await conn.execute(stmt)).first() is not None
+
+
+async def take_least_loaded_agent(conn: AsyncConnection, group_id: str) -> tuple[str, str] | None:
+    """The group's active agent with the fewest tickets so far, now counted one more."""
+    row = (await conn.execute(_TAKE_LEAST_LOADED_AGENT, {"b_group_id": group_id})).first()
+    return (row.id, row.name) if row else None
+
+
+async def save_triage(conn: AsyncConnection, **values: Any) -> bool:
+    """Records the triage; False if the ticket was already triaged (then nothing changes)."""
+    return (await conn.execute(_save_triage(conn.dialect.name), values)).first() is not None

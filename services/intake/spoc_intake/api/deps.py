@@ -1,4 +1,7 @@
-"""Request dependencies, as Annotated aliases so routes stay short."""
+"""Request dependencies, as Annotated aliases so routes stay short.
+
+All are `async def`: FastAPI runs a plain `def` dependency in a worker thread, a hop per
+dependency per request."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from spoc_intake.bootstrap import IntakeContainer
 from spoc_platform.web import ApiError
 
 
-def get_container(request: Request) -> IntakeContainer:
+async def get_container(request: Request) -> IntakeContainer:
     container: IntakeContainer = request.app.state.container
     return container
 
@@ -24,7 +27,7 @@ def access_cookie_name(number: str) -> str:
     return f"{ACCESS_COOKIE}_{number.upper()}"
 
 
-def requester_key(
+async def requester_key(
     request: Request,
     number: str,
     x_access_key: Annotated[str | None, Header(max_length=200)] = None,
@@ -37,7 +40,7 @@ def requester_key(
 RequesterKey = Annotated[str | None, Depends(requester_key)]
 
 
-def idempotency_key(
+async def idempotency_key(
     value: Annotated[
         str | None,
         Header(alias="Idempotency-Key", description="Same key and body → the same ticket."),
