@@ -328,6 +328,7 @@ def cpu_report(window: CpuWindow, tickets: int) -> dict[str, Any]:
     accounted = sum(window.result.values()) + sum(window.others.values())
     return {
         "others_seconds": {k: round(v, 2) for k, v in list(window.others.items())[:5]},
+        "others_total_seconds": round(sum(window.others.values()), 2),
         "wall_seconds": window.wall,
         "machine_busy_share": window.machine_busy_share,
         "machine_busy_seconds": window.machine_busy_seconds,
@@ -760,11 +761,12 @@ def _work_table(phase: dict[str, Any]) -> str:
         rows.append(
             f"    {name:<12}{seconds:7.1f}  {cpu['ms_per_ticket'][name]:13.1f}  {extra}".rstrip()
         )
-    others = sum(cpu["others_seconds"].values())
+    others = cpu["others_total_seconds"]
     named = ", ".join(f"{k} {v:.1f}" for k, v in cpu["others_seconds"].items() if v >= 0.05)
-    rows.append(f"    {'not ours':<12}{others:7.1f}   {named}")
+    rows.append(f"    {'others':<12}{others:7.1f}   {named}")
     rows.append(
-        f"    {'unaccounted':<12}{cpu['unaccounted_seconds']:7.1f}   (interrupts, ended processes)"
+        f"    {'unaccounted':<12}{cpu['unaccounted_seconds']:7.1f}"
+        "   (interrupts, processes that came and went)"
     )
     return "\n".join(rows)
 

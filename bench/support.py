@@ -142,11 +142,11 @@ def rss_bytes(pid: int) -> int | None:
 
 def pids_named(*names: str) -> list[int]:
     """Processes whose command name (comm) is one of `names` (e.g. beam.smp, postgres)."""
-    return [pid for pid, (comm, _, _) in _all_processes().items() if comm in names]
+    return [pid for pid, (comm, *_) in _all_processes().items() if comm in names]
 
 
-def _all_processes() -> dict[int, tuple[str, float, float]]:
-    """{pid: (comm, own CPU seconds, CPU seconds of its reaped children)} of every process."""
+def _all_processes() -> dict[int, tuple[str, float, float, int]]:
+    """{pid: (comm, own CPU seconds, CPU seconds of its reaped children, start time)}."""
     found = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -161,7 +161,7 @@ def _all_processes() -> dict[int, tuple[str, float, float]]:
         fields = stat[close + 2 :].split()
         own = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
         reaped = (int(fields[13]) + int(fields[14])) / CLOCK_TICKS
-        found[int(entry)] = (comm, own, reaped)
+        found[int(entry)] = (comm, own, reaped, int(fields[19]))
     return found
 
 
@@ -185,7 +185,7 @@ class CpuWindow:
     time the postmaster reaped), and the rest of the machine by command name."""
 
     groups: dict[str, list[int]] = field(default_factory=dict)
-    _start: dict[int, tuple[str, float, float]] = field(default_factory=dict)
+    _start: dict[int, tuple[str, float, float, int]] = field(default_factory=dict)
     _machine: tuple[float, float] = (0.0, 0.0)
     _wall: float = 0.0
     result: dict[str, float] = field(default_factory=dict)
@@ -206,10 +206,10 @@ class CpuWindow:
         ours = {pid: name for name, pids in self.groups.items() for pid in pids}
         result = dict.fromkeys([*self.groups, "rabbitmq", "postgresql"], 0.0)
         others: dict[str, float] = {}
-        for pid, (comm, own, reaped) in end.items():
+        for pid, (comm, own, reaped, started) in end.items():
             before = self._start.get(pid)
-            if before is not None and before[0] != comm and pid not in ours:
-                before = None  # a pid reused, or a process that exec'd: count it from 0
+            if before is not None and before[3] != started:
+                before = None  # the pid was reused: a new process, counted from 0
             used = own - (before[1] if before else 0.0)
             reaped_now = reaped - (before[2] if before else 0.0)
             if pid in ours:
@@ -219,7 +219,7 @@ class CpuWindow:
                 result[NAMED_GROUPS[comm]] += used + (reaped_now if comm == "postgres" else 0)
             elif used > 0:
                 others[comm] = others.get(comm, 0.0) + used
-        for pid, (comm, own, _) in self._start.items():
+        for pid, (comm, own, _, _) in self._start.items():
             if pid not in end and comm == "postgres":
                 # Reaped during the window with its whole life's CPU; keep only the window's.
                 result["postgresql"] -= own

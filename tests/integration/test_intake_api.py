@@ -12,7 +12,10 @@ import pytest
 from sqlalchemy import func, select
 
 from spoc_intake.app import create_app
-from spoc_intake.models import Ticket
+from spoc_intake.models import MESSAGING, Ticket
+from spoc_intake.service import TicketService
+from spoc_platform.db import create_engine
+from spoc_platform.unit_of_work import UnitOfWorkFactory
 from tests.e2e.journey import NEW_TICKET
 from tests.harness import ServiceUnderTest, service
 
@@ -245,3 +248,25 @@ async def test_ready_only_when_database_and_bus_answer(
     not_ready = await client.get("/readyz")
     assert not_ready.status_code == 503
     assert not_ready.json()["checks"]["bus"] == "unreachable"
+
+
+async def test_a_database_outage_is_a_503_to_retry_not_a_500(
+    client: httpx.AsyncClient, intake: ServiceUnderTest, database_url: str
+) -> None:
+    unreachable = (
+        "sqlite+aiosqlite:////nonexistent/dir/intake.sqlite3"
+        if database_url.startswith("sqlite")
+        else "postgresql+asyncpg://postgres@127.0.0.1:1/spoc_intake"
+    )
+    broken = create_engine(unreachable)
+    container = intake.container
+    container.tickets = TicketService(
+        UnitOfWorkFactory(broken, MESSAGING, "intake"), container.settings
+    )
+    try:
+        response = await client.post("/api/v1/tickets", json=ticket())
+    finally:
+        await broken.dispose()
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "service_unavailable"
+    assert response.headers["retry-after"] == "2"

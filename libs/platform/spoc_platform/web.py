@@ -13,6 +13,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -71,10 +72,33 @@ def install_error_handlers(app: FastAPI) -> None:
             error_body(code, str(error.detail)), error.status_code, headers=error.headers
         )
 
+    @app.exception_handler(DBAPIError)
+    async def _database(request: Request, error: DBAPIError) -> JSONResponse:
+        # An outage or a dropped connection is the service's trouble, not the caller's, and
+        # passes: 503 with a hint to retry. Any other database error is a bug: 500.
+        if error.connection_invalidated or isinstance(error, OperationalError | InterfaceError):
+            return _unavailable(request, error)
+        log.exception("database error on %s %s", request.method, request.url.path)
+        return JSONResponse(error_body("internal_error", "an unexpected error occurred"), 500)
+
+    @app.exception_handler(OSError)
+    async def _unreachable(request: Request, error: OSError) -> JSONResponse:
+        # Connection refused or reset by a dependency (the database, while connecting).
+        return _unavailable(request, error)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse(error_body("internal_error", "an unexpected error occurred"), 500)
+
+
+def _unavailable(request: Request, error: Exception) -> JSONResponse:
+    log.warning("dependency unavailable on %s %s: %r", request.method, request.url.path, error)
+    return JSONResponse(
+        error_body("service_unavailable", "a service this request needs is not reachable"),
+        503,
+        headers={"Retry-After": "2"},
+    )
 
 
 class BodyLimitMiddleware:
