@@ -399,6 +399,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "loop": type(asyncio.get_running_loop()).__module__,
         },
     }
+    # SIGTERM tears down like Ctrl-C does: vhost, databases and processes are ours to remove.
+    main_task = asyncio.current_task()
+    if main_task is not None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     # Others' load on the machine skews every figure here; say how much there was.
     busy, total = machine_cpu()
     await asyncio.sleep(1)
@@ -830,8 +834,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ImportError:
         runner = asyncio.Runner()
     started = time.monotonic()
-    with runner:
-        report = runner.run(run(args))
+    try:
+        with runner:
+            report = runner.run(run(args))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("interrupted: vhost, databases and processes removed", file=sys.stderr)
+        raise SystemExit(130) from None
     report["bench_seconds"] = time.monotonic() - started
     print(render(report))
     print(f"\n(whole benchmark {report['bench_seconds']:.0f} s)")

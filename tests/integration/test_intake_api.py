@@ -107,6 +107,12 @@ async def test_one_requester_key_does_not_open_another_ticket(client: httpx.Asyn
         (ticket(fields={"bad key!": 1}), {"fields.bad key!.[key]"}),
         (ticket(fields={f"f{i}": i for i in range(51)}), {"fields"}),
         ({"subject": "only"}, {"description", "requester", "type"}),
+        (ticket(subject="nul \u0000 byte"), {"subject"}),
+        (ticket(description="bell \u0007"), {"description"}),
+        (ticket(requester={"name": "A\nB", "email": "a@example.org"}), {"requester.name"}),
+        (ticket(fields={"device": ["a", "list"]}), {"fields.device"}),
+        (ticket(fields={"count": 10**30}), {"fields.count"}),
+        (ticket(fields={"note": "nul \u0000"}), {"fields.note"}),
     ],
     ids=[
         "empty subject",
@@ -119,6 +125,12 @@ async def test_one_requester_key_does_not_open_another_ticket(client: httpx.Asyn
         "bad field name",
         "too many fields",
         "missing",
+        "NUL in subject",
+        "control character",
+        "line break in a name",
+        "list as field value",
+        "number out of range",
+        "NUL in field text",
     ],
 )
 async def test_bad_input_is_a_422_naming_each_bad_field(
@@ -131,6 +143,28 @@ async def test_bad_input_is_a_422_naming_each_bad_field(
     assert error["code"] == "validation_error"
     assert {d["field"] for d in error["details"]} == fields
     assert await intake.published() == []
+
+
+async def test_non_finite_numbers_and_overlong_numbers_are_422s(client: httpx.AsyncClient) -> None:
+    infinite = await client.post(
+        "/api/v1/tickets",
+        content=b'{"subject": "s", "description": "d", "type": "incident",'
+        b' "requester": {"name": "a", "email": "a@example.org"}, "fields": {"x": 1e400}}',
+        headers={"content-type": "application/json"},
+    )
+    overlong = await client.get("/api/v1/tickets/SD-" + "9" * 5000)
+    assert infinite.status_code == overlong.status_code == 422
+    assert infinite.json()["error"]["details"][0]["field"] == "fields.x"
+    assert overlong.json()["error"]["details"][0]["field"] == "path.number"
+
+
+async def test_free_text_keeps_its_line_breaks(
+    client: httpx.AsyncClient, intake: ServiceUnderTest
+) -> None:
+    body = ticket(description="Line one\nLine two\twith a tab", fields={"steps": "1. a\n2. b"})
+    assert (await client.post("/api/v1/tickets", json=body)).status_code == 201
+    [created] = await intake.published("ticket.created")
+    assert created.data["description"] == "Line one\nLine two\twith a tab"
 
 
 async def test_a_body_that_is_not_json_is_a_422(client: httpx.AsyncClient) -> None:

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     EmailStr,
     Field,
-    StrictBool,
-    StrictFloat,
-    StrictInt,
+    PlainValidator,
     StringConstraints,
     model_validator,
 )
@@ -23,18 +23,58 @@ Channel = Literal["portal", "email", "api", "chat", "phone"]
 ContactChannel = Literal["email", "sms", "chat", "webhook", "phone", "portal"]
 Level = Literal["high", "medium", "low"]
 
-ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+_BLOCK_ALLOWED = {"\n", "\r", "\t"}
+
+
+def _one_line(value: str) -> str:
+    # Control characters (NUL above all, which PostgreSQL cannot store) are refused, not dropped.
+    if any(ch < " " or ch == "\x7f" for ch in value):
+        raise ValueError("must not contain control characters or line breaks")
+    return value
+
+
+def _text_block(value: str) -> str:
+    if any((ch < " " and ch not in _BLOCK_ALLOWED) or ch == "\x7f" for ch in value):
+        raise ValueError("must not contain control characters other than line breaks and tabs")
+    return value
+
+
+OneLine = Annotated[str, AfterValidator(_one_line)]
+TextBlock = Annotated[str, AfterValidator(_text_block)]
+ShortText = Annotated[
+    OneLine, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)
+]
 FieldName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")]
-FieldValue = (
-    Annotated[str, StringConstraints(max_length=2000)] | StrictInt | StrictFloat | StrictBool | None
-)
+MAX_FIELD_TEXT = 2000
+
+
+def _field_value(value: object) -> object:
+    """A per-category intake field (D17): text, a finite number, true/false or null."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if abs(value) > 2**63 - 1:
+            raise ValueError("number is out of range")
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("number must be finite")
+        return value
+    if isinstance(value, str):
+        if len(value) > MAX_FIELD_TEXT:
+            raise ValueError(f"text is longer than {MAX_FIELD_TEXT} characters")
+        return _text_block(value)
+    raise ValueError("must be text, a number, true/false or null (not a list or an object)")
+
+
+FieldValue = Annotated[str | int | float | bool | None, PlainValidator(_field_value)]
 MAX_FIELDS = 50
 
 
 class RequesterCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    name: str = Field(min_length=1, max_length=200)
+    name: OneLine = Field(min_length=1, max_length=200)
     email: EmailStr = Field(max_length=320)
     phone: str | None = Field(default=None, pattern=r"^\+?[0-9][0-9 ()-]{4,30}$")
     locale: str | None = Field(
@@ -55,8 +95,8 @@ class TicketCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    subject: str = Field(min_length=1, max_length=200)
-    description: str = Field(min_length=1, max_length=20_000)
+    subject: OneLine = Field(min_length=1, max_length=200)
+    description: TextBlock = Field(min_length=1, max_length=20_000)
     requester: RequesterCreate
     type: TicketType
     category: ShortText | None = None

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Header, Query, Request
+from fastapi import Depends, Header, Path, Query, Request
 
 from spoc_intake.bootstrap import IntakeContainer
 from spoc_platform.web import ApiError
@@ -22,6 +22,9 @@ Container = Annotated[IntakeContainer, Depends(get_container)]
 
 ACCESS_COOKIE = "spoc_access"
 
+# A tracking number as written in a link or a mail subject; anything longer is not one.
+TicketNumber = Annotated[str, Path(max_length=32, description="e.g. SD-000123")]
+
 
 def access_cookie_name(number: str) -> str:
     return f"{ACCESS_COOKIE}_{number.upper()}"
@@ -29,7 +32,7 @@ def access_cookie_name(number: str) -> str:
 
 async def requester_key(
     request: Request,
-    number: str,
+    number: TicketNumber,
     x_access_key: Annotated[str | None, Header(max_length=200)] = None,
     key: Annotated[str | None, Query(max_length=200)] = None,
 ) -> str | None:

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from spoc_intake.api.deps import Container, RequesterKey, access_cookie_name
+from spoc_intake.api.deps import Container, RequesterKey, TicketNumber, access_cookie_name
 from spoc_intake.views import ticket_for_requester
 from spoc_platform.web import ApiError
 
@@ -29,7 +29,7 @@ def _when(value: datetime | None) -> str:
 
 @router.get("/t/{number}", response_class=HTMLResponse)
 async def ticket_page(
-    number: str, request: Request, container: Container, access_key: RequesterKey
+    number: TicketNumber, request: Request, container: Container, access_key: RequesterKey
 ) -> Response:
     prefix = container.settings.number_prefix
     try:

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Response, status
 
-from spoc_intake.api.deps import Container, IdempotencyKey, RequesterKey
+from spoc_intake.api.deps import Container, IdempotencyKey, RequesterKey, TicketNumber
 from spoc_intake.schemas import TicketCreate, TicketCreatedRead, TicketRead
 from spoc_intake.views import ticket_for_requester
 from spoc_platform.web import ApiError
@@ -45,7 +45,9 @@ async def create_ticket(
     responses=ERRORS,
     summary="A ticket as its requester sees it (X-Access-Key header or ?key=)",
 )
-async def read_ticket(number: str, container: Container, access_key: RequesterKey) -> TicketRead:
+async def read_ticket(
+    number: TicketNumber, container: Container, access_key: RequesterKey
+) -> TicketRead:
     return await ticket_for_requester(
         container.runtime.engine, container.settings.number_prefix, number, access_key
     )
