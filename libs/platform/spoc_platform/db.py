@@ -77,7 +77,7 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
     return create_async_engine(
         url,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=0,
         # No pre-ping: on asyncpg it is BEGIN, a query and ROLLBACK before every transaction,
         # three round trips that cost more PostgreSQL CPU than the work itself (measured).
         # A connection that died with its server fails once; SQLAlchemy then drops the whole

@@ -72,7 +72,8 @@ class DeliveryDispatcher:
             except Exception:
                 log.exception("delivery pass failed; trying again")
                 handled = 0
-            if handled:
+            # Straight on only after a full batch; a kick during the pass has set _wake already.
+            if handled >= self._batch:
                 continue
             try:
                 await asyncio.wait_for(self._wake.wait(), self._poll_interval)
