@@ -142,9 +142,19 @@ def build_desk(data_dir: Path, *, portal_url: str = "http://127.0.0.1:8000") -> 
 @asynccontextmanager
 async def running(desk: EmbeddedDesk) -> AsyncIterator[EmbeddedDesk]:
     await desk.bus.connect()
+    runtimes = desk.runtimes
+    # Every queue exists before any relay publishes: otherwise an early event would reach the
+    # services already declared and silently miss the others.
+    for runtime in runtimes:
+        await runtime.declare()
+    # The in-memory bus forgot what it held when this process last stopped or crashed; the
+    # outboxes did not. Re-send the recent past: inboxes drop what was handled already.
+    replayed = [await runtime.relay.replay_published() for runtime in runtimes]
+    if any(replayed):
+        log.info("re-sending %d recent events after a restart", sum(replayed))
     started: list[ServiceRuntime] = []
     try:
-        for runtime in desk.runtimes:
+        for runtime in runtimes:
             await runtime.start()
             started.append(runtime)
         yield desk

@@ -60,7 +60,10 @@ async def _ignore(delivery: Delivery) -> None:
 
 @pytest.mark.parametrize("how", ["declare", "consume"])
 async def test_the_service_queue_is_a_durable_quorum_queue_that_dead_letters(
-    bus: AmqpBus, rabbit: RabbitAdmin, api: httpx.AsyncClient, how: str,
+    bus: AmqpBus,
+    rabbit: RabbitAdmin,
+    api: httpx.AsyncClient,
+    how: str,
 ) -> None:
     if how == "declare":
         await bus.declare(SPEC)
@@ -85,7 +88,8 @@ async def test_the_service_queue_is_a_durable_quorum_queue_that_dead_letters(
     assert dead["type"] == "quorum"
     assert [
         (b["source"], b["routing_key"])
-        for b in rabbit.bindings("desk.dead") if b["source"] == DEAD_EXCHANGE
+        for b in rabbit.bindings("desk.dead")
+        if b["source"] == DEAD_EXCHANGE
     ] == [("spoc.dead", "desk")]
 
     event_bindings = {
@@ -108,13 +112,15 @@ async def test_declare_again_adds_no_duplicate_bindings(bus: AmqpBus, rabbit: Ra
     await bus.declare(SPEC)
     routing_keys = [
         str(b["routing_key"])
-        for b in rabbit.bindings("desk.events") if b["source"] == EVENTS_EXCHANGE
+        for b in rabbit.bindings("desk.events")
+        if b["source"] == EVENTS_EXCHANGE
     ]
     assert sorted(routing_keys) == sorted(SPEC.bindings)
 
 
 async def test_messages_are_persistent_json_with_their_ids(
-    bus: AmqpBus, peek: AbstractChannel,
+    bus: AmqpBus,
+    peek: AbstractChannel,
 ) -> None:
     await bus.declare(SPEC)
     await bus.publish(OutgoingMessage("m-1", "ticket.created", b'{"n": 1}', correlation_id="c-1"))
@@ -129,12 +135,15 @@ async def test_messages_are_persistent_json_with_their_ids(
     assert got.correlation_id == "c-1"
     assert got.type == "ticket.created"
     assert (got.exchange, got.routing_key, got.body) == (
-        EVENTS_EXCHANGE, "ticket.created", b'{"n": 1}'
+        EVENTS_EXCHANGE,
+        "ticket.created",
+        b'{"n": 1}',
     )
 
 
 async def test_publish_returns_only_once_the_broker_has_the_message(
-    bus: AmqpBus, peek: AbstractChannel,
+    bus: AmqpBus,
+    peek: AbstractChannel,
 ) -> None:
     await bus.declare(SPEC)
     queue = await peek.get_queue("desk.events", ensure=False)
@@ -154,7 +163,9 @@ async def _connection_names(api: httpx.AsyncClient, vhost: str) -> set[str]:
 
 
 async def test_publisher_and_consumer_come_back_after_the_connection_is_killed(
-    bus: AmqpBus, rabbit: RabbitAdmin, api: httpx.AsyncClient,
+    bus: AmqpBus,
+    rabbit: RabbitAdmin,
+    api: httpx.AsyncClient,
 ) -> None:
     received: list[str | None] = []
 
@@ -199,7 +210,8 @@ async def _has(received: list[str | None], message_id: str) -> bool:
 
 
 async def test_a_publish_that_cannot_be_confirmed_in_time_raises(
-    bus: AmqpBus, rabbit: RabbitAdmin,
+    bus: AmqpBus,
+    rabbit: RabbitAdmin,
 ) -> None:
     await bus.declare(SPEC)
     # No broker confirms within a microsecond: a round trip alone takes longer.
@@ -222,7 +234,9 @@ async def test_a_publish_that_cannot_be_confirmed_in_time_raises(
 
 
 async def test_a_publish_the_broker_refuses_raises(
-    bus: AmqpBus, rabbit: RabbitAdmin, api: httpx.AsyncClient,
+    bus: AmqpBus,
+    rabbit: RabbitAdmin,
+    api: httpx.AsyncClient,
 ) -> None:
     await bus.declare(SPEC)
     # A full queue with reject-publish overflow makes the broker nack instead of confirm.

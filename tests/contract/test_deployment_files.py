@@ -147,8 +147,7 @@ def check_env_against_settings(
     )
     prefix = f"SPOC_{service.upper()}_"
     foreign = sorted(
-        n for n in env
-        if any(n.startswith(f"SPOC_{o.upper()}_") for o in SERVICES if o != service)
+        n for n in env if any(n.startswith(f"SPOC_{o.upper()}_") for o in SERVICES if o != service)
     )
     assert not foreign, f"{where}: {service} is given another service's settings {foreign}"
     assert f"{prefix}DATABASE_URL" in env, f"{where}: no {prefix}DATABASE_URL"
@@ -229,8 +228,10 @@ def compose_env(service: Mapping[str, Any]) -> dict[str, str]:
     env = service.get("environment") or {}
     if isinstance(env, list):
         env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
-    return {str(k): "" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
-            for k, v in env.items()}
+    return {
+        str(k): "" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+        for k, v in env.items()
+    }
 
 
 def compose_command(service: Mapping[str, Any]) -> list[str] | None:
@@ -380,7 +381,10 @@ def test_compose_file_matches_the_compose_specification() -> None:
     assert checker.exists(), f"{checker} is missing: check-jsonschema is a dev dependency"
     done = subprocess.run(
         [str(checker), "--builtin-schema", "vendor.compose-spec", str(COMPOSE_FILE)],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -471,15 +475,20 @@ def test_compose_database_users_match_the_postgres_init_script() -> None:
             f"{script_path.name} does not create {target}'s database"
         )
         serve = next(
-            s for s in services.values()
-            if service_command(compose_command(s)) == ("serve", target)
+            s for s in services.values() if service_command(compose_command(s)) == ("serve", target)
         )
         url = urlsplit(compose_env(serve)[f"SPOC_{target.upper()}_DATABASE_URL"])
         assert postgres_env.get(f"SPOC_{target.upper()}_DB_PASSWORD") == url.password, (
             f"{target}'s password in its DATABASE_URL differs from the one postgres creates"
         )
-    assert len({compose_env(s).get(k) for s in services.values() for k in compose_env(s)
-                if k.endswith("_DATABASE_URL")}) == len(SERVICES), "a database URL is shared"
+    assert len(
+        {
+            compose_env(s).get(k)
+            for s in services.values()
+            for k in compose_env(s)
+            if k.endswith("_DATABASE_URL")
+        }
+    ) == len(SERVICES), "a database URL is shared"
 
 
 def test_compose_uses_no_guest_account_and_marks_local_secrets() -> None:
@@ -489,8 +498,12 @@ def test_compose_uses_no_guest_account_and_marks_local_secrets() -> None:
     assert rabbit.get("RABBITMQ_DEFAULT_USER") not in (None, "", "guest")
     assert rabbit.get("RABBITMQ_DEFAULT_VHOST") == "spoc"
     raw = COMPOSE_FILE.read_text()
-    for variable in ("RABBITMQ_PASSWORD", "POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD",
-                     *(f"SPOC_{s.upper()}_DB_PASSWORD" for s in SERVICES)):
+    for variable in (
+        "RABBITMQ_PASSWORD",
+        "POSTGRES_PASSWORD",
+        "GRAFANA_ADMIN_PASSWORD",
+        *(f"SPOC_{s.upper()}_DB_PASSWORD" for s in SERVICES),
+    ):
         defaults = re.findall(rf"\$\{{{variable}:-([^}}]*)\}}", raw)
         assert defaults, f"{variable} is not taken from the environment"
         assert all(d.endswith("-local-only") for d in defaults), (
@@ -500,8 +513,9 @@ def test_compose_uses_no_guest_account_and_marks_local_secrets() -> None:
 
 def test_compose_notify_sends_to_the_mail_catcher() -> None:
     services = compose_services()
-    notify = next(s for s in services.values()
-                  if service_command(compose_command(s)) == ("serve", "notify"))
+    notify = next(
+        s for s in services.values() if service_command(compose_command(s)) == ("serve", "notify")
+    )
     smtp = urlsplit(compose_env(notify)["SPOC_NOTIFY_SMTP_URL"])
     assert smtp.hostname in services, f"SMTP host {smtp.hostname} is no compose service"
     assert "mailpit" in str(services[str(smtp.hostname)].get("image", ""))
@@ -538,7 +552,7 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
 
 def test_dockerfile_default_command_and_entrypoint() -> None:
     instructions = dockerfile_instructions()
-    final_stage = instructions[max(i for i, (op, _) in enumerate(instructions) if op == "FROM"):]
+    final_stage = instructions[max(i for i, (op, _) in enumerate(instructions) if op == "FROM") :]
     entrypoint = [json.loads(arg) for op, arg in final_stage if op == "ENTRYPOINT"]
     cmd = [json.loads(arg) for op, arg in final_stage if op == "CMD"]
     assert entrypoint == [["spoc"]]
@@ -559,7 +573,9 @@ def test_dockerfile_installs_the_locked_workspace_with_the_pinned_uv() -> None:
     assert set(bases) == {"${PYTHON_IMAGE}"}, f"every stage starts from one base: {bases}"
     assert ("ARG", "PYTHON_IMAGE=python:3.11-slim-bookworm") in instructions
     copied = [
-        src for op, arg in instructions if op == "COPY" and "--from" not in arg
+        src
+        for op, arg in instructions
+        if op == "COPY" and "--from" not in arg
         for src in arg.split()[:-1]
     ]
     for source in copied:
@@ -604,7 +620,8 @@ def test_prometheus_scrapes_every_service_and_rabbitmq() -> None:
     services = compose_services()
     for service in SERVICES:
         assert service in services and service_command(compose_command(services[service])) == (
-            "serve", service
+            "serve",
+            service,
         ), f"the scrape target {service}:8000 is not the compose service serving {service}"
 
 
@@ -653,8 +670,9 @@ def test_grafana_dashboard_is_provisioned_against_the_provisioned_datasource() -
         (GRAFANA_DIR / "provisioning" / "dashboards" / "spoc.yml").read_text()
     )["providers"][0]
     mounts = [str(v) for v in compose_services()["grafana"]["volumes"]]
-    assert any(m.startswith("./deploy/grafana/dashboards:" + provider["options"]["path"])
-               for m in mounts), "Grafana's dashboard folder is not where the provider looks"
+    assert any(
+        m.startswith("./deploy/grafana/dashboards:" + provider["options"]["path"]) for m in mounts
+    ), "Grafana's dashboard folder is not where the provider looks"
     found = dashboards()
     assert found
     for path, dashboard in found:
@@ -664,19 +682,27 @@ def test_grafana_dashboard_is_provisioned_against_the_provisioned_datasource() -
             for target in panel.get("targets", []):
                 assert target["datasource"]["uid"] in uids, f"{path.name}: {panel['title']}"
     everything = " ".join(expr for _, expr in dashboard_exprs())
-    for series in ("rabbitmq_detailed_queue_messages", "rabbitmq_detailed_queue_consumers",
-                   "spoc_outbox_pending", "spoc_outbox_oldest_pending_age_seconds",
-                   "spoc_events_consumed_total", "spoc_event_handler_duration_seconds_bucket",
-                   "spoc_http_requests_total", "spoc_http_request_errors_total",
-                   "spoc_http_request_duration_seconds_bucket",
-                   "spoc_intake_tickets_created_total", "spoc_routing_tickets_routed_total"):
+    for series in (
+        "rabbitmq_detailed_queue_messages",
+        "rabbitmq_detailed_queue_consumers",
+        "spoc_outbox_pending",
+        "spoc_outbox_oldest_pending_age_seconds",
+        "spoc_events_consumed_total",
+        "spoc_event_handler_duration_seconds_bucket",
+        "spoc_http_requests_total",
+        "spoc_http_request_errors_total",
+        "spoc_http_request_duration_seconds_bucket",
+        "spoc_intake_tickets_created_total",
+        "spoc_routing_tickets_routed_total",
+    ):
         assert series in everything, f"the dashboard shows nothing of {series}"
 
 
 # On PATH (Debian package `prometheus`), or unpacked into the repo's .tools/bin by a CI script.
 PROMTOOL = shutil.which("promtool") or (
     str(ROOT / ".tools" / "bin" / "promtool")
-    if (ROOT / ".tools" / "bin" / "promtool").exists() else None
+    if (ROOT / ".tools" / "bin" / "promtool").exists()
+    else None
 )
 
 
@@ -685,8 +711,9 @@ def test_promtool_accepts_config_rules_rule_tests_and_dashboard_queries(tmp_path
     assert PROMTOOL is not None
 
     def promtool(*args: str, cwd: Path = PROMETHEUS_DIR) -> None:
-        done = subprocess.run([PROMTOOL, *args], cwd=cwd, capture_output=True, text=True,
-                              timeout=120, check=False)
+        done = subprocess.run(
+            [PROMTOOL, *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False
+        )
         assert done.returncode == 0, f"promtool {' '.join(args)}:\n{done.stdout}{done.stderr}"
 
     promtool("check", "config", "prometheus.yml")
@@ -694,8 +721,10 @@ def test_promtool_accepts_config_rules_rule_tests_and_dashboard_queries(tmp_path
     promtool("test", "rules", "alerts.test.yml")
     # Grafana's queries must parse too: wrap each as a recording rule and let promtool parse it.
     rules = [
-        {"record": f"spoc:dashboard_query:{i}",
-         "expr": expr.replace("$__rate_interval", "1m").replace("$service", ".*")}
+        {
+            "record": f"spoc:dashboard_query:{i}",
+            "expr": expr.replace("$__rate_interval", "1m").replace("$service", ".*"),
+        }
         for i, (_, expr) in enumerate(dashboard_exprs())
     ]
     (tmp_path / "dashboard.rules.yml").write_text(
@@ -757,8 +786,11 @@ def test_desk_files_given_to_the_containers_are_valid() -> None:
         desk = compose_env(service).get("SPOC_DESK_CONFIG")
         if not desk:
             continue
-        sources = [str(v).split(":")[0] for v in service.get("volumes", [])
-                   if str(v).split(":")[1:2] == [desk]]
+        sources = [
+            str(v).split(":")[0]
+            for v in service.get("volumes", [])
+            if str(v).split(":")[1:2] == [desk]
+        ]
         assert sources, f"{name}: SPOC_DESK_CONFIG={desk} but nothing is mounted there"
         check_desk_file(ROOT / sources[0])
 
@@ -842,14 +874,21 @@ def test_kubernetes_workloads(source: str, monkeypatch: pytest.MonkeyPatch) -> N
         assert spec.get("securityContext", {}).get("runAsNonRoot") is True, name
 
         labels = deployment["spec"]["selector"]["matchLabels"]
-        services = [s for s in by_kind.get("Service", {}).values()
-                    if s["spec"].get("selector") == labels]
+        services = [
+            s for s in by_kind.get("Service", {}).values() if s["spec"].get("selector") == labels
+        ]
         assert services, f"{source}: no Service selects Deployment {name}"
-        pdbs = [p for p in by_kind.get("PodDisruptionBudget", {}).values()
-                if p["spec"]["selector"].get("matchLabels") == labels]
+        pdbs = [
+            p
+            for p in by_kind.get("PodDisruptionBudget", {}).values()
+            if p["spec"]["selector"].get("matchLabels") == labels
+        ]
         assert pdbs, f"{source}: no PodDisruptionBudget for {name}"
-        scaled = [s for s in by_kind.get("ScaledObject", {}).values()
-                  if s["spec"]["scaleTargetRef"]["name"] == name]
+        scaled = [
+            s
+            for s in by_kind.get("ScaledObject", {}).values()
+            if s["spec"]["scaleTargetRef"]["name"] == name
+        ]
         assert len(scaled) == 1, f"{source}: Deployment {name} needs one KEDA ScaledObject"
         rabbit = [t for t in scaled[0]["spec"]["triggers"] if t["type"] == "rabbitmq"]
         assert rabbit, f"{name}: no rabbitmq trigger"
@@ -867,7 +906,8 @@ def test_kubernetes_workloads(source: str, monkeypatch: pytest.MonkeyPatch) -> N
 
 
 KUBERNETES_VALIDATE = (
-    str(VENV_BIN / "kubernetes-validate") if (VENV_BIN / "kubernetes-validate").exists()
+    str(VENV_BIN / "kubernetes-validate")
+    if (VENV_BIN / "kubernetes-validate").exists()
     else shutil.which("kubernetes-validate")
 )
 
@@ -882,8 +922,13 @@ def test_kubernetes_objects_match_the_api_schemas(tmp_path: Path) -> None:
         pytest.skip("neither kubectl nor kustomize is installed to render the overlay")
     manifest = tmp_path / "overlay.yaml"
     manifest.write_text(yaml.safe_dump_all(list(rendered)))
-    done = subprocess.run([KUBERNETES_VALIDATE, "--strict", "--quiet", str(manifest)],
-                          capture_output=True, text=True, timeout=300, check=False)
+    done = subprocess.run(
+        [KUBERNETES_VALIDATE, "--strict", "--quiet", str(manifest)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 

@@ -15,6 +15,7 @@ from prometheus_client import REGISTRY
 
 from spoc.embedded import EmbeddedDesk, build_desk, running
 from spoc_contracts import Envelope
+from spoc_intake.schemas import TicketCreate
 from spoc_platform.bus import OutgoingMessage
 from tests.e2e.journey import (
     acknowledged_view,
@@ -134,3 +135,34 @@ async def test_the_portal_link_swaps_the_key_for_a_cookie_and_shows_the_ticket(
     assert created["number"] in page.text and "Service Desk" in page.text
     client.cookies.clear()
     assert (await client.get(f"/t/{created['number']}")).status_code == 404
+
+
+async def test_tickets_accepted_just_before_a_stop_are_acknowledged_after_the_restart(
+    tmp_path: Path,
+) -> None:
+    """The in-memory bus forgets on exit; the outbox must make up for it."""
+    data = tmp_path / "data"
+    first = build_desk(data, portal_url=PORTAL)
+    async with running(first):
+        numbers = [
+            (await first.intake.tickets.create(_new_ticket(), idempotency_key=None)).body["number"]
+            for _ in range(20)
+        ]
+    # Stopped at once: most of the journey was still in flight on the in-memory bus.
+
+    again = build_desk(data, portal_url=PORTAL)
+    async with running(again):
+
+        async def all_acknowledged() -> bool:
+            return len(mails(again)) >= len(numbers)
+
+        await eventually(all_acknowledged, timeout=20, message="not every ticket acknowledged")
+        await eventually(lambda: _idle(again), timeout=10, message="bus not idle")
+    acknowledged = sorted(m["X-Spoc-Ticket"] for m in mails(again))  # type: ignore[index]
+    assert acknowledged == sorted(numbers)  # each once: no loss, no duplicate
+
+
+def _new_ticket() -> TicketCreate:
+    from tests.e2e.journey import NEW_TICKET
+
+    return TicketCreate.model_validate(NEW_TICKET)

@@ -166,7 +166,8 @@ async def test_topic_routing_delivers_exactly_the_matching_messages(
     await bus_under_test.consume(QueueSpec("sla", ("ticket.created", "sla.#")), sla.handler)
     sent = [
         OutgoingMessage(
-            "m-created", "ticket.created",
+            "m-created",
+            "ticket.created",
             '{"title": "Drucker im 3. OG \u00fcberhitzt", "raw": "\\u0000"}'.encode(),
             correlation_id="corr-1",
         ),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -113,6 +114,7 @@ async def test_one_requester_key_does_not_open_another_ticket(client: httpx.Asyn
         (ticket(fields={"device": ["a", "list"]}), {"fields.device"}),
         (ticket(fields={"count": 10**30}), {"fields.count"}),
         (ticket(fields={"note": "nul \u0000"}), {"fields.note"}),
+        (ticket(fields={"note": "\udc00"}), {"fields.note"}),
     ],
     ids=[
         "empty subject",
@@ -131,12 +133,18 @@ async def test_one_requester_key_does_not_open_another_ticket(client: httpx.Asyn
         "list as field value",
         "number out of range",
         "NUL in field text",
+        "lone surrogate in field text",
     ],
 )
 async def test_bad_input_is_a_422_naming_each_bad_field(
     client: httpx.AsyncClient, intake: ServiceUnderTest, body: dict[str, Any], fields: set[str]
 ) -> None:
-    response = await client.post("/api/v1/tickets", json=body)
+    # Sent as ASCII-escaped JSON, as any client may: a lone surrogate arrives as "\\udc00".
+    response = await client.post(
+        "/api/v1/tickets",
+        content=json.dumps(body).encode(),
+        headers={"content-type": "application/json"},
+    )
 
     assert response.status_code == 422
     error = response.json()["error"]

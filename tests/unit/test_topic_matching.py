@@ -78,4 +78,3 @@ TOPIC_CASES: list[tuple[str, str, bool]] = [
 )
 def test_topic_matches(binding: str, routing_key: str, expected: bool) -> None:
     assert topic_matches(binding, routing_key) is expected
-

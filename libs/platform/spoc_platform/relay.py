@@ -169,6 +169,22 @@ class OutboxRelay:
             age = max(0.0, (utc_now() - oldest).total_seconds())
         metrics.outbox_oldest_age.labels(self.service).set(age)
 
+    async def replay_published(self) -> int:
+        """Sends again every row published within the retention window; returns how many.
+
+        For a bus that forgets on exit (the in-memory one): what it held when the process
+        stopped or crashed is lost with it, but the outbox remembers. Consumers' inboxes drop
+        what they had already handled, so a replay costs deliveries, never effects."""
+        t = self._outbox
+        since = utc_now() - timedelta(seconds=self.settings.retention)
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                update(t)
+                .where(t.c.published_at >= since)
+                .values(published_at=None, next_attempt_at=utc_now(), attempts=0)
+            )
+        return int(result.rowcount or 0)
+
     async def prune(self) -> None:
         cutoff = utc_now() - timedelta(seconds=self.settings.retention)
         async with self._engine.begin() as conn:

@@ -83,6 +83,12 @@ class ServiceRuntime:
         for hook in self._on_start:
             await hook()
 
+    async def declare(self) -> None:
+        """Creates this service's queue and bindings; idempotent. A service sharing a bus with
+        others declares before any of them publishes, so no event finds its queue missing."""
+        if self.queue.bindings:
+            await self.bus.declare(self.queue)
+
     async def start(self) -> None:
         await self.prepare()
         if self._owns_bus:

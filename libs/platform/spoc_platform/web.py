@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -80,6 +81,11 @@ def install_error_handlers(app: FastAPI) -> None:
             return _unavailable(request, error)
         log.exception("database error on %s %s", request.method, request.url.path)
         return JSONResponse(error_body("internal_error", "an unexpected error occurred"), 500)
+
+    @app.exception_handler(PoolTimeoutError)
+    async def _busy(request: Request, error: PoolTimeoutError) -> JSONResponse:
+        # Every database connection is in use for longer than the pool waits: overload.
+        return _unavailable(request, error)
 
     @app.exception_handler(OSError)
     async def _unreachable(request: Request, error: OSError) -> JSONResponse:

@@ -48,6 +48,14 @@ FieldName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0
 MAX_FIELD_TEXT = 2000
 
 
+def _is_utf8(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _field_value(value: object) -> object:
     """A per-category intake field (D17): text, a finite number, true/false or null."""
     if value is None or isinstance(value, bool):
@@ -61,6 +69,8 @@ def _field_value(value: object) -> object:
             raise ValueError("number must be finite")
         return value
     if isinstance(value, str):
+        if not _is_utf8(value):
+            raise ValueError("text must be valid Unicode (no lone surrogates)")
         if len(value) > MAX_FIELD_TEXT:
             raise ValueError(f"text is longer than {MAX_FIELD_TEXT} characters")
         return _text_block(value)
