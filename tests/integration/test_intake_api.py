@@ -115,6 +115,7 @@ async def test_one_requester_key_does_not_open_another_ticket(client: httpx.Asyn
         (ticket(fields={"count": 10**30}), {"fields.count"}),
         (ticket(fields={"note": "nul \u0000"}), {"fields.note"}),
         (ticket(fields={"note": "\udc00"}), {"fields.note"}),
+        (ticket(requester={"name": "A", "email": "josé@example.org"}), {"requester.email"}),
     ],
     ids=[
         "empty subject",
@@ -134,6 +135,7 @@ async def test_one_requester_key_does_not_open_another_ticket(client: httpx.Asyn
         "number out of range",
         "NUL in field text",
         "lone surrogate in field text",
+        "non-ASCII before the @",
     ],
 )
 async def test_bad_input_is_a_422_naming_each_bad_field(
@@ -164,6 +166,15 @@ async def test_non_finite_numbers_and_overlong_numbers_are_422s(client: httpx.As
     assert infinite.status_code == overlong.status_code == 422
     assert infinite.json()["error"]["details"][0]["field"] == "fields.x"
     assert overlong.json()["error"]["details"][0]["field"] == "path.number"
+
+
+async def test_an_international_domain_is_kept_in_the_form_mail_servers_take(
+    client: httpx.AsyncClient, intake: ServiceUnderTest
+) -> None:
+    body = ticket(requester={"name": "Jörg", "email": "jorg@bücher.de"})
+    assert (await client.post("/api/v1/tickets", json=body)).status_code == 201
+    [created] = await intake.published("ticket.created")
+    assert created.data["requester"]["email"] == "jorg@xn--bcher-kva.de"
 
 
 async def test_free_text_keeps_its_line_breaks(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
 from email import message_from_bytes
@@ -148,3 +149,62 @@ async def _make_retries_due(notify: ServiceUnderTest) -> None:
         await conn.execute(
             update(Delivery.__table__).values(next_attempt_at=datetime(2000, 1, 1, tzinfo=UTC))
         )
+
+
+async def test_an_address_that_cannot_be_written_is_a_published_failure_not_a_dead_letter(
+    sqlite_url: str,
+) -> None:
+    from spoc_contracts import Requester
+
+    transport = RecordingTransport()
+    async with service("notify", sqlite_url, transport=transport) as notify:
+        ticket_id = uuid.uuid4()
+        odd = ticket_created(requester=Requester(name="José", email="josé@example.org"))
+        await notify.deliver(envelope(odd, ticket_id=ticket_id, source="intake"))
+        await notify.deliver(envelope(clocks_started(), ticket_id=ticket_id, source="sla"))
+
+        [failed] = await notify.published("notification.failed")
+        assert "cannot compose" in NotificationFailed.model_validate(failed.data).error
+        assert await notify.container.dispatcher.dispatch_once() == 0
+        assert transport.sent == []
+
+
+class HeldTransport(RecordingTransport):
+    """Holds the first send until released, as a slow mail server would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.holding = asyncio.Event()
+
+    async def send(self, mail: OutgoingMail) -> None:
+        if not self.holding.is_set():
+            self.holding.set()
+            await self.release.wait()
+        await super().send(mail)
+
+
+async def test_a_dispatcher_whose_lease_ran_out_does_not_record_the_send_again(
+    sqlite_url: str,
+) -> None:
+    from spoc_notify.dispatcher import DeliveryDispatcher
+
+    transport = HeldTransport()
+    async with service("notify", sqlite_url, transport=transport) as notify:
+        await journey_events(notify, "created first")
+        slow = notify.container.dispatcher
+        other = DeliveryDispatcher(
+            unit_of_work=notify.runtime.unit_of_work,
+            transport=transport,
+            sender="desk@spoc.localhost",
+            max_attempts=8,
+        )
+        first = asyncio.create_task(slow.dispatch_once())
+        await transport.holding.wait()
+        await _make_retries_due(notify)  # the first dispatcher's lease has run out
+        assert await other.dispatch_once() == 1
+        transport.release.set()
+        await first
+
+        assert len(transport.sent) == 2  # the mail went twice: Message-ID folds the copies
+        assert len(await notify.published("notification.sent")) == 1

@@ -87,11 +87,15 @@ class DeliveryDispatcher:
             )
         if not rows:
             return 0
-        outcomes = await asyncio.gather(*(self._send(row) for row in rows))
-        async with self._unit_of_work() as uow:
-            for row, error in zip(rows, outcomes, strict=True):
-                await self._settle(uow, row, error)
+        # Each delivery is settled as soon as it is sent, not after the whole batch, so a
+        # slow batch never holds finished rows until the lease runs out.
+        await asyncio.gather(*(self._send_and_settle(row) for row in rows))
         return len(rows)
+
+    async def _send_and_settle(self, row: Row[Any]) -> None:
+        error = await self._send(row)
+        async with self._unit_of_work() as uow:
+            await self._settle(uow, row, error)
 
     async def _send(self, row: Row[Any]) -> str | None:
         mail = OutgoingMail(
@@ -108,7 +112,11 @@ class DeliveryDispatcher:
         with log_context(ticket_id=row.ticket_id, correlation_id=row.correlation_id):
             if error is None:
                 sent_at = utc_now()
-                await repository.mark_sent(uow.conn, row.id, sent_at)
+                if not await repository.mark_sent(
+                    uow.conn, row.id, claimed_attempts=row.attempts, sent_at=sent_at
+                ):
+                    log.warning("%s %s was taken over by another dispatcher", row.kind, row.number)
+                    return
                 await uow.publish(
                     NotificationSent(
                         number=row.number,
@@ -128,14 +136,21 @@ class DeliveryDispatcher:
             if row.attempts < self._max_attempts:
                 delay = backoff_seconds(row.attempts, self._max_backoff)
                 await repository.mark_failed_attempt(
-                    uow.conn, row.id, error=error, retry_at=utc_now() + timedelta(seconds=delay)
+                    uow.conn,
+                    row.id,
+                    claimed_attempts=row.attempts,
+                    error=error,
+                    retry_at=utc_now() + timedelta(seconds=delay),
                 )
                 metrics.deliveries.labels(row.kind, row.channel, "retry").inc()
                 log.warning(
                     "%s %s not sent (attempt %d): %s", row.kind, row.number, row.attempts, error
                 )
                 return
-            await repository.mark_failed_attempt(uow.conn, row.id, error=error, retry_at=None)
+            if not await repository.mark_failed_attempt(
+                uow.conn, row.id, claimed_attempts=row.attempts, error=error, retry_at=None
+            ):
+                return
             await uow.publish(
                 NotificationFailed(
                     number=row.number,

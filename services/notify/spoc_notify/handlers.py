@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Row
 
-from spoc_contracts import Envelope, SlaClockStarted, TicketCreated
+from spoc_contracts import Envelope, NotificationFailed, SlaClockStarted, TicketCreated
 from spoc_notify import repository
 from spoc_notify.compose import Acknowledgement, acknowledgement_message
 from spoc_notify.settings import NotifySettings
@@ -91,21 +91,27 @@ async def _acknowledge_when_complete(
         )
         if due is not None
     }
-    message = acknowledgement_message(
-        Acknowledgement(
-            ticket_id=str(record.ticket_id),
-            number=record.number,
-            subject=record.subject,
-            name=record.name,
-            email=record.email,
-            locale=record.locale,
-            priority=record.priority,
-            access_key=record.access_key,
-            targets=targets,
-        ),
-        sender=settings.mail_from,
-        portal_url=settings.portal_url,
-    )
+    try:
+        message = acknowledgement_message(
+            Acknowledgement(
+                ticket_id=str(record.ticket_id),
+                number=record.number,
+                subject=record.subject,
+                name=record.name,
+                email=record.email,
+                locale=record.locale,
+                priority=record.priority,
+                access_key=record.access_key,
+                targets=targets,
+            ),
+            sender=settings.mail_from,
+            portal_url=settings.portal_url,
+        )
+    except (UnicodeError, ValueError) as error:
+        # Retrying cannot help a message that cannot be written: record the failure where
+        # people see it (intake's internal timeline) instead of dead-lettering in silence.
+        await _record_failure(uow, record, envelope, f"cannot compose: {error}")
+        return
     owed = await repository.owe_delivery(
         uow.conn,
         ticket_id=record.ticket_id,
@@ -121,3 +127,36 @@ async def _acknowledge_when_complete(
     await repository.forget_access_key(uow.conn, record.ticket_id)
     if owed:
         uow.after_commit.append(kick)
+
+
+async def _record_failure(
+    uow: UnitOfWork, record: Row[Any], envelope: Envelope, error: str
+) -> None:
+    recorded = await repository.owe_delivery(
+        uow.conn,
+        status="failed",
+        ticket_id=record.ticket_id,
+        number=record.number,
+        kind=ACKNOWLEDGEMENT,
+        channel="email",
+        recipient=record.email,
+        message="",
+        last_error=error[:2000],
+        correlation_id=envelope.correlation_id,
+        causation_id=envelope.id,
+    )
+    await repository.forget_access_key(uow.conn, record.ticket_id)
+    if recorded:
+        log.error("acknowledgement for %s cannot be sent: %s", record.number, error)
+        await uow.publish(
+            NotificationFailed(
+                number=record.number,
+                notification_id=f"{ACKNOWLEDGEMENT}:{record.ticket_id}",
+                kind=ACKNOWLEDGEMENT,
+                channel="email",
+                recipient=record.email,
+                attempts=0,
+                error=error[:500],
+            ),
+            ticket_id=record.ticket_id,
+        )

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Executable, Row, Table, bindparam, select, update
+from sqlalchemy import ColumnElement, Executable, Row, Table, and_, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from spoc_notify.models import Delivery, TicketContact
@@ -62,14 +62,14 @@ async def forget_access_key(conn: AsyncConnection, ticket_id: uuid.UUID) -> None
     await conn.execute(_FORGET_ACCESS_KEY, {"b_ticket_id": ticket_id})
 
 
-async def owe_delivery(conn: AsyncConnection, **values: Any) -> bool:
+async def owe_delivery(conn: AsyncConnection, *, status: str = "pending", **values: Any) -> bool:
     """Records a delivery to make; False if this ticket already has one of this kind."""
     now = utc_now()
     result = await conn.execute(
         _owe_delivery(conn.dialect.name),
         {
             "delivery_id": uuid.uuid4(),
-            "status": "pending",
+            "status": status,
             "attempts": 0,
             "next_attempt_at": now,
             "created_at": now,
@@ -92,20 +92,42 @@ async def claim_due_deliveries(
     )
 
 
-async def mark_sent(conn: AsyncConnection, delivery_row_id: int, sent_at: datetime) -> None:
-    await conn.execute(
-        update(delivery)
-        .where(delivery.c.id == delivery_row_id)
-        .values(status="sent", sent_at=sent_at, last_error=None)
+def _still_ours(row_id: int, claimed_attempts: int) -> ColumnElement[bool]:
+    # Fencing: if this dispatcher's lease ran out, another one has claimed the row since
+    # (attempts moved on) and the outcome is theirs to record, not ours a second time.
+    return and_(
+        delivery.c.id == row_id,
+        delivery.c.status == "pending",
+        delivery.c.attempts == claimed_attempts,
     )
 
 
+async def mark_sent(
+    conn: AsyncConnection, row_id: int, *, claimed_attempts: int, sent_at: datetime
+) -> bool:
+    """Records the send; False if another dispatcher has taken the delivery over."""
+    result = await conn.execute(
+        update(delivery)
+        .where(_still_ours(row_id, claimed_attempts))
+        .values(status="sent", sent_at=sent_at, last_error=None)
+    )
+    return result.rowcount == 1
+
+
 async def mark_failed_attempt(
-    conn: AsyncConnection, delivery_row_id: int, *, error: str, retry_at: datetime | None
-) -> None:
+    conn: AsyncConnection,
+    row_id: int,
+    *,
+    claimed_attempts: int,
+    error: str,
+    retry_at: datetime | None,
+) -> bool:
     values: dict[str, Any] = {"last_error": error[:2000]}
     values.update({"next_attempt_at": retry_at} if retry_at is not None else {"status": "failed"})
-    await conn.execute(update(delivery).where(delivery.c.id == delivery_row_id).values(**values))
+    result = await conn.execute(
+        update(delivery).where(_still_ours(row_id, claimed_attempts)).values(**values)
+    )
+    return result.rowcount == 1
 
 
 async def deliveries_for(conn: AsyncConnection, ticket_id: uuid.UUID) -> Sequence[Row[Any]]:
