@@ -206,11 +206,11 @@ async def test_a_failed_handler_leaves_no_trace_so_the_retry_runs_in_full(store:
         attempts += 1
         await uow.conn.execute(store.notes.insert().values(text="half done"))
         if attempts == 1:
-            raise ConnectionError("dependency down")
+            raise RuntimeError("the handler tripped over a bug")
 
     consumer = consumer_for(store, handler)
     event = envelope(ticket_created())
-    with pytest.raises(ConnectionError):
+    with pytest.raises(RuntimeError):
         await consumer.handle(delivery_of(event))
     assert await store.count(store.notes) == 0 and await store.count(store.tables.inbox) == 0
 
@@ -250,3 +250,27 @@ async def test_an_event_type_without_a_handler_is_acknowledged_and_ignored(store
     consumer = consumer_for(store, handler)
     await consumer.handle(delivery_of(envelope(TicketUpdated(number="SD-1", changes={}))))
     assert await store.count(store.tables.inbox) == 0
+
+
+async def test_a_database_outage_holds_the_event_instead_of_spending_its_retries(
+    store: Store,
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    attempts = 0
+
+    async def handler(event: Any, *, envelope: Envelope, uow: UnitOfWork) -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts <= 2:
+            raise OperationalError("INSERT …", {}, ConnectionError("server closed the connection"))
+        await uow.conn.execute(store.notes.insert().values(text="done"))
+
+    consumer = consumer_for(store, handler)
+    await consumer.handle(delivery_of(envelope(ticket_created())))  # no error reaches the bus
+    assert attempts == 3 and await store.count(store.notes) == 1
+
+    attempts = 0
+    consumer.outage_patience = 0  # out of patience: the failure counts against the delivery
+    with pytest.raises(OperationalError):
+        await consumer.handle(delivery_of(envelope(ticket_created())))

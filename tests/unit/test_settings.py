@@ -23,7 +23,7 @@ def test_each_service_reads_its_own_prefix_and_the_shared_broker_url(
     routing, intake = RoutingSettings(), IntakeSettings()
 
     assert routing.database_url.endswith("spoc_routing") and routing.prefetch == 7
-    assert intake.database_url.endswith("spoc_intake") and intake.prefetch == 64
+    assert intake.database_url.endswith("spoc_intake") and intake.prefetch == 32
     assert routing.amqp_url == intake.amqp_url == "amqp://spoc:secret@rabbit:5672/spoc"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -10,6 +11,7 @@ from typing import Any
 from spoc_contracts import Envelope, Event, InvalidEnvelope, open_envelope
 from spoc_platform import metrics
 from spoc_platform.bus import Delivery, PoisonMessage
+from spoc_platform.db import is_outage
 from spoc_platform.logs import log_context
 from spoc_platform.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
@@ -36,6 +38,8 @@ class EventConsumer:
         self._unit_of_work = unit_of_work
         self._handlers = dict(handlers)
         self._delivery_limit = delivery_limit
+        # How long one event may wait out a database outage before it counts as a failure.
+        self.outage_patience = 300.0
 
     @property
     def event_types(self) -> list[str]:
@@ -71,12 +75,10 @@ class EventConsumer:
         started = time.perf_counter()
         outcome = "ok"
         try:
-            async with self._unit_of_work(causation=envelope) as uow:
-                if not await uow.record_handled(envelope):
-                    outcome = "duplicate"
-                    log.info("duplicate delivery acknowledged without effect")
-                    return
-                await handler(event, envelope=envelope, uow=uow)
+            await self._run_through_outages(handler, envelope, event)
+        except _Duplicate:
+            outcome = "duplicate"
+            log.info("duplicate delivery acknowledged without effect")
         except PermanentError as error:
             outcome = "dead"
             log.error("handler refused the event for good: %s", error)
@@ -95,6 +97,32 @@ class EventConsumer:
             metrics.handler_duration.labels(self.service, envelope.type).observe(
                 time.perf_counter() - started
             )
+
+    async def _run_through_outages(
+        self, handler: Handler, envelope: Envelope, event: Event
+    ) -> None:
+        """Runs the handler in one transaction. While the database is unreachable the event is
+        held and tried again here, so an outage does not use up the delivery limit and send a
+        whole backlog to the dead letters; it only pauses consuming."""
+        delay = 0.5
+        deadline = time.monotonic() + self.outage_patience
+        while True:
+            try:
+                async with self._unit_of_work(causation=envelope) as uow:
+                    if not await uow.record_handled(envelope):
+                        raise _Duplicate
+                    await handler(event, envelope=envelope, uow=uow)
+                return
+            except Exception as error:
+                if not is_outage(error) or time.monotonic() + delay > deadline:
+                    raise
+                log.warning("database unavailable (%s); holding the event %.1f s", error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+
+class _Duplicate(Exception):
+    """Raised inside the unit of work so that it rolls back: the event was handled before."""
 
 
 def bind_handler(handler: Handler, **dependencies: Any) -> Handler:

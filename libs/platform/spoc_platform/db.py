@@ -8,6 +8,8 @@ from typing import Any, TypeAlias
 from sqlalchemy import BigInteger, DateTime, Dialect, Integer, MetaData, Table, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.types import TypeDecorator
 
@@ -110,3 +112,11 @@ def insert_for(dialect_name: str, table: Table) -> DialectInsert:
     if dialect_name == "sqlite":
         return sqlite.insert(table)
     raise NotImplementedError(f"Spoc runs on SQLite and PostgreSQL, not {dialect_name}")
+
+
+def is_outage(error: BaseException) -> bool:
+    """Whether an error says "the database is not reachable right now" (it will pass) rather
+    than "this work is wrong" (it will not)."""
+    if isinstance(error, DBAPIError):
+        return error.connection_invalidated or isinstance(error, OperationalError | InterfaceError)
+    return isinstance(error, OSError | PoolTimeoutError | ConnectionError)

@@ -13,12 +13,13 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from spoc_platform import metrics
+from spoc_platform.db import is_outage
 
 log = logging.getLogger(__name__)
 
@@ -75,16 +76,15 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DBAPIError)
     async def _database(request: Request, error: DBAPIError) -> JSONResponse:
-        # An outage or a dropped connection is the service's trouble, not the caller's, and
-        # passes: 503 with a hint to retry. Any other database error is a bug: 500.
-        if error.connection_invalidated or isinstance(error, OperationalError | InterfaceError):
+        # An outage passes: 503 with a hint to retry. Any other database error is a bug: 500.
+        if is_outage(error):
             return _unavailable(request, error)
         log.exception("database error on %s %s", request.method, request.url.path)
         return JSONResponse(error_body("internal_error", "an unexpected error occurred"), 500)
 
     @app.exception_handler(PoolTimeoutError)
     async def _busy(request: Request, error: PoolTimeoutError) -> JSONResponse:
-        # Every database connection is in use for longer than the pool waits: overload.
+        # Every database connection stayed in use longer than the pool waits: overload.
         return _unavailable(request, error)
 
     @app.exception_handler(OSError)
