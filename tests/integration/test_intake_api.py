@@ -6,6 +6,7 @@ import asyncio
 import copy
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -323,3 +324,24 @@ async def test_a_database_outage_is_a_503_to_retry_not_a_500(
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "service_unavailable"
     assert response.headers["retry-after"] == "2"
+
+
+async def test_expired_idempotency_answers_and_their_keys_are_forgotten(
+    client: httpx.AsyncClient, intake: ServiceUnderTest
+) -> None:
+    from sqlalchemy import update
+
+    from spoc_intake.models import IdempotencyKey
+
+    headers = {"Idempotency-Key": "yesterday"}
+    first = await client.post("/api/v1/tickets", json=ticket(), headers=headers)
+    table = IdempotencyKey.__table__
+    async with intake.runtime.engine.begin() as conn:
+        await conn.execute(update(table).values(created_at=datetime(2000, 1, 1, tzinfo=UTC)))
+
+    await intake.runtime.housekeep()
+
+    async with intake.runtime.engine.connect() as conn:
+        assert (await conn.execute(select(func.count()).select_from(table))).scalar() == 0
+    again = await client.post("/api/v1/tickets", json=ticket(), headers=headers)
+    assert again.json()["number"] != first.json()["number"]

@@ -52,6 +52,7 @@ class ServiceRuntime:
         relay_settings: RelaySettings | None = None,
         on_start: Sequence[Callable[[], Awaitable[None]]] = (),
         workers: Sequence[BackgroundWorker] = (),
+        housekeeping: Sequence[Callable[[], Awaitable[None]]] = (),
     ) -> None:
         self.service = service
         self.engine = engine
@@ -76,6 +77,7 @@ class ServiceRuntime:
         self._tasks: list[asyncio.Task[None]] = []
         self._on_start = list(on_start)
         self.workers = list(workers)
+        self._housekeeping_jobs = list(housekeeping)
         metrics.initialise_event_series(service, publishes=publishes, consumes=list(handlers))
 
     async def prepare(self) -> None:
@@ -139,17 +141,24 @@ class ServiceRuntime:
         checks["bus"] = "ok" if healthy else "unreachable"
         return checks
 
+    async def housekeep(self) -> None:
+        """One pass of pruning: handled-event ids past the redelivery horizon, and whatever
+        the service added (e.g. intake's expired idempotency answers)."""
+        cutoff = utc_now() - INBOX_RETENTION
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                delete(self.tables.inbox).where(self.tables.inbox.c.handled_at < cutoff)
+            )
+        for job in self._housekeeping_jobs:
+            await job()
+
     async def _housekeeping(self) -> None:
         while True:
             await asyncio.sleep(300)
             try:
-                cutoff = utc_now() - INBOX_RETENTION
-                async with self.engine.begin() as conn:
-                    await conn.execute(
-                        delete(self.tables.inbox).where(self.tables.inbox.c.handled_at < cutoff)
-                    )
+                await self.housekeep()
             except Exception:
-                log.exception("inbox pruning failed")
+                log.exception("housekeeping failed")
 
 
 def build_runtime(
@@ -163,6 +172,7 @@ def build_runtime(
     bindings: Sequence[str] | None = None,
     on_start: Sequence[Callable[[], Awaitable[None]]] = (),
     workers: Sequence[BackgroundWorker] = (),
+    housekeeping: Sequence[Callable[[], Awaitable[None]]] = (),
 ) -> ServiceRuntime:
     """A service's runtime from its settings. Pass `bus` to share one (embedded default, tests)."""
     owns_bus = bus is None
@@ -189,4 +199,5 @@ def build_runtime(
         ),
         on_start=on_start,
         workers=workers,
+        housekeeping=housekeeping,
     )

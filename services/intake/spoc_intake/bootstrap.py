@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
-from spoc_intake import handlers
+from spoc_intake import handlers, repository
 from spoc_intake.models import MESSAGING
 from spoc_intake.service import TicketService
 from spoc_intake.settings import IntakeSettings
 from spoc_platform.bus import MessageBus
+from spoc_platform.db import utc_now
 from spoc_platform.runtime import ServiceRuntime, build_runtime
 
 
@@ -20,6 +22,14 @@ class IntakeContainer:
 
 
 def bootstrap(settings: IntakeSettings, *, bus: MessageBus | None = None) -> IntakeContainer:
+    runtime: ServiceRuntime
+
+    async def forget_old_idempotency_keys() -> None:
+        # The replayable answers hold requesters' access keys: keep them only as promised.
+        cutoff = utc_now() - timedelta(hours=settings.idempotency_hours)
+        async with runtime.engine.begin() as conn:
+            await repository.prune_idempotency(conn, cutoff)
+
     runtime = build_runtime(
         settings,
         service="intake",
@@ -27,6 +37,7 @@ def bootstrap(settings: IntakeSettings, *, bus: MessageBus | None = None) -> Int
         handlers=handlers.HANDLERS,
         publishes=handlers.PUBLISHES,
         bus=bus,
+        housekeeping=[forget_old_idempotency_keys],
     )
     return IntakeContainer(
         settings=settings, runtime=runtime, tickets=TicketService(runtime.unit_of_work, settings)

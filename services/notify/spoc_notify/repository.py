@@ -109,7 +109,8 @@ async def mark_sent(
     result = await conn.execute(
         update(delivery)
         .where(_still_ours(row_id, claimed_attempts))
-        .values(status="sent", sent_at=sent_at, last_error=None)
+        # The message carried the requester's portal key; once sent it need not be kept.
+        .values(status="sent", sent_at=sent_at, last_error=None, message="")
     )
     return result.rowcount == 1
 
