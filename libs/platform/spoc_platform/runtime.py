@@ -25,6 +25,7 @@ from spoc_platform.unit_of_work import UnitOfWorkFactory
 log = logging.getLogger(__name__)
 
 INBOX_RETENTION = timedelta(days=7)
+STOP_TIMEOUT = 10.0
 
 
 class BackgroundWorker(Protocol):
@@ -111,8 +112,10 @@ class ServiceRuntime:
     async def stop(self) -> None:
         # Stop taking work first, let in-flight handlers finish, then flush what they wrote.
         if self._subscription is not None:
+            # Bounded: with the broker unreachable, cancelling would wait for a reconnect
+            # that may never come, and the final flush below would never run.
             with contextlib.suppress(Exception):
-                await self._subscription.cancel()
+                await asyncio.wait_for(self._subscription.cancel(), STOP_TIMEOUT)
             self._subscription = None
         for worker in self.workers:
             await worker.stop()
