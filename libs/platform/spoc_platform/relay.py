@@ -169,14 +169,15 @@ class OutboxRelay:
             age = max(0.0, (utc_now() - oldest).total_seconds())
         metrics.outbox_oldest_age.labels(self.service).set(age)
 
-    async def replay_published(self) -> int:
-        """Sends again every row published within the retention window; returns how many.
+    async def replay_published(self, within: timedelta = timedelta(minutes=15)) -> int:
+        """Sends again every row published in the last `within`; returns how many.
 
         For a bus that forgets on exit (the in-memory one): what it held when the process
         stopped or crashed is lost with it, but the outbox remembers. Consumers' inboxes drop
-        what they had already handled, so a replay costs deliveries, never effects."""
+        what they had already handled, so a replay costs deliveries, never effects. What was in
+        flight at a stop is seconds old; the window trades a restart's work for that margin."""
         t = self._outbox
-        since = utc_now() - timedelta(seconds=self.settings.retention)
+        since = utc_now() - min(within, timedelta(seconds=self.settings.retention))
         async with self._engine.begin() as conn:
             result = await conn.execute(
                 update(t)
