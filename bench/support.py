@@ -18,6 +18,8 @@ from typing import Any
 
 import httpx
 
+from spoc import localstack
+
 POSTGRES_ADMIN_DSN = os.environ.get(
     "SPOC_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
@@ -38,27 +40,11 @@ def dsn_of(url: str) -> str:
 
 async def create_database(prefix: str) -> str:
     """A fresh, empty database; returns its SQLAlchemy asyncpg URL (what services take)."""
-    import asyncpg
-
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect(POSTGRES_ADMIN_DSN, timeout=5)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    base = POSTGRES_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-    return f"{base}/{name}"
+    return await localstack.create_database(POSTGRES_ADMIN_DSN, prefix)
 
 
 async def drop_database(url: str) -> None:
-    import asyncpg
-
-    name = url.rsplit("/", 1)[-1]
-    conn = await asyncpg.connect(POSTGRES_ADMIN_DSN, timeout=5)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    await localstack.drop_database(POSTGRES_ADMIN_DSN, url)
 
 
 async def database_activity(urls: dict[str, str]) -> dict[str, dict[str, int]]:

@@ -12,6 +12,8 @@ from typing import TypeVar
 import httpx
 import pytest
 
+from spoc.localstack import create_database, drop_database
+
 IN_CI = os.environ.get("CI", "").lower() == "true"
 POSTGRES_ADMIN_DSN = os.environ.get(
     "SPOC_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -97,25 +99,12 @@ async def create_postgres_database(prefix: str) -> str:
     """A fresh, empty database; returns its SQLAlchemy asyncpg URL."""
     import asyncpg
 
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     try:
-        conn = await asyncpg.connect(POSTGRES_ADMIN_DSN, timeout=5)
+        return await create_database(POSTGRES_ADMIN_DSN, prefix)
     except (OSError, asyncpg.PostgresError) as error:
         unavailable("PostgreSQL", error)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    base = POSTGRES_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-    return f"{base}/{name}"
+        raise  # unavailable() never returns; this keeps type checkers informed
 
 
 async def drop_postgres_database(url: str) -> None:
-    import asyncpg
-
-    name = url.rsplit("/", 1)[-1]
-    conn = await asyncpg.connect(POSTGRES_ADMIN_DSN, timeout=5)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    await drop_database(POSTGRES_ADMIN_DSN, url)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email import message_from_bytes
@@ -180,3 +181,28 @@ class ProcessStack:
 
     def pids(self) -> dict[str, int]:
         return {name: p.pid for name, p in self.processes.items()}
+
+
+async def create_database(admin_dsn: str, prefix: str) -> str:
+    """A fresh, empty PostgreSQL database; returns its SQLAlchemy asyncpg URL."""
+    import asyncpg
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    conn = await asyncpg.connect(admin_dsn, timeout=5)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    base = admin_dsn.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+    return f"{base}/{name}"
+
+
+async def drop_database(admin_dsn: str, url: str) -> None:
+    import asyncpg
+
+    name = url.rsplit("/", 1)[-1]
+    conn = await asyncpg.connect(admin_dsn, timeout=5)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()

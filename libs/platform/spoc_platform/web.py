@@ -74,23 +74,16 @@ def install_error_handlers(app: FastAPI) -> None:
             error_body(code, str(error.detail)), error.status_code, headers=error.headers
         )
 
-    @app.exception_handler(DBAPIError)
-    async def _database(request: Request, error: DBAPIError) -> JSONResponse:
-        # An outage passes: 503 with a hint to retry. Any other database error is a bug: 500.
+    async def _dependency_failed(request: Request, error: Exception) -> JSONResponse:
+        # An outage (database unreachable, pool exhausted, connection refused) passes: 503 with
+        # a hint to retry. Any other database error is a bug: 500.
         if is_outage(error):
             return _unavailable(request, error)
         log.exception("database error on %s %s", request.method, request.url.path)
         return JSONResponse(error_body("internal_error", "an unexpected error occurred"), 500)
 
-    @app.exception_handler(PoolTimeoutError)
-    async def _busy(request: Request, error: PoolTimeoutError) -> JSONResponse:
-        # Every database connection stayed in use longer than the pool waits: overload.
-        return _unavailable(request, error)
-
-    @app.exception_handler(OSError)
-    async def _unreachable(request: Request, error: OSError) -> JSONResponse:
-        # Connection refused or reset by a dependency (the database, while connecting).
-        return _unavailable(request, error)
+    for dependency_error in (DBAPIError, PoolTimeoutError, OSError):
+        app.add_exception_handler(dependency_error, _dependency_failed)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:
