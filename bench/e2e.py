@@ -584,7 +584,7 @@ async def _closed(
 def health_counts(values: dict[str, float]) -> dict[str, float]:
     """Deliveries by outcome, and publishes that were not confirmed: all but ok should be 0."""
     out = {}
-    for outcome in ("ok", "duplicate", "retry", "dead", "ignored"):
+    for outcome in ("ok", "duplicate", "retry", "dead", "unhandled"):
         out[f"consumed_{outcome}"] = _sum(values, "spoc_events_consumed_total", outcome=outcome)
     for outcome in ("ok", "failed", "unroutable"):
         out[f"published_{outcome}"] = _sum(values, "spoc_events_published_total", outcome=outcome)

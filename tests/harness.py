@@ -12,11 +12,12 @@ from typing import Any
 from sqlalchemy import select
 
 from spoc.services import SERVICES, ServiceName
-from spoc_contracts import Envelope, Event, Requester, TicketCreated
+from spoc_contracts import Envelope, Event, Requester, TicketCreated, TicketCreatedV1
 from spoc_platform.bus import Delivery
 from spoc_platform.bus.memory import MemoryBus
 from spoc_platform.migrations import upgrade
 from spoc_platform.runtime import ServiceRuntime
+from spoc_platform.sealing import DEVELOPMENT_RECIPIENT, seal_for
 
 
 @dataclass
@@ -80,8 +81,22 @@ def envelope(
     )
 
 
-def ticket_created(**overrides: Any) -> TicketCreated:
-    values: dict[str, Any] = {
+def ticket_created(access_key: str = "secret-key-123", **overrides: Any) -> TicketCreated:
+    """A creation as intake publishes it: the key sealed to notify's (development) key."""
+    values = _creation(access_key_sealed=seal_for(DEVELOPMENT_RECIPIENT, access_key))
+    values.update(overrides)
+    return TicketCreated(**values)
+
+
+def ticket_created_v1(access_key: str = "secret-key-123", **overrides: Any) -> TicketCreatedV1:
+    """A creation as intake published it before keys were sealed (still in flight somewhere)."""
+    values = _creation(access_key=access_key)
+    values.update(overrides)
+    return TicketCreatedV1(**values)
+
+
+def _creation(**values: Any) -> dict[str, Any]:
+    return {
         "number": "SD-000042",
         "subject": "Laptop will not boot",
         "description": "Black screen after the update.",
@@ -89,7 +104,5 @@ def ticket_created(**overrides: Any) -> TicketCreated:
         "channel": "portal",
         "requester": Requester(name="Ala Kowalska", email="ala@example.org", locale="pl-PL"),
         "created_at": datetime(2026, 11, 23, 10, 0, tzinfo=UTC),
-        "access_key": "secret-key-123",
+        **values,
     }
-    values.update(overrides)
-    return TicketCreated(**values)

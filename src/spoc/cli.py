@@ -9,7 +9,10 @@ from typing import Annotated, Literal, TypedDict
 import typer
 import uvicorn
 
+from spoc.keys import keys
+from spoc.operator import dead_letters, status_command
 from spoc.services import SERVICES, ServiceName
+from spoc.topology import topology
 from spoc_platform.logs import configure_logging
 from spoc_platform.settings import ServiceSettings
 
@@ -20,6 +23,11 @@ app = typer.Typer(
 )
 contracts = typer.Typer(help="The event catalogue (JSON Schema of every event).")
 app.add_typer(contracts, name="contracts")
+# Operators' commands live in spoc.operator: `spoc dead-letters …` and `spoc status`.
+app.add_typer(dead_letters, name="dead-letters")
+app.command("status")(status_command)
+app.add_typer(keys, name="keys")
+app.add_typer(topology, name="topology")
 
 CATALOGUE_PATH = Path("docs/events/catalogue.json")
 
@@ -55,11 +63,16 @@ def up(
     log_level: Annotated[str, typer.Option()] = "INFO",
 ) -> None:
     """Run all of Spoc in one process: no broker, no Docker (SQLite, in-memory bus, Maildir)."""
+    from spoc.datadir_lock import DataDirInUse
     from spoc.embedded import build_desk, create_embedded_app
 
     configure_logging(log_level)
     public = f"http://{'127.0.0.1' if host in {'0.0.0.0', '::'} else host}:{port}"
-    desk = build_desk(data_dir, portal_url=os.environ.get("SPOC_NOTIFY_PORTAL_URL", public))
+    try:
+        desk = build_desk(data_dir, portal_url=os.environ.get("SPOC_NOTIFY_PORTAL_URL", public))
+    except DataDirInUse as error:
+        typer.echo(f"spoc up: {error}", err=True)
+        raise typer.Exit(2) from error
     typer.echo(
         f"Spoc embedded default on {public}  (API docs {public}/docs; mail in {desk.maildir}/new)",
         err=True,

@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from spoc_platform.sealing import KeyPair, generate_key_pair
 
 SERVICE_NAMES = ("intake", "routing", "sla", "notify")
 
@@ -31,6 +33,9 @@ class MailSink:
 
         self.messages: list[Message] = []
         self.received_at: dict[str, float] = {}
+        # Called in the SMTP thread with each message, just before the sink answers 250: the
+        # fault suite kills notify in the window between that answer and notify's own commit.
+        self.on_accept: list[Callable[[Message], None]] = []
         self._lock = threading.Lock()
         sink = self
 
@@ -42,6 +47,8 @@ class MailSink:
                     ticket = message.get("X-Spoc-Ticket")
                     if ticket:
                         sink.received_at.setdefault(ticket, time.monotonic())
+                for listener in list(sink.on_accept):
+                    listener(message)
                 return "250 OK"
 
         self._controller = Controller(_Handler(), hostname=host, port=port or _free_port())
@@ -78,6 +85,8 @@ class ProcessStack:
     extra_env: Mapping[str, str] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # A fresh access-key pair per stack, as a deployment has its own (never the development one).
+    keys: KeyPair = field(default_factory=generate_key_pair)
 
     def __post_init__(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -96,6 +105,8 @@ class ProcessStack:
                 f"SPOC_{service.upper()}_LOG_JSON": "true",
                 "SPOC_NOTIFY_SMTP_URL": self.smtp_url,
                 "SPOC_NOTIFY_PORTAL_URL": self.url("intake"),
+                "SPOC_INTAKE_ACCESS_KEY_RECIPIENT": self.keys.recipient,
+                "SPOC_NOTIFY_ACCESS_KEY_SECRET": self.keys.secret,
             }
         )
         env.update(self.extra_env)

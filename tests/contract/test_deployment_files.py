@@ -214,10 +214,24 @@ def interpolate_tree(node: Any, env: Mapping[str, str]) -> Any:
 
 @cache
 def compose() -> dict[str, Any]:
-    """The compose file as Compose sees it with no variables set: every default applies."""
+    """The compose file as Compose sees it with only the required variables set (the access-key
+    pair, which has no default): every default applies."""
     raw = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
     assert isinstance(raw, dict) and isinstance(raw.get("services"), dict)
-    return dict(interpolate_tree(raw, {}))
+    return dict(interpolate_tree(raw, COMPOSE_REQUIRED))
+
+
+def _required_compose_variables() -> dict[str, str]:
+    from spoc_platform.sealing import generate_key_pair
+
+    pair = generate_key_pair()
+    return {
+        "SPOC_INTAKE_ACCESS_KEY_RECIPIENT": pair.recipient,
+        "SPOC_NOTIFY_ACCESS_KEY_SECRET": pair.secret,
+    }
+
+
+COMPOSE_REQUIRED = _required_compose_variables()
 
 
 def compose_services() -> dict[str, dict[str, Any]]:
@@ -327,10 +341,11 @@ def registered_series() -> frozenset[str]:
 
     for module in ("spoc_platform.metrics", *(f"spoc_{s}.metrics" for s in SERVICES)):
         importlib.import_module(module)
+    # No `_created` series: spoc_platform.metrics turns them off.
     suffixes = {
-        "counter": ("_total", "_created"),
-        "histogram": ("_bucket", "_sum", "_count", "_created"),
-        "summary": ("", "_sum", "_count", "_created"),
+        "counter": ("_total",),
+        "histogram": ("_bucket", "_sum", "_count"),
+        "summary": ("", "_sum", "_count"),
         "gauge": ("",),
     }
     names: set[str] = set()
@@ -651,6 +666,95 @@ def test_alert_rules_are_unit_tested() -> None:
     assert tested <= {r["alert"] for r in alert_rules() if "alert" in r}
 
 
+RUNBOOKS = ROOT / "docs" / "runbooks.md"
+
+
+def markdown_anchor(heading: str) -> str:
+    """The anchor GitHub, GitLab and most renderers give a heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def runbook_sections() -> dict[str, str]:
+    sections = re.split(r"^## ", RUNBOOKS.read_text(encoding="utf-8"), flags=re.MULTILINE)[1:]
+    return {markdown_anchor(s.splitlines()[0]): s for s in sections}
+
+
+def test_every_alert_links_a_runbook_section_saying_what_it_means_what_to_look_at_and_do() -> None:
+    sections = runbook_sections()
+    alerts = [r for r in alert_rules() if "alert" in r]
+    for rule in alerts:
+        url = rule.get("annotations", {}).get("runbook_url", "")
+        path, _, anchor = url.partition("#")
+        assert (ROOT / path).resolve() == RUNBOOKS, f"{rule['alert']}: runbook_url {url!r}"
+        assert anchor in sections, f"{rule['alert']}: no section #{anchor} in docs/runbooks.md"
+        for part in ("**Means.**", "**Look at", "Do.**"):
+            assert part in sections[anchor], f"runbook #{anchor} lacks {part}"
+    # No runbook for an alert that no longer exists, and no link inside them that goes nowhere.
+    assert set(sections) == {r["alert"].lower() for r in alerts}
+    links = re.findall(r"\]\(#([^)]+)\)", RUNBOOKS.read_text(encoding="utf-8"))
+    assert links and set(links) <= set(sections)
+
+
+def relabelled(job: Mapping[str, Any], address: str) -> str:
+    """The `instance` Prometheus gives a static target of `job` (replace actions only)."""
+    labels = {"__address__": address, "instance": address}
+    for rule in job.get("relabel_configs", []):
+        assert rule.get("action", "replace") == "replace", rule
+        value = rule.get("separator", ";").join(labels.get(n, "") for n in rule["source_labels"])
+        match = re.fullmatch(rule.get("regex", "(.*)"), value)
+        if match:
+            labels[rule["target_label"]] = match.expand(
+                rule.get("replacement", "$1").replace("$", "\\")
+            )
+    return labels["instance"]
+
+
+def test_services_on_one_host_stay_separate_targets() -> None:
+    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    for job in config["scrape_configs"]:
+        instances = {relabelled(job, f"127.0.0.1:{port}") for port in (8000, 8001, 8002, 8003)}
+        assert len(instances) == 4, f"job {job['job_name']} merges targets on one host"
+
+
+def test_a_kubernetes_prometheus_gets_the_jobs_and_parameters_the_rules_select_on() -> None:
+    compose = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())["scrape_configs"]
+    cluster = yaml.safe_load((PROMETHEUS_DIR / "kubernetes-scrape.yml").read_text())
+    wanted = {job["job_name"]: job for job in compose}
+    given = {job["job_name"]: job for job in cluster["scrape_configs"]}
+    assert set(given) == set(wanted)
+    for name, job in wanted.items():
+        assert given[name].get("metrics_path", "/metrics") == job.get("metrics_path", "/metrics")
+        assert given[name].get("params") == job.get("params"), name
+    # Every job an alert selects on exists under that name.
+    for rule in alert_rules():
+        for selector in re.findall(r'job(=~?)"([^"]+)"', rule["expr"]):
+            operator, value = selector
+            pattern = value if operator == "=~" else re.escape(value)
+            assert any(re.fullmatch(pattern, name) for name in given), rule["expr"]
+    # The spoc job keeps exactly the kustomize base's service pods, one instance per pod.
+    keep = next(
+        r
+        for r in given["spoc"]["relabel_configs"]
+        if r.get("action") == "keep"
+        and r["source_labels"] == ["__meta_kubernetes_pod_label_app_kubernetes_io_name"]
+    )
+    scraped = set()
+    for resource in base_resources():
+        if resource.get("kind") != "Deployment":
+            continue
+        template = resource["spec"]["template"]["metadata"]
+        name = template["labels"]["app.kubernetes.io/name"]
+        assert template["annotations"]["prometheus.io/scrape"] == "true", name
+        if re.fullmatch(keep["regex"], name):
+            scraped.add(name)
+    assert scraped == {f"spoc-{service}" for service in SERVICES}
+    assert any(
+        r.get("target_label") == "instance"
+        and "__meta_kubernetes_pod_name" in r.get("source_labels", [])
+        for r in given["spoc"]["relabel_configs"]
+    )
+
+
 def test_alerts_and_dashboard_use_series_that_exist() -> None:
     known = registered_series() | RABBITMQ_QUEUE_SERIES
     exprs = [(f"alert {r.get('alert') or r.get('record')}", r["expr"]) for r in alert_rules()]
@@ -832,6 +936,12 @@ def test_kubernetes_workloads(source: str, monkeypatch: pytest.MonkeyPatch) -> N
             args = [str(a) for a in container.get("args", [])]
             assert "command" not in container, f"{where}: keep the image's `spoc` entrypoint"
             assert_cli_accepts(args, where)
+            if args[:2] == ["topology", "apply"]:
+                # The broker topology before anything of this pod runs (see spoc/topology.py).
+                assert kind == "initContainers" and migrated is None, f"{where}: runs first"
+                names = {item["name"] for item in container.get("env", [])}
+                assert "SPOC_AMQP_URL" in names, f"{where}: needs the broker"
+                continue
             parsed = service_command(args)
             assert parsed is not None, f"{where}: `spoc {' '.join(args)}` serves/migrates nothing"
             verb, target = parsed
@@ -944,4 +1054,6 @@ def placeholder(name: str, service: str) -> str:
         return "servicedesk@spoc.example.org"
     if name.endswith("_URL"):
         return "https://servicedesk.spoc.example.org"
+    if name in COMPOSE_REQUIRED:  # the access-key pair: a real pair, as the Secrets hold
+        return COMPOSE_REQUIRED[name]
     return "placeholder"

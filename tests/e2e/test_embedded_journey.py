@@ -16,13 +16,14 @@ from prometheus_client import REGISTRY
 from spoc.embedded import EmbeddedDesk, build_desk, running
 from spoc_contracts import Envelope
 from spoc_intake.schemas import TicketCreate
-from spoc_platform.bus import OutgoingMessage
+from spoc_platform.bus import DeadLetter, OutgoingMessage
 from tests.e2e.journey import (
     acknowledged_view,
     assert_acknowledgement,
     assert_requester_view,
     open_ticket,
 )
+from tests.e2e.stored_time import an_hour_passes
 from tests.support import eventually
 
 pytestmark = pytest.mark.e2e
@@ -166,3 +167,81 @@ def _new_ticket() -> TicketCreate:
     from tests.e2e.journey import NEW_TICKET
 
     return TicketCreate.model_validate(NEW_TICKET)
+
+
+async def test_tickets_in_flight_at_a_stop_are_acknowledged_once_after_a_restart_an_hour_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopped at an arbitrary moment under load, with handlers still running (a stop that
+    gives up on them at once), then started again an hour later: nothing lost, nothing twice."""
+    import spoc_platform.runtime
+
+    monkeypatch.setattr(spoc_platform.runtime, "STOP_TIMEOUT", 0.01)
+    data = tmp_path / "data"
+    first = build_desk(data, portal_url=PORTAL)
+    async with running(first):
+        numbers = [
+            (await first.intake.tickets.create(_new_ticket(), idempotency_key=None)).body["number"]
+            for _ in range(30)
+        ]
+
+        async def some_acknowledged() -> bool:
+            return len(mails(first)) >= 1
+
+        await eventually(some_acknowledged, timeout=20, message="no ticket acknowledged")
+    in_flight_at_stop = len(numbers) - len(mails(first))
+    assert in_flight_at_stop > 0  # the stop really interrupted the journeys
+    an_hour_passes(data)
+
+    again = build_desk(data, portal_url=PORTAL)
+    async with running(again):
+
+        async def all_acknowledged() -> bool:
+            return len(mails(again)) >= len(numbers)
+
+        await eventually(all_acknowledged, timeout=30, message="not every ticket acknowledged")
+        await eventually(lambda: _idle(again), timeout=10, message="bus not idle")
+    acknowledged = sorted(m["X-Spoc-Ticket"] for m in mails(again))  # type: ignore[index]
+    assert acknowledged == sorted(numbers)  # each once: no loss, no duplicate
+
+
+async def test_a_dead_letter_survives_a_restart_and_is_replayed_to_its_own_service_only(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    first = build_desk(data, portal_url=PORTAL)
+    async with running(first):
+        # Not an envelope at all: every service bound to ticket.created refuses it for good.
+        await first.bus.publish(OutgoingMessage("m-garbled", "ticket.created", b"not json"))
+
+        async def dead_in_routing() -> list[DeadLetter]:
+            return await first.bus.dead_letters("routing")
+
+        await eventually(dead_in_routing, message="not dead-lettered")
+    an_hour_passes(data)
+
+    again = build_desk(data, portal_url=PORTAL)
+    async with running(again):
+        [dead] = await again.bus.dead_letters("routing")
+        notify_dead = await again.bus.dead_letters("notify")
+        assert (dead.message_id, dead.routing_key, dead.body) == (
+            "m-garbled",
+            "ticket.created",
+            b"not json",
+        )
+        assert dead.attempts == 1 and dead.dead_at is not None
+
+        assert await again.bus.replay_dead_letters("routing", ["m-garbled"]) == 1
+
+        async def dead_again() -> list[DeadLetter]:
+            letters = await again.bus.dead_letters("routing")
+            return [d for d in letters if d.dead_at != dead.dead_at]
+
+        [replayed] = await eventually(dead_again, message="replay not consumed")
+        assert replayed.message_id == "m-garbled" and replayed.attempts == 1
+        assert await again.bus.dead_letters("notify") == notify_dead  # routing's queue only
+        assert await again.bus.purge_dead_letters("routing") == 1
+    third = build_desk(data, portal_url=PORTAL)
+    async with running(third):
+        assert await third.bus.dead_letters("routing") == []
+        assert await third.bus.dead_letters("notify") == notify_dead

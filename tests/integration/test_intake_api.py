@@ -18,6 +18,7 @@ from spoc_intake.models import MESSAGING, Ticket
 from spoc_intake.service import TicketService
 from spoc_platform.db import create_engine
 from spoc_platform.unit_of_work import UnitOfWorkFactory
+from spoc_routing.app import create_app as create_routing_app
 from tests.e2e.journey import NEW_TICKET
 from tests.harness import ServiceUnderTest, service
 
@@ -291,15 +292,35 @@ async def test_requests_are_counted_by_route_template(client: httpx.AsyncClient)
     assert "SD-000123" not in text
 
 
-async def test_ready_only_when_database_and_bus_answer(
+async def test_intake_stays_ready_but_degraded_while_only_the_broker_is_down(
     client: httpx.AsyncClient, intake: ServiceUnderTest
 ) -> None:
+    """The outbox keeps new tickets while the broker is away: taking every intake pod out of
+    rotation would refuse work the front door can safely take."""
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     ready = await client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok", "bus": "ok"}
 
     await intake.bus.close()
-    not_ready = await client.get("/readyz")
+    assert (await client.post("/api/v1/tickets", json=ticket())).status_code == 201
+    degraded = await client.get("/readyz")
+    assert degraded.status_code == 200
+    assert degraded.json()["status"] == "degraded"
+    bus = degraded.json()["checks"]["bus"]
+    assert bus.startswith("degraded: unreachable; 1 event(s) wait in the outbox"), bus
+
+
+async def test_a_consuming_service_is_not_ready_without_its_broker(database_url: str) -> None:
+    async with service("routing", database_url) as routing:
+        app = create_routing_app(
+            routing.container.settings, routing.container, manage_runtime=False
+        )
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://routing"
+        ) as routing_client:
+            assert (await routing_client.get("/readyz")).status_code == 200
+            await routing.bus.close()
+            not_ready = await routing_client.get("/readyz")
     assert not_ready.status_code == 503
     assert not_ready.json()["checks"]["bus"] == "unreachable"
 
@@ -331,11 +352,11 @@ async def test_expired_idempotency_answers_and_their_keys_are_forgotten(
 ) -> None:
     from sqlalchemy import update
 
-    from spoc_intake.models import IdempotencyKey
+    from spoc_intake.models import IdempotencyAnswer
 
     headers = {"Idempotency-Key": "yesterday"}
     first = await client.post("/api/v1/tickets", json=ticket(), headers=headers)
-    table = IdempotencyKey.__table__
+    table = IdempotencyAnswer.__table__
     async with intake.runtime.engine.begin() as conn:
         await conn.execute(update(table).values(created_at=datetime(2000, 1, 1, tzinfo=UTC)))
 

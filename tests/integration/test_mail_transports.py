@@ -46,8 +46,8 @@ async def test_smtp_delivers_the_message_as_written_and_keeps_the_session(sink: 
 async def test_smtp_reopens_a_session_the_server_dropped(sink: MailSink) -> None:
     transport = SmtpTransport(sink.url)
     await transport.send(MAIL)
-    assert transport._client is not None
-    transport._client.close()  # as an idle timeout on the server would
+    [session] = transport._idle
+    session.close()  # as an idle timeout on the server would
     await transport.send(MAIL)
     await transport.close()
     assert len(sink.for_ticket("SD-000009")) == 2

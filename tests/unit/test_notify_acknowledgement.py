@@ -106,7 +106,9 @@ async def test_the_access_key_is_forgotten_once_the_acknowledgement_is_written(
         table = TicketContact.__table__
         async with notify.runtime.engine.connect() as conn:
             key = (
-                await conn.execute(select(table.c.access_key).where(table.c.ticket_id == ticket_id))
+                await conn.execute(
+                    select(table.c.access_key_sealed).where(table.c.ticket_id == ticket_id)
+                )
             ).scalar_one()
         assert key is None
 
@@ -195,7 +197,8 @@ async def test_a_dispatcher_whose_lease_ran_out_does_not_record_the_send_again(
         slow = notify.container.dispatcher
         other = DeliveryDispatcher(
             unit_of_work=notify.runtime.unit_of_work,
-            transport=transport,
+            # The same mail server, through the same unboxing as the first dispatcher.
+            transport=notify.container.transport,
             sender="desk@spoc.localhost",
             max_attempts=8,
         )

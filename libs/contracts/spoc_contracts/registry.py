@@ -12,6 +12,7 @@ from spoc_contracts.tickets import (
     FeedbackSubmitted,
     TicketCommented,
     TicketCreated,
+    TicketCreatedV1,
     TicketEscalationRequested,
     TicketStatusChanged,
     TicketUpdated,
@@ -19,6 +20,7 @@ from spoc_contracts.tickets import (
 
 EVENT_CLASSES: tuple[type[Event], ...] = (
     TicketCreated,
+    TicketCreatedV1,
     TicketUpdated,
     TicketCommented,
     TicketStatusChanged,

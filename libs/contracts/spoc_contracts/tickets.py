@@ -27,9 +27,10 @@ class Requester(BaseModel):
     preferred_channel: ContactChannel = "email"
 
 
-class TicketCreated(Event):
+class _TicketCreatedFacts(Event):
+    """What every version of ticket.created says about the new ticket."""
+
     TYPE = "ticket.created"
-    VERSION = 1
 
     number: str
     subject: str
@@ -44,9 +45,27 @@ class TicketCreated(Event):
     urgency: Level | None = None
     fields: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime
-    # The requester's secret for the portal link in the acknowledgement (D2). It travels only
-    # on the internal bus; intake keeps just its hash.
+
+
+class TicketCreatedV1(_TicketCreatedFacts):
+    # Superseded by v2; kept so that messages already in flight (outbox, queues, dead letters)
+    # still parse. Its plaintext key reached every consumer: intake no longer publishes it.
+    model_config = ConfigDict(title="TicketCreated")
+
+    VERSION = 1
+
+    # The requester's secret for the portal link in the acknowledgement (D2), in plaintext.
     access_key: str
+
+
+class TicketCreated(_TicketCreatedFacts):
+    """A ticket was registered. Version 2: the requester's access key travels sealed to notify."""
+
+    VERSION = 2
+
+    # The requester's secret for the portal link, sealed to notify's public key (libsodium
+    # sealed box, base64): routing, sla, the broker and any dead letter see only ciphertext.
+    access_key_sealed: str
 
 
 class TicketUpdated(Event):

@@ -94,7 +94,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     for pragma in (
         "journal_mode=WAL",
         "synchronous=NORMAL",
-        "busy_timeout=5000",
+        # Never wait inside SQLite: the statement runs on the event loop's thread, and
+        # sqlite_inline waits for another process's lock with asyncio instead.
+        "busy_timeout=0",
         "foreign_keys=ON",
     ):
         cursor.execute(f"PRAGMA {pragma}")

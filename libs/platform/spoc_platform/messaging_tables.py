@@ -14,6 +14,7 @@ class MessagingTables:
     outbox: Table
     inbox: Table
     event_sequence: Table
+    delivery_failure: Table
 
 
 def define_messaging_tables(metadata: MetaData) -> MessagingTables:
@@ -52,4 +53,22 @@ def define_messaging_tables(metadata: MetaData) -> MessagingTables:
         Column("ticket_id", Uuid, primary_key=True),
         Column("last_sequence", Integer, nullable=False),
     )
-    return MessagingTables(outbox=outbox, inbox=inbox, event_sequence=event_sequence)
+    # Handler failures per event, counted by the consumer itself: the broker's own count also
+    # moves on connection losses (and, from RabbitMQ 4.3, not on nacks), so it cannot say how
+    # often the handler really failed. Rows go when the event is handled or dead-lettered.
+    delivery_failure = Table(
+        "delivery_failure",
+        metadata,
+        Column("event_id", Uuid, primary_key=True),
+        Column("event_type", String(100), nullable=False),
+        Column("failures", Integer, nullable=False),
+        Column("last_error", Text, nullable=True),
+        Column("first_failed_at", UtcDateTime, nullable=False),
+        Column("last_failed_at", UtcDateTime, nullable=False, index=True),
+    )
+    return MessagingTables(
+        outbox=outbox,
+        inbox=inbox,
+        event_sequence=event_sequence,
+        delivery_failure=delivery_failure,
+    )

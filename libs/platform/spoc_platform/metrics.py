@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
+
+log = logging.getLogger(__name__)
+
+# Every counter and histogram would also export a `_created` series holding its creation time:
+# twice the series for nothing a rule or panel reads.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 PUBLISH_OUTCOMES = ("ok", "failed", "unroutable")
-CONSUME_OUTCOMES = ("ok", "duplicate", "retry", "dead", "ignored")
+CONSUME_OUTCOMES = ("ok", "duplicate", "retry", "dead", "unhandled")
 
 events_published = Counter(
     "spoc_events_published_total",
@@ -34,6 +42,23 @@ outbox_oldest_age = Gauge(
     ["service"],
 )
 bus_connected = Gauge("spoc_bus_connected", "1 while the bus connection is healthy.", ["service"])
+consumer_paused = Gauge(
+    "spoc_consumer_paused",
+    "1 while a service holds its events because its database is unreachable.",
+    ["service"],
+)
+dead_letters = Gauge(
+    "spoc_dead_letters",
+    "Dead letters held for the service by the in-process bus (embedded default). On RabbitMQ "
+    "the broker's own per-queue depth of <service>.dead says it.",
+    ["service"],
+)
+queue_messages = Gauge(
+    "spoc_queue_messages",
+    "Events waiting in or being handled from the service's queue of the in-process bus "
+    "(embedded default). On RabbitMQ the broker's per-queue metrics say it.",
+    ["service"],
+)
 http_requests = Counter(
     "spoc_http_requests_total", "HTTP requests served.", ["service", "method", "route", "status"]
 )
@@ -64,6 +89,7 @@ def initialise_event_series(
     outbox_pending.labels(service).set(0)
     outbox_oldest_age.labels(service).set(0)
     bus_connected.labels(service).set(0)
+    consumer_paused.labels(service).set(0)
 
 
 def initialise_http_series(service: str, routes: Iterable[tuple[str, str]]) -> None:
@@ -71,3 +97,22 @@ def initialise_http_series(service: str, routes: Iterable[tuple[str, str]]) -> N
         http_duration.labels(service, method, route)
         for kind in ("client", "server"):
             http_errors.labels(service, method, route, kind)
+
+
+GaugeRefresh = Callable[[], Awaitable[None]]
+_refreshers: dict[str, GaugeRefresh] = {}
+REFRESH_TIMEOUT = 2.0
+
+
+def refresh_on_scrape(name: str, refresh: GaugeRefresh) -> None:
+    """Runs `refresh` before each /metrics answer, for gauges that are cheaper to read when
+    asked than to keep current. One per name: a later registration replaces the earlier."""
+    _refreshers[name] = refresh
+
+
+async def refresh_gauges() -> None:
+    for name, refresh in list(_refreshers.items()):
+        try:
+            await asyncio.wait_for(refresh(), REFRESH_TIMEOUT)
+        except Exception:  # a scrape answers with what it has
+            log.warning("could not refresh %s before a scrape", name, exc_info=True)

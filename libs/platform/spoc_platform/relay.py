@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from spoc_platform import metrics
 from spoc_platform.bus import MessageBus, OutgoingMessage, PublishError
-from spoc_platform.claims import backoff_seconds, claim_due
+from spoc_platform.claims import backoff_seconds, claim_due, database_now, database_time_in
 from spoc_platform.db import utc_now
 from spoc_platform.messaging_tables import MessagingTables
 
@@ -107,12 +107,13 @@ class OutboxRelay:
             else:
                 confirmed.append(row.id)
                 metrics.events_published.labels(self.service, row.event_type, "ok").inc()
+        dialect = self._engine.dialect.name
         async with self._engine.begin() as conn:
             if confirmed:
                 await conn.execute(
                     update(self._outbox)
                     .where(self._outbox.c.id.in_(confirmed))
-                    .values(published_at=utc_now(), last_error=None)
+                    .values(published_at=database_now(dialect), last_error=None)
                 )
             for row, error in failed:
                 outcome = "unroutable" if getattr(error, "unroutable", False) else "failed"
@@ -122,7 +123,7 @@ class OutboxRelay:
                     update(self._outbox)
                     .where(self._outbox.c.id == row.id)
                     .values(
-                        next_attempt_at=utc_now() + timedelta(seconds=delay),
+                        next_attempt_at=database_time_in(dialect, delay),
                         last_error=str(error)[:2000],
                     )
                 )
@@ -155,7 +156,8 @@ class OutboxRelay:
             message_id=str(row.event_id), routing_key=row.event_type, body=row.body.encode()
         )
 
-    async def update_gauges(self) -> None:
+    async def pending(self) -> tuple[int, float]:
+        """How many rows wait to be published, and the oldest one's age in seconds."""
         t = self._outbox
         async with self._engine.connect() as conn:
             count, oldest = (
@@ -163,21 +165,27 @@ class OutboxRelay:
                     select(func.count(), func.min(t.c.created_at)).where(t.c.published_at.is_(None))
                 )
             ).one()
-        metrics.outbox_pending.labels(self.service).set(count)
         age = 0.0
         if oldest is not None:
             age = max(0.0, (utc_now() - oldest).total_seconds())
+        return int(count), age
+
+    async def update_gauges(self) -> None:
+        count, age = await self.pending()
+        metrics.outbox_pending.labels(self.service).set(count)
         metrics.outbox_oldest_age.labels(self.service).set(age)
 
-    async def replay_published(self, within: timedelta = timedelta(minutes=15)) -> int:
-        """Sends again every row published in the last `within`; returns how many.
+    async def replay_published(self, within: timedelta | None = None) -> int:
+        """Sends again every row published in the last `within` (default: all the outbox
+        still keeps); returns how many.
 
-        For a bus that forgets on exit (the in-memory one): what it held when the process
-        stopped or crashed is lost with it, but the outbox remembers. Consumers' inboxes drop
-        what they had already handled, so a replay costs deliveries, never effects. What was in
-        flight at a stop is seconds old; the window trades a restart's work for that margin."""
+        For a bus that lost what it held (the embedded default's, on the first start with a
+        journal: until then its in-memory bus forgot everything on exit): the outbox
+        remembers. Consumers' inboxes drop what they had already handled, so a replay costs
+        deliveries, never effects."""
         t = self._outbox
-        since = utc_now() - min(within, timedelta(seconds=self.settings.retention))
+        retention = timedelta(seconds=self.settings.retention)
+        since = utc_now() - (retention if within is None else min(within, retention))
         async with self._engine.begin() as conn:
             result = await conn.execute(
                 update(t)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Protocol
@@ -12,6 +13,7 @@ from typing import Protocol
 from sqlalchemy import delete, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from spoc_contracts.topology import SUBSCRIPTIONS
 from spoc_platform import metrics
 from spoc_platform.bus import MessageBus, QueueSpec, Subscription
 from spoc_platform.bus.memory import MemoryBus
@@ -24,6 +26,7 @@ from spoc_platform.unit_of_work import UnitOfWorkFactory
 
 log = logging.getLogger(__name__)
 
+# The default of ServiceSettings.inbox_retention_days, for runtimes built without settings.
 INBOX_RETENTION = timedelta(days=7)
 STOP_TIMEOUT = 10.0
 
@@ -54,8 +57,12 @@ class ServiceRuntime:
         on_start: Sequence[Callable[[], Awaitable[None]]] = (),
         workers: Sequence[BackgroundWorker] = (),
         housekeeping: Sequence[Callable[[], Awaitable[None]]] = (),
+        ready_without_bus: bool = False,
+        apply_broker_policies: bool = False,
+        inbox_retention: timedelta = INBOX_RETENTION,
     ) -> None:
         self.service = service
+        self.inbox_retention = inbox_retention
         self.engine = engine
         self.bus = bus
         self._owns_bus = owns_bus
@@ -75,11 +82,51 @@ class ServiceRuntime:
             delivery_limit=delivery_limit,
         )
         self._subscription: Subscription | None = None
+        # While the consumer holds events through a database outage it takes no new ones.
+        self._want_paused = self._paused = False
+        self._pausing: asyncio.Task[None] | None = None
+        self.consumer.pause_listeners.append(self._pause_changed)
         self._tasks: list[asyncio.Task[None]] = []
         self._on_start = list(on_start)
         self.workers = list(workers)
         self._housekeeping_jobs = list(housekeeping)
+        self._ready_without_bus = ready_without_bus
+        self._apply_broker_policies = apply_broker_policies
         metrics.initialise_event_series(service, publishes=publishes, consumes=list(handlers))
+
+    @property
+    def topology(self) -> list[QueueSpec]:
+        """Every subscriber's queue, this service's own as configured: declared by every
+        service, so nothing it publishes can find a consumer's queue missing."""
+        others = [
+            QueueSpec(name, bindings, delivery_limit=self.queue.delivery_limit)
+            for name, bindings in SUBSCRIPTIONS.items()
+            if name != self.service
+        ]
+        own = [self.queue] if self.queue.bindings else []
+        return own + others
+
+    def _pause_changed(self, paused: bool) -> None:
+        self._want_paused = paused
+        if self._pausing is None or self._pausing.done():
+            self._pausing = asyncio.create_task(self._apply_pause(), name=f"{self.service}-pause")
+
+    async def _apply_pause(self) -> None:
+        # One change at a time, always towards the latest wish: a pause and a resume in quick
+        # succession must not cross on the wire.
+        while self._subscription is not None and self._paused != self._want_paused:
+            target = self._want_paused
+            try:
+                await (self._subscription.pause() if target else self._subscription.resume())
+            except Exception:
+                log.exception("could not %s consuming", "pause" if target else "resume")
+                await asyncio.sleep(1)
+                continue
+            self._paused = target
+            log.warning("%s consuming", "paused" if target else "resumed")
+
+    def _connection_changed(self, healthy: bool) -> None:
+        metrics.bus_connected.labels(self.service).set(1 if healthy else 0)
 
     async def prepare(self) -> None:
         """Start-up work that needs the database only (e.g. loading desk configuration)."""
@@ -87,15 +134,30 @@ class ServiceRuntime:
             await hook()
 
     async def declare(self) -> None:
-        """Creates this service's queue and bindings; idempotent. A service sharing a bus with
-        others declares before any of them publishes, so no event finds its queue missing."""
-        if self.queue.bindings:
-            await self.bus.declare(self.queue)
+        """Creates every subscriber's queue, dead-letter queue and bindings; idempotent. Runs
+        before anything is published, so no event finds a consumer's queue missing."""
+        for spec in self.topology:
+            await self.bus.declare(spec)
+        apply_policies = getattr(self.bus, "apply_policies", None)
+        if self._apply_broker_policies and apply_policies is not None and self.queue.bindings:
+            # Only its own queue's: each service may run with its own delivery limit.
+            try:
+                await apply_policies([self.queue])
+            except Exception as error:  # noqa: BLE001 - the consumer enforces the limit anyway
+                log.warning(
+                    "broker policies for %s not applied (%r); run `spoc topology apply`",
+                    self.queue.queue,
+                    error,
+                )
 
     async def start(self) -> None:
         await self.prepare()
+        add_listener = getattr(self.bus, "add_connection_listener", None)
+        if add_listener is not None:
+            add_listener(self._connection_changed)
         if self._owns_bus:
             await self.bus.connect()
+        await self.declare()
         if self.queue.bindings:
             self._subscription = await self.bus.consume(self.queue, self.consumer.handle)
         self._tasks = [
@@ -106,7 +168,7 @@ class ServiceRuntime:
                 for w in self.workers
             ),
         ]
-        metrics.bus_connected.labels(self.service).set(1 if self.bus.is_healthy() else 0)
+        self._connection_changed(self.bus.is_healthy())
         log.info("%s started: consuming %s", self.service, ", ".join(self.queue.bindings) or "-")
 
     async def stop(self) -> None:
@@ -139,19 +201,35 @@ class ServiceRuntime:
             checks["database"] = "ok"
         except Exception as error:  # noqa: BLE001 - readiness reports, it does not raise
             checks["database"] = f"unreachable: {type(error).__name__}"
-        healthy = self.bus.is_healthy()
-        metrics.bus_connected.labels(self.service).set(1 if healthy else 0)
-        checks["bus"] = "ok" if healthy else "unreachable"
+        if self.consumer.paused_since is not None:
+            paused_for = time.monotonic() - self.consumer.paused_since
+            checks["consumer"] = (
+                f"paused: database unreachable for {paused_for:.0f} s, "
+                f"{self.consumer.held} event(s) held"
+            )
+        if self.bus.is_healthy():
+            checks["bus"] = "ok"
+        elif self._ready_without_bus and checks["database"] == "ok":
+            # The outbox keeps what this service accepts until the broker is back: taking the
+            # service out of rotation would refuse work that nothing stops it from keeping.
+            pending, age = await self.relay.pending()
+            checks["bus"] = (
+                f"degraded: unreachable; {pending} event(s) wait in the outbox, oldest {age:.0f} s"
+            )
+        else:
+            checks["bus"] = "unreachable"
         return checks
 
     async def housekeep(self) -> None:
-        """One pass of pruning: handled-event ids past the redelivery horizon, and whatever
-        the service added (e.g. intake's expired idempotency answers)."""
-        cutoff = utc_now() - INBOX_RETENTION
+        """One pass of pruning: handled-event ids and failure counts past the redelivery
+        horizon, and whatever the service added (e.g. intake's expired idempotency answers)."""
+        cutoff = utc_now() - self.inbox_retention
+        inbox, failures = self.tables.inbox, self.tables.delivery_failure
         async with self.engine.begin() as conn:
-            await conn.execute(
-                delete(self.tables.inbox).where(self.tables.inbox.c.handled_at < cutoff)
-            )
+            await conn.execute(delete(inbox).where(inbox.c.handled_at < cutoff))
+            # Counts left by events that were later handled as duplicates, or that the broker's
+            # backstop dead-lettered before the consumer could clear them.
+            await conn.execute(delete(failures).where(failures.c.last_failed_at < cutoff))
         for job in self._housekeeping_jobs:
             await job()
 
@@ -176,14 +254,24 @@ def build_runtime(
     on_start: Sequence[Callable[[], Awaitable[None]]] = (),
     workers: Sequence[BackgroundWorker] = (),
     housekeeping: Sequence[Callable[[], Awaitable[None]]] = (),
+    ready_without_bus: bool = False,
 ) -> ServiceRuntime:
     """A service's runtime from its settings. Pass `bus` to share one (embedded default, tests)."""
     owns_bus = bus is None
     if bus is None and settings.bus == "amqp":
         # Imported here: the embedded default never loads the AMQP client (faster start).
         from spoc_platform.bus.amqp import AmqpBus
+        from spoc_platform.bus.amqp_policies import DeadLetterBounds, ManagementApi
 
-        bus = AmqpBus(settings.amqp_url, publish_timeout=settings.publish_timeout)
+        bus = AmqpBus(
+            settings.amqp_url,
+            publish_timeout=settings.publish_timeout,
+            management=ManagementApi.for_amqp_url(
+                settings.amqp_url,
+                settings.rabbitmq_management_url or None,
+                DeadLetterBounds(settings.dead_letter_max_length, settings.dead_letter_ttl_days),
+            ),
+        )
     elif bus is None:
         bus = MemoryBus()
     return ServiceRuntime(
@@ -193,14 +281,19 @@ def build_runtime(
         bus=bus,
         owns_bus=owns_bus,
         handlers=handlers,
-        bindings=list(handlers) if bindings is None else bindings,
+        bindings=SUBSCRIPTIONS.get(service, tuple(handlers)) if bindings is None else bindings,
         publishes=publishes,
         delivery_limit=settings.delivery_limit,
         prefetch=settings.prefetch,
         relay_settings=RelaySettings(
-            window=settings.outbox_window, poll_interval=settings.outbox_poll_interval
+            window=settings.outbox_window,
+            poll_interval=settings.outbox_poll_interval,
+            retention=settings.outbox_retention_hours * 3600,
         ),
+        inbox_retention=timedelta(days=settings.inbox_retention_days),
         on_start=on_start,
         workers=workers,
         housekeeping=housekeeping,
+        ready_without_bus=ready_without_bus,
+        apply_broker_policies=settings.apply_broker_policies,
     )

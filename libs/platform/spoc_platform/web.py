@@ -13,12 +13,14 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import SecretStr
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from spoc_platform import metrics
+from spoc_platform.bus import MessageBus
 from spoc_platform.db import is_outage
 
 log = logging.getLogger(__name__)
@@ -28,13 +30,20 @@ class ApiError(Exception):
     """A caller's mistake, answered as {"error": {"code", "message", "details"}}."""
 
     def __init__(
-        self, status: int, code: str, message: str, details: list[dict[str, Any]] | None = None
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: list[dict[str, Any]] | None = None,
+        *,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.details = details or []
+        self.headers = headers
 
 
 def error_body(
@@ -54,7 +63,11 @@ def _field_path(location: tuple[Any, ...]) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, error: ApiError) -> JSONResponse:
-        return JSONResponse(error_body(error.code, error.message, error.details), error.status)
+        return JSONResponse(
+            error_body(error.code, error.message, error.details),
+            error.status,
+            headers=error.headers,
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, error: RequestValidationError) -> JSONResponse:
@@ -162,8 +175,14 @@ class _BodyTooLarge(Exception):
     pass
 
 
+# Probes and scrapes are not the service's work: a /readyz answering 503 during an outage is
+# the probe doing its job, not a server error, and scrapes would pad the request count.
+OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
 class HttpMetricsMiddleware:
-    """Counts and times requests by route template (never by raw path: bounded label values)."""
+    """Counts and times requests by route template (never by raw path: bounded label values);
+    the operations endpoints are left out."""
 
     def __init__(self, app: ASGIApp, service: str) -> None:
         self.app = app
@@ -185,15 +204,22 @@ class HttpMetricsMiddleware:
         try:
             await self.app(scope, receive, recording_send)
         finally:
-            route = _route_template(scope)
-            method = scope["method"]
-            metrics.http_requests.labels(self.service, method, route, str(status)).inc()
-            metrics.http_duration.labels(self.service, method, route).observe(
-                time.perf_counter() - started
-            )
-            if status >= 400:
-                kind = "server" if status >= 500 else "client"
-                metrics.http_errors.labels(self.service, method, route, kind).inc()
+            if not _is_ops_route(scope):
+                self._record(scope, status, time.perf_counter() - started)
+
+    def _record(self, scope: Scope, status: int, seconds: float) -> None:
+        route = _route_template(scope)
+        method = scope["method"]
+        metrics.http_requests.labels(self.service, method, route, str(status)).inc()
+        metrics.http_duration.labels(self.service, method, route).observe(seconds)
+        if status >= 400:
+            kind = "server" if status >= 500 else "client"
+            metrics.http_errors.labels(self.service, method, route, kind).inc()
+
+
+def _is_ops_route(scope: Scope) -> bool:
+    route = scope.get("route")
+    return route is not None and getattr(route, "path", None) in OPS_PATHS
 
 
 def _route_template(scope: Scope) -> str:
@@ -216,13 +242,15 @@ def ops_router(readiness: ReadinessCheck) -> APIRouter:
     @router.get("/readyz", summary="Readiness: database and bus reachable")
     async def readyz() -> JSONResponse:
         checks = await readiness()
-        ready = all(v == "ok" for v in checks.values())
-        return JSONResponse(
-            {"status": "ready" if ready else "not_ready", "checks": checks}, 200 if ready else 503
-        )
+        # "degraded": serving, with a dependency down that the service can do without for now.
+        degraded = any(v.startswith("degraded") for v in checks.values())
+        ready = all(v == "ok" or v.startswith("degraded") for v in checks.values())
+        status = ("degraded" if degraded else "ready") if ready else "not_ready"
+        return JSONResponse({"status": status, "checks": checks}, 200 if ready else 503)
 
     @router.get("/metrics", summary="Prometheus metrics")
     async def prometheus_metrics() -> Response:
+        await metrics.refresh_gauges()
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return router
@@ -234,6 +262,7 @@ def api_routes(app: FastAPI) -> list[tuple[str, str]]:
         (method.upper(), path)
         for path, operations in app.openapi().get("paths", {}).items()
         for method in operations
+        if path not in OPS_PATHS
     ]
 
 
@@ -247,8 +276,13 @@ def create_service_app(
     start: Callable[[], Awaitable[None]] | None = None,
     stop: Callable[[], Awaitable[None]] | None = None,
     version: str = "1.0.0",
+    bus: MessageBus | None = None,
+    admin_token: SecretStr | str | None = None,
 ) -> FastAPI:
-    """The FastAPI app every service shares the shape of; `start`/`stop` run in its lifespan."""
+    """The FastAPI app every service shares the shape of; `start`/`stop` run in its lifespan.
+    Given the service's `bus`, it exports its dead-letter count where the bus can tell it
+    cheaply, and with an `admin_token` too, it serves the admin API (spoc_platform.admin)."""
+    from spoc_platform import admin  # imports this module: here to keep the import one-way
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -265,6 +299,13 @@ def create_service_app(
     app.include_router(ops_router(readiness))
     for router in routers:
         app.include_router(router)
+    if bus is not None:
+        admin.export_in_process_bus(service, bus)
+        token = (
+            admin_token.get_secret_value() if isinstance(admin_token, SecretStr) else admin_token
+        )
+        if token:
+            app.include_router(admin.admin_router(service, bus, token))
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
     # Added last, so outermost: it also counts the 413s the body limit answers.
     app.add_middleware(HttpMetricsMiddleware, service=service)

@@ -24,6 +24,8 @@ def create_app(
         readiness=runtime.readiness,
         routers=[tickets.router, portal.router],
         max_body_bytes=settings.max_body_bytes,
+        bus=runtime.bus,
+        admin_token=settings.admin_token,
         start=runtime.start if manage_runtime else None,
         stop=runtime.stop if manage_runtime else None,
     )

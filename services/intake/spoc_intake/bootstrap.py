@@ -25,7 +25,8 @@ def bootstrap(settings: IntakeSettings, *, bus: MessageBus | None = None) -> Int
     runtime: ServiceRuntime
 
     async def forget_old_idempotency_keys() -> None:
-        # The replayable answers hold requesters' access keys: keep them only as promised.
+        # The replayable answers hold requesters' access keys (sealed under each client's
+        # Idempotency-Key): keep them only as long as promised.
         cutoff = utc_now() - timedelta(hours=settings.idempotency_hours)
         async with runtime.engine.begin() as conn:
             await repository.prune_idempotency(conn, cutoff)
@@ -38,6 +39,8 @@ def bootstrap(settings: IntakeSettings, *, bus: MessageBus | None = None) -> Int
         publishes=handlers.PUBLISHES,
         bus=bus,
         housekeeping=[forget_old_idempotency_keys],
+        # The front door keeps taking tickets while the broker is down: the outbox holds them.
+        ready_without_bus=True,
     )
     return IntakeContainer(
         settings=settings, runtime=runtime, tickets=TicketService(runtime.unit_of_work, settings)

@@ -73,14 +73,16 @@ class TimelineEntry(Base):
     event_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, unique=True)
 
 
-class IdempotencyKey(Base):
-    __tablename__ = "idempotency_key"
+class IdempotencyAnswer(Base):
+    """The first answer to a request with an Idempotency-Key, replayed as it was (see answers.py:
+    sealed under the client's key, which is never stored)."""
 
-    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    __tablename__ = "idempotency_answer"
+
+    key_digest: Mapped[str] = mapped_column(String(64), primary_key=True)
     request_hash: Mapped[str] = mapped_column(String(64))
     ticket_id: Mapped[uuid.UUID] = mapped_column(Uuid)
-    # The first answer, replayed as it was (it carries the access key: kept only for a day).
-    response: Mapped[dict[str, Any]] = mapped_column(Json)
+    answer: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
 
 

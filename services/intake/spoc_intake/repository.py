@@ -22,13 +22,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from spoc_intake.models import IdempotencyKey, Ticket, TimelineEntry
+from spoc_intake.models import IdempotencyAnswer, Ticket, TimelineEntry
 from spoc_platform.db import insert_for
 
 # Declarative models type __table__ as FromClause; these are plain Tables.
 ticket: Table = cast(Table, Ticket.__table__)
 timeline: Table = cast(Table, TimelineEntry.__table__)
-idempotency: Table = cast(Table, IdempotencyKey.__table__)
+idempotency: Table = cast(Table, IdempotencyAnswer.__table__)
 
 TICKET_NUMBER_SEQUENCE = "ticket_number_seq"
 _SAVE_IDEMPOTENCY = insert(idempotency)
@@ -85,30 +85,31 @@ async def add_timeline(
     )
 
 
-async def find_idempotency(conn: AsyncConnection, key: str) -> Row[Any] | None:
-    return (await conn.execute(select(idempotency).where(idempotency.c.key == key))).first()
+async def find_idempotency(conn: AsyncConnection, key_digest: str) -> Row[Any] | None:
+    query = select(idempotency).where(idempotency.c.key_digest == key_digest)
+    return (await conn.execute(query)).first()
 
 
-async def forget_idempotency(conn: AsyncConnection, key: str) -> None:
-    await conn.execute(delete(idempotency).where(idempotency.c.key == key))
+async def forget_idempotency(conn: AsyncConnection, key_digest: str) -> None:
+    await conn.execute(delete(idempotency).where(idempotency.c.key_digest == key_digest))
 
 
 async def save_idempotency(
     conn: AsyncConnection,
     *,
-    key: str,
+    key_digest: str,
     request_hash: str,
     ticket_id: uuid.UUID,
-    response: dict[str, Any],
+    answer: str,
     created_at: datetime,
 ) -> None:
     await conn.execute(
         _SAVE_IDEMPOTENCY,
         {
-            "key": key,
+            "key_digest": key_digest,
             "request_hash": request_hash,
             "ticket_id": ticket_id,
-            "response": response,
+            "answer": answer,
             "created_at": created_at,
         },
     )

@@ -13,10 +13,12 @@ from sqlalchemy.exc import IntegrityError
 
 from spoc_contracts import Requester, TicketCreated
 from spoc_intake import metrics, repository
+from spoc_intake.answers import answer_digest, open_answer, seal_answer
 from spoc_intake.schemas import TicketCreate, TicketCreatedRead
 from spoc_intake.settings import IntakeSettings
 from spoc_intake.tracking import format_number, hash_access_key, new_access_key
 from spoc_platform.db import utc_now
+from spoc_platform.sealing import seal_for
 from spoc_platform.unit_of_work import UnitOfWorkFactory
 from spoc_platform.web import ApiError
 
@@ -55,13 +57,14 @@ class TicketService:
             return earlier
 
     async def _earlier_answer(self, key: str, request_hash: str) -> CreateOutcome | None:
+        digest = answer_digest(key)
         async with self._unit_of_work.engine.begin() as conn:
-            row = await repository.find_idempotency(conn, key)
+            row = await repository.find_idempotency(conn, digest)
             if row is None:
                 return None
             expiry = row.created_at + timedelta(hours=self._settings.idempotency_hours)
             if expiry < utc_now():
-                await repository.forget_idempotency(conn, key)
+                await repository.forget_idempotency(conn, digest)
                 return None
         if row.request_hash != request_hash:
             raise ApiError(
@@ -76,8 +79,12 @@ class TicketService:
                     }
                 ],
             )
+        body = open_answer(key, row.answer)
+        if body is None:
+            # Only a digest collision could get here (2^-256): never hand over another's answer.
+            raise RuntimeError("a stored idempotent answer does not open with its own key")
         metrics.idempotent_replays.inc()
-        return CreateOutcome(body=dict(row.response), replayed=True)
+        return CreateOutcome(body=body, replayed=True)
 
     async def _create(
         self, data: TicketCreate, idempotency_key: str | None, request_hash: str
@@ -141,7 +148,9 @@ class TicketService:
                     urgency=data.urgency,
                     fields=data.fields,
                     created_at=now,
-                    access_key=access_key,
+                    # Sealed to notify, the only service that needs it (for the link it sends):
+                    # the outbox, the broker and every other consumer see only ciphertext.
+                    access_key_sealed=seal_for(self._settings.access_key_recipient, access_key),
                 ),
                 ticket_id=ticket_id,
             )
@@ -151,10 +160,10 @@ class TicketService:
             if idempotency_key is not None:
                 await repository.save_idempotency(
                     uow.conn,
-                    key=idempotency_key,
+                    key_digest=answer_digest(idempotency_key),
                     request_hash=request_hash,
                     ticket_id=ticket_id,
-                    response=body,
+                    answer=seal_answer(idempotency_key, body),
                     created_at=now,
                 )
         metrics.tickets_created.labels(data.channel, data.type).inc()

@@ -1,8 +1,9 @@
 """Intake's settings: environment variables SPOC_INTAKE_* plus the shared SPOC_AMQP_URL."""
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from spoc_platform.sealing import DEVELOPMENT_RECIPIENT, check_key
 from spoc_platform.settings import ServiceSettings
 
 
@@ -14,3 +15,20 @@ class IntakeSettings(ServiceSettings):
     anonymous_intake: bool = True
     # How long a replayed Idempotency-Key returns the first answer.
     idempotency_hours: int = Field(default=24, ge=1, le=24 * 30)
+    # Notify's public key (base64, `spoc keys generate`): requesters' access keys are sealed to
+    # it before they leave intake, so only notify can turn one into a link.
+    access_key_recipient: str = DEVELOPMENT_RECIPIENT
+
+    @field_validator("access_key_recipient")
+    @classmethod
+    def _recipient_is_a_key(cls, value: str) -> str:
+        return check_key(value, "SPOC_INTAKE_ACCESS_KEY_RECIPIENT")
+
+    @model_validator(mode="after")
+    def _no_development_key_in_production(self) -> "IntakeSettings":
+        if self.environment == "production" and self.access_key_recipient == DEVELOPMENT_RECIPIENT:
+            raise ValueError(
+                "the development access-key pair is refused in production: set "
+                "SPOC_INTAKE_ACCESS_KEY_RECIPIENT (see `spoc keys generate`)"
+            )
+        return self

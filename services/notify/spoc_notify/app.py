@@ -22,6 +22,8 @@ def create_app(
         title="Spoc notify",
         readiness=runtime.readiness,
         max_body_bytes=settings.max_body_bytes,
+        bus=runtime.bus,
+        admin_token=settings.admin_token,
         start=runtime.start if manage_runtime else None,
         stop=runtime.stop if manage_runtime else None,
     )

@@ -8,11 +8,19 @@ from typing import Any
 
 from sqlalchemy import Row
 
-from spoc_contracts import Envelope, NotificationFailed, SlaClockStarted, TicketCreated
+from spoc_contracts import (
+    Envelope,
+    NotificationFailed,
+    SlaClockStarted,
+    TicketCreated,
+    TicketCreatedV1,
+)
 from spoc_notify import repository
 from spoc_notify.compose import Acknowledgement, acknowledgement_message
+from spoc_notify.sealing import NotifySecrets
 from spoc_notify.settings import NotifySettings
 from spoc_platform.consumer import PermanentError
+from spoc_platform.sealing import SealingError
 from spoc_platform.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -21,14 +29,20 @@ ACKNOWLEDGEMENT = "acknowledgement"
 
 
 async def on_ticket_created(
-    event: TicketCreated,
+    event: TicketCreated | TicketCreatedV1,
     *,
     envelope: Envelope,
     uow: UnitOfWork,
     settings: NotifySettings,
     kick: Any,
+    secrets: NotifySecrets,
 ) -> None:
     ticket_id = _ticket_id(envelope)
+    if isinstance(event, TicketCreatedV1):
+        # Published before keys were sealed: from here on it is kept as v2 would carry it.
+        sealed_key = secrets.seal_access_key(event.access_key)
+    else:
+        sealed_key = event.access_key_sealed
     record = await repository.merge_contact(
         uow.conn,
         ticket_id,
@@ -38,10 +52,10 @@ async def on_ticket_created(
         email=event.requester.email,
         locale=event.requester.locale,
         preferred_channel=event.requester.preferred_channel,
-        access_key=event.access_key,
+        access_key_sealed=sealed_key,
         created_event_id=envelope.id,
     )
-    await _acknowledge_when_complete(uow, record, envelope, settings, kick)
+    await _acknowledge_when_complete(uow, record, envelope, settings, kick, secrets)
 
 
 async def on_sla_clock_started(
@@ -51,6 +65,7 @@ async def on_sla_clock_started(
     uow: UnitOfWork,
     settings: NotifySettings,
     kick: Any,
+    secrets: NotifySecrets,
 ) -> None:
     ticket_id = _ticket_id(envelope)
     due = {clock.metric: clock.due_at for clock in event.clocks}
@@ -63,7 +78,7 @@ async def on_sla_clock_started(
         resolution_due_at=due.get("resolution"),
         clocks_event_id=envelope.id,
     )
-    await _acknowledge_when_complete(uow, record, envelope, settings, kick)
+    await _acknowledge_when_complete(uow, record, envelope, settings, kick, secrets)
 
 
 def _ticket_id(envelope: Envelope) -> Any:
@@ -78,10 +93,22 @@ async def _acknowledge_when_complete(
     envelope: Envelope,
     settings: NotifySettings,
     kick: Any,
+    secrets: NotifySecrets,
 ) -> None:
     if record.created_event_id is None or record.clocks_event_id is None:
         return  # the other half has not arrived yet
-    if record.access_key is None:
+    if record.access_key_sealed is not None:
+        try:
+            access_key = secrets.open_access_key(record.access_key_sealed)
+        except SealingError as error:
+            # Intake sealed it for another key: dead-letter it, so that once the keys are set
+            # right (SPOC_INTAKE_ACCESS_KEY_RECIPIENT) a replay still writes the acknowledgement.
+            raise PermanentError(
+                f"the access key of {record.number} was not sealed for this notify's key: {error}"
+            ) from error
+    elif record.access_key is not None:
+        access_key = record.access_key  # kept in plaintext before migration 0003
+    else:
         return  # already written: the key is cleared once the acknowledgement exists
     targets = {
         metric: due
@@ -101,7 +128,7 @@ async def _acknowledge_when_complete(
                 email=record.email,
                 locale=record.locale,
                 priority=record.priority,
-                access_key=record.access_key,
+                access_key=access_key,
                 targets=targets,
             ),
             sender=settings.mail_from,
@@ -120,7 +147,8 @@ async def _acknowledge_when_complete(
         # Only e-mail exists yet; other agreed channels fall back to it until they do (D14).
         channel="email",
         recipient=record.email,
-        message=message.as_string(),
+        # Boxed: the message holds the requester's link until the transport sends it.
+        message=secrets.box_message(message.as_string()),
         correlation_id=envelope.correlation_id,
         causation_id=envelope.id,
     )

@@ -29,7 +29,10 @@ class TicketContact(Base):
     email: Mapped[str | None] = mapped_column(String(320))
     locale: Mapped[str | None] = mapped_column(String(35))
     preferred_channel: Mapped[str | None] = mapped_column(String(16))
-    # Needed for the portal link until the acknowledgement is written, then cleared.
+    # The requester's key for the portal link, sealed to notify's public key: opened only to
+    # compose the acknowledgement, cleared once it is written.
+    access_key_sealed: Mapped[str | None] = mapped_column(Text)
+    # Plaintext, from before keys were sealed (migration 0003): read if still there, never written.
     access_key: Mapped[str | None] = mapped_column(String(128))
     created_event_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     # From sla.clock_started
@@ -37,6 +40,8 @@ class TicketContact(Base):
     first_response_due_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     resolution_due_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     clocks_event_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    # When an event last added to the record: the contact retention counts from here.
+    updated_at: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
 
 
 class Delivery(Base):
@@ -47,6 +52,8 @@ class Delivery(Base):
         # One acknowledgement per ticket, however often the events come.
         UniqueConstraint("ticket_id", "kind"),
         Index("ix_delivery_pending", "status", "next_attempt_at"),
+        # The delivery log's retention prunes by age.
+        Index("ix_delivery_created_at", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -56,6 +63,7 @@ class Delivery(Base):
     kind: Mapped[str] = mapped_column(String(32))
     channel: Mapped[str] = mapped_column(String(16))
     recipient: Mapped[str] = mapped_column(String(320))
+    # Boxed under notify's key (sealing.py) until sent; emptied once sent or failed for good.
     message: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer, default=0)

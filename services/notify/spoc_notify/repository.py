@@ -8,11 +8,22 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Executable, Row, Table, and_, bindparam, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Executable,
+    Row,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from spoc_notify.models import Delivery, TicketContact
-from spoc_platform.claims import claim_due
+from spoc_notify.models import MESSAGING, Delivery, TicketContact
+from spoc_platform.claims import claim_due, database_now, database_time_in
 from spoc_platform.db import insert_for, utc_now
 
 # Declarative models type __table__ as FromClause; these are plain Tables.
@@ -42,7 +53,9 @@ def _owe_delivery(dialect_name: str) -> Executable:
 
 
 _FORGET_ACCESS_KEY = (
-    update(contact).where(contact.c.ticket_id == bindparam("b_ticket_id")).values(access_key=None)
+    update(contact)
+    .where(contact.c.ticket_id == bindparam("b_ticket_id"))
+    .values(access_key_sealed=None, access_key=None)
 )
 
 
@@ -53,6 +66,7 @@ async def merge_contact(
 
     An upsert, so two events of one ticket handled at once both end with the merged row:
     the later transaction waits on the row lock and sees the earlier one's columns."""
+    fields["updated_at"] = utc_now()
     statement = _merge_contact(conn.dialect.name, tuple(sorted(fields)))
     result = await conn.execute(statement, {"ticket_id": ticket_id, "number": number, **fields})
     return result.one()
@@ -102,6 +116,34 @@ def _still_ours(row_id: int, claimed_attempts: int) -> ColumnElement[bool]:
     )
 
 
+async def hold_for_sending(
+    conn: AsyncConnection, row_id: int, *, claimed_attempts: int, lease_seconds: float
+) -> bool:
+    """Right before a send: True if the delivery is still ours and its lease has not run out
+    (by the database's clock), and then it is ours for a fresh lease from now. False means
+    another dispatcher may have it: sending would be a second mail."""
+    dialect = conn.dialect.name
+    result = await conn.execute(
+        update(delivery)
+        .where(
+            _still_ours(row_id, claimed_attempts),
+            delivery.c.next_attempt_at > database_now(dialect),
+        )
+        .values(next_attempt_at=database_time_in(dialect, lease_seconds))
+    )
+    return result.rowcount == 1
+
+
+async def release(conn: AsyncConnection, row_id: int, *, claimed_attempts: int) -> bool:
+    """Hands a claimed delivery back unsent (a stopping dispatcher), due at once for others."""
+    result = await conn.execute(
+        update(delivery)
+        .where(_still_ours(row_id, claimed_attempts))
+        .values(next_attempt_at=database_now(conn.dialect.name))
+    )
+    return result.rowcount == 1
+
+
 async def mark_sent(
     conn: AsyncConnection, row_id: int, *, claimed_attempts: int, sent_at: datetime
 ) -> bool:
@@ -121,10 +163,16 @@ async def mark_failed_attempt(
     *,
     claimed_attempts: int,
     error: str,
-    retry_at: datetime | None,
+    retry_in: float | None,
 ) -> bool:
+    """Records a failed send: due again `retry_in` seconds from now by the database's clock,
+    or failed for good when None."""
     values: dict[str, Any] = {"last_error": error[:2000]}
-    values.update({"next_attempt_at": retry_at} if retry_at is not None else {"status": "failed"})
+    if retry_in is None:
+        # Never sent, so its message (and the requester's link in it) has no reason to stay.
+        values.update(status="failed", message="")
+    else:
+        values["next_attempt_at"] = database_time_in(conn.dialect.name, retry_in)
     result = await conn.execute(
         update(delivery).where(_still_ours(row_id, claimed_attempts)).values(**values)
     )
@@ -133,3 +181,41 @@ async def mark_failed_attempt(
 
 async def deliveries_for(conn: AsyncConnection, ticket_id: uuid.UUID) -> Sequence[Row[Any]]:
     return (await conn.execute(select(delivery).where(delivery.c.ticket_id == ticket_id))).all()
+
+
+# Retention: each call forgets one batch, so a long backlog never holds one huge transaction.
+PRUNE_BATCH = 1000
+
+
+async def prune_delivery_log(conn: AsyncConnection, *, before: datetime) -> int:
+    """Forgets one batch of sent or failed deliveries created before `before`, and the event
+    sequences of tickets left without any delivery. Notify publishes about a ticket only from
+    its deliveries, and no consumer orders notify's events by sequence (intake records them by
+    event id), so a sequence that starts again for such a ticket misleads no one."""
+    rows = (
+        await conn.execute(
+            select(delivery.c.id, delivery.c.ticket_id)
+            .where(delivery.c.status.in_(("sent", "failed")), delivery.c.created_at < before)
+            .limit(PRUNE_BATCH)
+        )
+    ).all()
+    if not rows:
+        return 0
+    await conn.execute(delete(delivery).where(delivery.c.id.in_([row.id for row in rows])))
+    sequence = MESSAGING.event_sequence
+    await conn.execute(
+        delete(sequence).where(
+            sequence.c.ticket_id.in_({row.ticket_id for row in rows}),
+            ~exists().where(delivery.c.ticket_id == sequence.c.ticket_id),
+        )
+    )
+    return len(rows)
+
+
+async def prune_contacts(conn: AsyncConnection, *, before: datetime) -> int:
+    """Forgets one batch of requester records no event has added to since `before`."""
+    batch = select(contact.c.ticket_id).where(contact.c.updated_at < before).limit(PRUNE_BATCH)
+    ids = (await conn.execute(batch)).scalars().all()
+    if ids:
+        await conn.execute(delete(contact).where(contact.c.ticket_id.in_(ids)))
+    return len(ids)

@@ -9,7 +9,7 @@ from spoc_platform.bus import MessageBus
 from spoc_platform.consumer import bind_handler
 from spoc_platform.desk_config import load_section
 from spoc_platform.runtime import ServiceRuntime, build_runtime
-from spoc_routing import handlers, repository
+from spoc_routing import handlers, metrics, repository
 from spoc_routing.desk import RoutingDesk
 from spoc_routing.models import MESSAGING
 from spoc_routing.settings import RoutingSettings
@@ -24,6 +24,7 @@ class RoutingContainer:
 
 def bootstrap(settings: RoutingSettings, *, bus: MessageBus | None = None) -> RoutingContainer:
     desk = load_section(settings.desk_config, "routing", RoutingDesk)
+    metrics.initialise(desk)
     runtime: ServiceRuntime
 
     async def sync_agents() -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from spoc_contracts import Envelope, TicketCreated, TicketRouted
+from spoc_contracts import Envelope, TicketCreated, TicketCreatedV1, TicketRouted
 from spoc_contracts.routing import AgentRef, GroupRef
-from spoc_platform.consumer import PermanentError
+from spoc_platform.consumer import AlreadyHandled, PermanentError
 from spoc_platform.db import utc_now
 from spoc_platform.unit_of_work import UnitOfWork
 from spoc_routing import metrics, repository
@@ -16,7 +16,12 @@ log = logging.getLogger(__name__)
 
 
 async def on_ticket_created(
-    event: TicketCreated, *, envelope: Envelope, uow: UnitOfWork, desk: RoutingDesk
+    # v1 is still accepted for creations published before v2 (in flight or dead-lettered).
+    event: TicketCreated | TicketCreatedV1,
+    *,
+    envelope: Envelope,
+    uow: UnitOfWork,
+    desk: RoutingDesk,
 ) -> None:
     if envelope.ticket_id is None:
         raise PermanentError("ticket.created without a ticket_id")
@@ -39,7 +44,7 @@ async def on_ticket_created(
     )
     if not first_time:
         # Same ticket under a new event id (a re-sent creation): it keeps its first triage.
-        raise PermanentError(f"ticket {event.number} was already triaged")
+        raise AlreadyHandled(f"ticket {event.number} was already triaged")
     if owner is None:
         log.warning(
             "group %s has no active agent; %s routed without an owner", group.id, event.number

@@ -2,8 +2,19 @@
 
 from prometheus_client import Counter
 
+from spoc_routing.desk import RoutingDesk
+
 tickets_routed = Counter(
     "spoc_routing_tickets_routed_total",
     "Tickets triaged, by priority and group.",
     ["priority", "group"],
 )
+
+
+def initialise(desk: RoutingDesk) -> None:
+    """Every priority × group the desk can produce, at zero from the start: a series born at
+    its first increment makes rate() miss that first burst after every start."""
+    priorities = {p for row in desk.matrix.values() for p in row.values()}
+    for priority in sorted(priorities):
+        for group in desk.groups:
+            tickets_routed.labels(priority, group.id)

@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from spoc_contracts import TicketRouted
+from spoc_platform import metrics as platform_metrics
 from spoc_platform.bus import MessageBus
 from spoc_platform.consumer import bind_handler
+from spoc_platform.db import utc_now
 from spoc_platform.desk_config import load_section
 from spoc_platform.runtime import ServiceRuntime, build_runtime
-from spoc_sla import handlers
+from spoc_sla import handlers, metrics, repository
 from spoc_sla.desk import SlaDesk
 from spoc_sla.models import MESSAGING
 from spoc_sla.settings import SlaSettings
@@ -24,6 +26,7 @@ class SlaContainer:
 
 def bootstrap(settings: SlaSettings, *, bus: MessageBus | None = None) -> SlaContainer:
     desk = load_section(settings.desk_config, "sla", SlaDesk)
+    metrics.initialise(desk)
     runtime = build_runtime(
         settings,
         service="sla",
@@ -32,4 +35,11 @@ def bootstrap(settings: SlaSettings, *, bus: MessageBus | None = None) -> SlaCon
         publishes=handlers.PUBLISHES,
         bus=bus,
     )
+
+    async def count_overdue() -> None:
+        async with runtime.engine.connect() as conn:
+            metrics.set_overdue(await repository.count_overdue(conn, utc_now()))
+
+    # Late work is a count of rows, cheaper to read when Prometheus asks than to keep current.
+    platform_metrics.refresh_on_scrape("sla overdue clocks", count_overdue)
     return SlaContainer(settings=settings, desk=desk, runtime=runtime)

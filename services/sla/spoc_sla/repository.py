@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from spoc_sla.models import Clock
@@ -22,6 +22,16 @@ class NewClock:
     metric: str
     target_seconds: int
     due_at: datetime
+
+
+async def count_overdue(conn: AsyncConnection, now: datetime) -> dict[str, int]:
+    """Running clocks past their due time, by metric (first response, resolution)."""
+    query = (
+        select(clock.c.metric, func.count())
+        .where(clock.c.state == "running", clock.c.due_at < now)
+        .group_by(clock.c.metric)
+    )
+    return {metric: int(n) for metric, n in (await conn.execute(query)).all()}
 
 
 async def has_clocks(conn: AsyncConnection, ticket_id: uuid.UUID) -> bool:

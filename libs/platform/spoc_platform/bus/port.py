@@ -2,17 +2,34 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from functools import lru_cache
 from typing import Protocol
 
+from spoc_platform.retry import Backoff
+
 EVENTS_EXCHANGE = "spoc.events"
 DEAD_EXCHANGE = "spoc.dead"
+# The broker backstops the consumer's own delivery limit at this multiple of it.
+BACKSTOP_FACTOR = 5
 
 
 class PoisonMessage(Exception):
     """The message can never be handled: dead-letter it now instead of retrying."""
+
+
+class RetryLater(Exception):
+    """Give the message back to the queue after `delay` seconds, counting one more delivery.
+
+    The consumer decides this (and when the limit is reached, raises PoisonMessage instead); a
+    transport only carries it out. On RabbitMQ that is basic.reject with requeue, which every
+    version counts towards x-delivery-limit (from 4.3 a nack no longer does)."""
+
+    def __init__(self, reason: str, *, delay: float) -> None:
+        super().__init__(reason)
+        self.delay = delay
 
 
 class PublishError(Exception):
@@ -46,6 +63,9 @@ class DeadLetter:
     routing_key: str
     body: bytes
     reason: str
+    # Deliveries the message had before it died, and when it died (None if the bus cannot tell).
+    attempts: int = 0
+    dead_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -58,6 +78,12 @@ class QueueSpec:
     prefetch: int = 64
     # Upper bound on the pause before a failed message goes back to the queue.
     max_retry_delay: float = 2.0
+
+    @property
+    def backstop_limit(self) -> int:
+        """The broker's own delivery limit (a policy on RabbitMQ), above the consumer's: it
+        only catches what the consumer cannot count, e.g. a message that kills its process."""
+        return self.delivery_limit * BACKSTOP_FACTOR
 
     @property
     def queue(self) -> str:
@@ -74,6 +100,11 @@ MessageHandler = Callable[[Delivery], Awaitable[None]]
 class Subscription(Protocol):
     async def cancel(self) -> None: ...
 
+    async def pause(self) -> None:
+        """Takes no more messages; those already handed out stay with their handlers."""
+
+    async def resume(self) -> None: ...
+
 
 class MessageBus(Protocol):
     async def connect(self) -> None: ...
@@ -88,14 +119,32 @@ class MessageBus(Protocol):
 
     async def consume(self, spec: QueueSpec, handler: MessageHandler) -> Subscription:
         """Declare and start consuming: handler returns → ack; PoisonMessage → dead-letter at
-        once; any other error → back to the queue until the delivery limit, then dead-letter."""
+        once; RetryLater → back to the queue after its delay, one more delivery counted; any
+        other error → the same with the transport's own back-off. The broker's delivery limit
+        is only a backstop: the consumer enforces the limit itself."""
 
     def is_healthy(self) -> bool: ...
 
+    # Dead letters an operator can work: list, re-send to the service's queue, drop.
+    async def dead_letters(self, service: str, *, limit: int = 100) -> list[DeadLetter]:
+        """The oldest `limit` dead letters of `service`, without removing them."""
+
+    async def replay_dead_letters(
+        self, service: str, message_ids: Sequence[str] | None = None
+    ) -> int:
+        """Moves dead letters (all, or those ids) back to the service's own queue, and only
+        there; returns how many. Consumers' inboxes make a replay of handled work a no-op."""
+
+    async def purge_dead_letters(
+        self, service: str, message_ids: Sequence[str] | None = None
+    ) -> int:
+        """Drops dead letters (all, or those ids); returns how many."""
+
 
 def retry_delay(delivery_count: int, ceiling: float) -> float:
-    """Back-off before requeueing, so a failing dependency is not hammered in a tight loop."""
-    return float(min(ceiling, 0.05 * (2**delivery_count)))
+    """A transport's own back-off before requeueing a message whose handler raised outside
+    the consumer's verdicts, so a failing dependency is not hammered in a tight loop."""
+    return Backoff(first=0.05, ceiling=ceiling).delay(delivery_count + 1)
 
 
 @lru_cache(maxsize=4096)

@@ -1,0 +1,27 @@
+"""Who hears what: every consuming service's queue and the event types bound to it.
+
+One definition for the whole desk. Every service declares all of it at start (and `spoc topology
+apply` does so before a deploy), so an event published before its consumers ever ran still finds
+their queues. A new release adds a type here; old replicas still consuming the queue give that
+type back to the queue for a replica that can handle it (see spoc_platform.consumer)."""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+SUBSCRIPTIONS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "intake": (
+            "ticket.routed",
+            "ticket.assigned",
+            "ticket.escalated",
+            "sla.clock_started",
+            "notification.sent",
+            "notification.failed",
+        ),
+        "routing": ("ticket.created",),
+        "sla": ("ticket.routed",),
+        "notify": ("ticket.created", "sla.clock_started"),
+    }
+)
+"""service → the event types (routing keys) bound to its queue `<service>.events`."""

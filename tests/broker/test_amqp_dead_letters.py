@@ -1,0 +1,329 @@
+"""Working dead letters on a real RabbitMQ: list, show, replay and purge, queue by queue."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import aio_pika
+import pytest
+from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+
+from spoc_platform.bus import EVENTS_EXCHANGE, QueueSpec
+from spoc_platform.bus.amqp import AmqpBus
+from spoc_platform.bus.amqp_dead_letters import (
+    DeadLetterQueueMissing,
+    list_dead_letters,
+    purge_dead_letters,
+    replay_dead_letters,
+)
+from tests.support import RabbitAdmin, eventually
+
+pytestmark = pytest.mark.broker
+
+# Two services that both take ticket.created: a replay for one must not reach the other.
+ROUTING = QueueSpec("routing", ("ticket.created",), delivery_limit=3)
+NOTIFY = QueueSpec("notify", ("ticket.created",), delivery_limit=3)
+
+
+@pytest.fixture
+async def connection(rabbit: RabbitAdmin) -> AsyncIterator[AbstractRobustConnection]:
+    bus = AmqpBus(rabbit.amqp_url, publish_timeout=5)
+    await bus.connect()
+    try:
+        for spec in (ROUTING, NOTIFY):
+            await bus.declare(spec)
+    finally:
+        await bus.close()
+    connection = await aio_pika.connect_robust(rabbit.amqp_url)
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+async def channel(connection: AbstractRobustConnection) -> AsyncIterator[AbstractChannel]:
+    channel = await connection.channel(publisher_confirms=True)
+    try:
+        yield channel
+    finally:
+        await channel.close()
+
+
+def envelope(ticket: str) -> bytes:
+    return json.dumps(
+        {
+            "id": str(uuid.uuid4()),
+            "type": "ticket.created",
+            "version": 1,
+            "ticket_id": ticket,
+            "data": {},
+        }
+    ).encode()
+
+
+async def publish(channel: AbstractChannel, message_id: str, body: bytes) -> None:
+    exchange = await channel.get_exchange(EVENTS_EXCHANGE)
+    await exchange.publish(
+        aio_pika.Message(body, message_id=message_id, type="ticket.created"),
+        routing_key="ticket.created",
+    )
+
+
+async def kill_on(channel: AbstractChannel, queue_name: str, count: int) -> None:
+    """Takes `count` messages off a service queue and rejects them: the broker dead-letters."""
+    queue = await channel.get_queue(queue_name)
+    for _ in range(count):
+        message = await eventually(
+            lambda: queue.get(no_ack=False, fail=False), message=f"a message on {queue_name}"
+        )
+        await message.reject(requeue=False)
+
+
+async def depth(rabbit: RabbitAdmin, queue: str) -> int:
+    # The management API's counts lag by a few seconds; a passive declare is exact.
+    connection = await aio_pika.connect(rabbit.amqp_url)
+    try:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(queue, passive=True)
+        return int(declared.declaration_result.message_count or 0)
+    finally:
+        await connection.close()
+
+
+async def dead_routing_letters(rabbit: RabbitAdmin, channel: AbstractChannel, *ids: str) -> None:
+    for message_id in ids:
+        await publish(channel, message_id, envelope(f"t-{message_id}"))
+    await kill_on(channel, "routing.events", len(ids))
+    # Notify handled its copies: only routing's died.
+    await kill_on_ack(channel, "notify.events", len(ids))
+
+    async def all_dead() -> bool:
+        return await depth(rabbit, "routing.dead") == len(ids)
+
+    await eventually(all_dead, message="dead letters arrived")
+
+
+async def kill_on_ack(channel: AbstractChannel, queue_name: str, count: int) -> None:
+    queue = await channel.get_queue(queue_name)
+    for _ in range(count):
+        message = await eventually(lambda: queue.get(no_ack=False, fail=False))
+        await message.ack()
+
+
+async def test_listing_dead_letters_shows_their_original_type_reason_and_death_and_keeps_them(
+    rabbit: RabbitAdmin, connection: AbstractRobustConnection, channel: AbstractChannel
+) -> None:
+    await dead_routing_letters(rabbit, channel, "m-1", "m-2", "m-3")
+
+    listed = await list_dead_letters(connection, "routing", limit=10)
+
+    assert [d.message_id for d in listed] == ["m-1", "m-2", "m-3"]
+    first = listed[0]
+    # The dead copy travels under the dead-letter key "routing"; the original key is kept.
+    assert first.routing_key == "ticket.created"
+    assert json.loads(first.body)["ticket_id"] == "t-m-1"
+    assert first.reason == "rejected"
+    assert first.attempts >= 1
+    assert first.dead_at is not None
+    assert datetime.now(UTC) - first.dead_at < timedelta(minutes=1)
+    # Listing is a look, not a take: all three are still there, in the same order.
+    assert await depth(rabbit, "routing.dead") == 3
+    assert [d.message_id for d in await list_dead_letters(connection, "routing", 2)] == [
+        "m-1",
+        "m-2",
+    ]
+
+
+async def test_a_consumer_recorded_error_and_attempts_are_shown_with_the_broker_reason(
+    rabbit: RabbitAdmin, connection: AbstractRobustConnection, channel: AbstractChannel
+) -> None:
+    # A consumer that dead-letters by itself publishes the copy with what it knows.
+    dead = await channel.get_exchange("spoc.dead")
+    await dead.publish(
+        aio_pika.Message(
+            envelope("t-9"),
+            message_id="m-9",
+            headers={
+                "x-spoc-error": "KeyError: 'group'",
+                "x-spoc-attempts": 10,
+                "x-spoc-original-routing-key": "ticket.created",
+                "x-spoc-dead-at": "2026-01-02T03:04:05+00:00",
+            },
+        ),
+        routing_key="routing",
+    )
+    await eventually(lambda: list_dead_letters(connection, "routing", 10))
+
+    (letter,) = await list_dead_letters(connection, "routing", 10)
+
+    assert (letter.message_id, letter.routing_key) == ("m-9", "ticket.created")
+    assert letter.reason == "KeyError: 'group'"
+    assert letter.attempts == 10
+    assert letter.dead_at == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+async def test_replay_moves_the_chosen_dead_letters_to_the_service_queue_only(
+    rabbit: RabbitAdmin, connection: AbstractRobustConnection, channel: AbstractChannel
+) -> None:
+    await dead_routing_letters(rabbit, channel, "m-1", "m-2", "m-3")
+
+    assert await replay_dead_letters(connection, "routing", ["m-2"]) == 1
+
+    assert [d.message_id for d in await list_dead_letters(connection, "routing", 10)] == [
+        "m-1",
+        "m-3",
+    ]
+    queue = await channel.get_queue("routing.events")
+    replayed = await eventually(lambda: queue.get(no_ack=False, fail=False))
+    assert replayed.message_id == "m-2"
+    assert json.loads(replayed.body)["ticket_id"] == "t-m-2"
+    assert replayed.headers["x-spoc-original-routing-key"] == "ticket.created"
+    assert "x-death" not in replayed.headers
+    await replayed.ack()
+    # Notify handled ticket.created already: the replay did not go through the topic exchange.
+    assert await depth(rabbit, "notify.events") == 0
+    assert await depth(rabbit, "routing.events") == 0
+
+
+async def test_replaying_again_finds_nothing_and_a_second_death_keeps_the_original_type(
+    rabbit: RabbitAdmin, connection: AbstractRobustConnection, channel: AbstractChannel
+) -> None:
+    await dead_routing_letters(rabbit, channel, "m-1", "m-2")
+
+    assert await replay_dead_letters(connection, "routing", None) == 2
+    assert await replay_dead_letters(connection, "routing", None) == 0
+    assert await replay_dead_letters(connection, "routing", ["m-1"]) == 0
+    assert await depth(rabbit, "routing.events") == 2
+    assert await depth(rabbit, "notify.events") == 0
+
+    # Still failing after the replay: it dies again and still reads as ticket.created.
+    await kill_on(channel, "routing.events", 2)
+    await eventually(lambda: list_dead_letters(connection, "routing", 10))
+    again = await list_dead_letters(connection, "routing", 10)
+    assert {d.message_id for d in again} == {"m-1", "m-2"}
+    assert {d.routing_key for d in again} == {"ticket.created"}
+
+
+async def test_purge_drops_only_the_named_dead_letters_or_all_of_them(
+    rabbit: RabbitAdmin, connection: AbstractRobustConnection, channel: AbstractChannel
+) -> None:
+    await dead_routing_letters(rabbit, channel, "m-1", "m-2", "m-3")
+
+    assert await purge_dead_letters(connection, "routing", ["m-3", "m-404"]) == 1
+    assert [d.message_id for d in await list_dead_letters(connection, "routing", 10)] == [
+        "m-1",
+        "m-2",
+    ]
+    assert await purge_dead_letters(connection, "routing", None) == 2
+    assert await list_dead_letters(connection, "routing", 10) == []
+    assert await depth(rabbit, "routing.events") == 0
+
+
+async def test_a_service_without_a_dead_letter_queue_is_named_as_such(
+    connection: AbstractRobustConnection,
+) -> None:
+    with pytest.raises(DeadLetterQueueMissing, match=r"nobody\.dead"):
+        await list_dead_letters(connection, "nobody", 10)
+
+
+def test_the_cli_lists_shows_replays_and_purges_on_the_broker_directly(
+    rabbit: RabbitAdmin,
+) -> None:
+    from typer.testing import CliRunner
+
+    from spoc.cli import app
+
+    async def prepare() -> None:
+        bus = AmqpBus(rabbit.amqp_url, publish_timeout=5)
+        await bus.connect()
+        try:
+            for spec in (ROUTING, NOTIFY):
+                await bus.declare(spec)
+        finally:
+            await bus.close()
+        connection = await aio_pika.connect_robust(rabbit.amqp_url)
+        try:
+            channel = await connection.channel(publisher_confirms=True)
+            await dead_routing_letters(rabbit, channel, "m-1", "m-2")
+        finally:
+            await connection.close()
+
+    asyncio.run(prepare())
+    runner = CliRunner()
+
+    def spoc(*args: str) -> str:
+        done = runner.invoke(app, [*args, "--amqp-url", rabbit.amqp_url])
+        assert done.exit_code == 0, done.output
+        return done.output
+
+    table = spoc("dead-letters", "list", "routing").splitlines()
+    assert table[0].split() == ["ID", "TYPE", "TICKET", "ATTEMPTS", "AGE", "REASON"]
+    assert [row.split()[:3] for row in table[1:3]] == [
+        ["m-1", "ticket.created", "t-m-1"],
+        ["m-2", "ticket.created", "t-m-2"],
+    ]
+    assert (
+        json.loads(spoc("dead-letters", "show", "routing", "m-2", "--json"))["envelope"][
+            "ticket_id"
+        ]
+        == "t-m-2"
+    )
+    assert spoc("dead-letters", "replay", "routing", "m-1").strip() == "routing: replayed 1"
+    assert spoc("dead-letters", "purge", "routing", "--all", "--yes").strip() == "routing: purged 1"
+    assert json.loads(spoc("dead-letters", "list", "routing", "--json")) == []
+    assert asyncio.run(depth(rabbit, "routing.events")) == 1
+
+    refused = runner.invoke(app, ["dead-letters", "purge", "routing", "--amqp-url", "x"])
+    assert refused.exit_code == 2 and "--all" in refused.output
+
+
+def test_status_reads_queue_depth_consumers_and_dead_letters_from_the_management_api(
+    rabbit: RabbitAdmin,
+) -> None:
+    from typer.testing import CliRunner
+
+    from spoc.cli import app
+    from spoc.localstack import _free_port
+    from tests.support import RABBITMQ_API
+
+    async def prepare() -> None:
+        bus = AmqpBus(rabbit.amqp_url, publish_timeout=5)
+        await bus.connect()
+        try:
+            for spec in (ROUTING, NOTIFY):
+                await bus.declare(spec)
+        finally:
+            await bus.close()
+        connection = await aio_pika.connect_robust(rabbit.amqp_url)
+        try:
+            channel = await connection.channel(publisher_confirms=True)
+            await dead_routing_letters(rabbit, channel, "m-1", "m-2")
+        finally:
+            await connection.close()
+
+    asyncio.run(prepare())
+    api = RABBITMQ_API.replace("://", "://guest:guest@")
+    args = ["status", "--rabbitmq-api", api, "--vhost", rabbit.vhost, "--json"]
+    for option in ("--intake-url", "--routing-url", "--sla-url", "--notify-url"):
+        args += [option, f"http://127.0.0.1:{_free_port()}"]  # nothing serves there
+
+    def status() -> dict[str, dict[str, object]]:
+        done = CliRunner().invoke(app, args)
+        assert done.exit_code == 1, done.output  # nothing serves on those ports
+        return {row["service"]: row for row in json.loads(done.output)}
+
+    # The management API refreshes its message counts every few seconds: poll, with a deadline.
+    deadline = time.monotonic() + 30
+    while (rows := status())["routing"]["dead"] != 2:
+        assert time.monotonic() < deadline, rows
+        time.sleep(0.5)
+    assert rows["routing"]["ready"] is False and "unreachable" in str(rows["routing"]["problem"])
+    assert (rows["routing"]["queue_ready"], rows["routing"]["consumers"]) == (0, 0)
+    assert (rows["notify"]["dead"], rows["notify"]["queue_ready"]) == (0, 0)
+    assert rows["intake"]["queue_ready"] is None  # no intake queue declared in this vhost
