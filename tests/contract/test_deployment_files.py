@@ -679,6 +679,9 @@ def runbook_sections() -> dict[str, str]:
     return {markdown_anchor(s.splitlines()[0]): s for s in sections}
 
 
+UPGRADE_RUNBOOKS = {"queues-from-the-first-release"}
+
+
 def test_every_alert_links_a_runbook_section_saying_what_it_means_what_to_look_at_and_do() -> None:
     sections = runbook_sections()
     alerts = [r for r in alert_rules() if "alert" in r]
@@ -690,7 +693,8 @@ def test_every_alert_links_a_runbook_section_saying_what_it_means_what_to_look_a
         for part in ("**Means.**", "**Look at", "Do.**"):
             assert part in sections[anchor], f"runbook #{anchor} lacks {part}"
     # No runbook for an alert that no longer exists, and no link inside them that goes nowhere.
-    assert set(sections) == {r["alert"].lower() for r in alerts}
+    # Every section is an alert's, but for the upgrade steps the topology command points at.
+    assert set(sections) - UPGRADE_RUNBOOKS == {r["alert"].lower() for r in alerts}
     links = re.findall(r"\]\(#([^)]+)\)", RUNBOOKS.read_text(encoding="utf-8"))
     assert links and set(links) <= set(sections)
 
