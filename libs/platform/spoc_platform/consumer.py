@@ -15,7 +15,6 @@ The one place that decides a message's fate, for every service and both transpor
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -27,9 +26,9 @@ from spoc_contracts import Envelope, Event, InvalidEnvelope, open_envelope
 from spoc_contracts.registry import REGISTRY
 from spoc_platform import metrics
 from spoc_platform.bus import Delivery, PoisonMessage, RetryLater
-from spoc_platform.db import insert_for, is_outage, utc_now
+from spoc_platform.db import insert_for, utc_now
 from spoc_platform.logs import log_context
-from spoc_platform.retry import HANDLER_RETRY, OUTAGE_RETRY, UNHANDLED_RETRY
+from spoc_platform.retry import HANDLER_RETRY, OUTAGE_RETRY, UNHANDLED_RETRY, through_outages
 from spoc_platform.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
 log = logging.getLogger(__name__)
@@ -169,25 +168,21 @@ class EventConsumer:
         """Runs `work`, holding it while the database is unreachable, however long that is: an
         outage must not use up the delivery limit and send a whole backlog to the dead letters.
         With every prefetched event held, consumption is paused; readiness says so."""
-        attempts = 0
+        holding = False
+
+        def hold(error: BaseException, attempts: int) -> None:
+            nonlocal holding
+            if not holding:
+                holding = True
+                self.held += 1
+            self._pause(error)
+
         try:
-            while True:
-                try:
-                    await work()
-                except Exception as error:
-                    if not is_outage(error):
-                        raise
-                    if not attempts:
-                        self.held += 1
-                    attempts += 1
-                    self._pause(error)
-                    await asyncio.sleep(self.outage_retry.delay(attempts))
-                    continue
-                self._resume()
-                return
+            await through_outages(work, backoff=self.outage_retry, on_outage=hold)
         finally:
-            if attempts:
+            if holding:
                 self.held -= 1
+        self._resume()
 
     def _pause(self, error: BaseException) -> None:
         if self.paused_since is None:

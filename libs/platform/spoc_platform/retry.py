@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
+
+from spoc_platform.db import is_outage
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -34,3 +42,30 @@ HANDLER_RETRY = Backoff(first=0.1, ceiling=30.0, jitter=0.2)
 UNHANDLED_RETRY = Backoff(first=1.0, ceiling=10.0, jitter=0.2)
 # While the database is down, held events are tried at this pace (never given up on).
 OUTAGE_RETRY = Backoff(first=0.5, ceiling=10.0, jitter=0.2)
+
+
+async def through_outages(
+    work: Callable[[], Awaitable[T]],
+    *,
+    backoff: Backoff,
+    patience: float | None = None,
+    on_outage: Callable[[BaseException, int], None] | None = None,
+) -> T:
+    """Runs `work` again, with back-off, for as long as it fails because the database is
+    unreachable (spoc_platform.db.is_outage) — for ever, or for `patience` seconds; any other
+    error goes straight to the caller. `on_outage(error, attempts)` is told before each wait."""
+    deadline = None if patience is None else time.monotonic() + patience
+    attempts = 0
+    while True:
+        try:
+            return await work()
+        except Exception as error:
+            if not is_outage(error):
+                raise
+            attempts += 1
+            delay = backoff.delay(attempts)
+            if deadline is not None and time.monotonic() + delay > deadline:
+                raise
+            if on_outage is not None:
+                on_outage(error, attempts)
+            await asyncio.sleep(delay)

@@ -14,12 +14,15 @@ from spoc_contracts import NotificationFailed, NotificationSent
 from spoc_notify import metrics, repository
 from spoc_notify.mail import MailTransport, OutgoingMail
 from spoc_platform.claims import backoff_seconds
-from spoc_platform.db import is_outage, utc_now
+from spoc_platform.db import utc_now
 from spoc_platform.logs import log_context
+from spoc_platform.retry import Backoff, through_outages
 from spoc_platform.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
 log = logging.getLogger(__name__)
 
+# After a send, recording it is retried briskly through database blips: the mail is out.
+SETTLE_RETRY = Backoff(first=0.1, ceiling=5.0)
 # Seconds of lease kept in hand beyond the send limit, for scheduling delays.
 _LEASE_MARGIN = 0.2
 
@@ -213,28 +216,26 @@ class DeliveryDispatcher:
     async def _settle_patiently(self, row: Row[Any], error: str | None) -> None:
         """Records the outcome, retrying with back-off while the database is unreachable: the
         mail is out, and an unrecorded send is sent again once the lease ends."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._settle_patience
-        delay = 0.1
         retried = False
-        while True:
-            try:
-                async with self._unit_of_work() as uow:
-                    await self._settle(uow, row, error, retried=retried)
-                return
-            except Exception as failure:
-                if not is_outage(failure) or loop.time() + delay > deadline:
-                    raise
-                log.warning(
-                    "%s %s: cannot record the outcome yet (%s); retrying in %.1f s",
-                    row.kind,
-                    row.number,
-                    failure,
-                    delay,
-                )
+
+        async def settle() -> None:
+            async with self._unit_of_work() as uow:
+                await self._settle(uow, row, error, retried=retried)
+
+        def waiting(failure: BaseException, attempts: int) -> None:
+            nonlocal retried
             retried = True
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            log.warning(
+                "%s %s: cannot record the outcome yet (%s); attempt %d, retrying",
+                row.kind,
+                row.number,
+                failure,
+                attempts,
+            )
+
+        await through_outages(
+            settle, backoff=SETTLE_RETRY, patience=self._settle_patience, on_outage=waiting
+        )
 
     async def _settle(
         self, uow: UnitOfWork, row: Row[Any], error: str | None, *, retried: bool
