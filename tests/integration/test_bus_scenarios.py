@@ -6,9 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
-import aio_pika
 import pytest
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
 from spoc_platform.bus import (
     DeadLetter,
@@ -61,62 +59,14 @@ class BusUnderTest:
         await self.bus.close()
 
 
-class _AmqpDeadLetters:
-    """Reads `<service>.dead` over a connection of its own, as an operator's tool would."""
-
-    def __init__(self, url: str) -> None:
-        self._url = url
-        self._connection: AbstractConnection | None = None
-        self._channel: AbstractChannel | None = None
-        # basic_get removes what it reads; keep it so every call answers "so far", like memory.
-        self._read: dict[str, list[DeadLetter]] = {}
-
-    async def open(self) -> None:
-        self._connection = await aio_pika.connect(self._url)
-        self._channel = await self._connection.channel()
-
-    async def close(self) -> None:
-        if self._connection is not None:
-            await self._connection.close()
-
-    async def __call__(self, service: str) -> list[DeadLetter]:
-        assert self._channel is not None
-        queue = await self._channel.get_queue(f"{service}.dead", ensure=False)
-        read = self._read.setdefault(service, [])
-        while (message := await queue.get(fail=False)) is not None:
-            read.append(self._dead_letter(message))
-            await message.ack()
-        return list(read)
-
-    @staticmethod
-    def _dead_letter(message: AbstractIncomingMessage) -> DeadLetter:
-        error = message.headers.get("x-spoc-error")
-        if error is not None:
-            # Dead-lettered by the consumer, with why.
-            original = message.headers.get("x-spoc-original-routing-key")
-            return DeadLetter(message.message_id, str(original), message.body, str(error))
-        # Dead-lettering re-routes with the service as key; x-death says where it came from.
-        deaths = message.headers.get("x-death")
-        assert isinstance(deaths, list) and isinstance(deaths[0], dict), message.headers
-        death = deaths[0]
-        routing_keys = death["routing-keys"]
-        assert isinstance(routing_keys, list)
-        return DeadLetter(
-            message.message_id, str(routing_keys[0]), message.body, str(death["reason"])
-        )
-
-
 @pytest.fixture(params=["memory", pytest.param("amqp", marks=pytest.mark.broker)])
 async def bus_under_test(request: pytest.FixtureRequest) -> AsyncIterator[BusUnderTest]:
     """The same scenario on the in-process bus and on RabbitMQ (a vhost of the test's own)."""
     if request.param == "memory":
         memory = MemoryBus()
 
-        async def read_memory(service: str) -> list[DeadLetter]:
-            return await memory.dead_letters(service)
-
         await memory.connect()
-        harness = BusUnderTest("memory", memory, read_memory)
+        harness = BusUnderTest("memory", memory, memory.dead_letters)
         try:
             yield harness
         finally:
@@ -125,15 +75,13 @@ async def bus_under_test(request: pytest.FixtureRequest) -> AsyncIterator[BusUnd
 
     rabbit: RabbitAdmin = request.getfixturevalue("rabbit")
     amqp = AmqpBus(rabbit.amqp_url, publish_timeout=5)
-    reader = _AmqpDeadLetters(rabbit.amqp_url)
     await amqp.connect()
-    await reader.open()
-    harness = BusUnderTest("amqp", amqp, reader)
+    # Dead letters are read through the port, as an operator's `spoc dead-letters` does.
+    harness = BusUnderTest("amqp", amqp, amqp.dead_letters)
     try:
         yield harness
     finally:
         await harness.stop()
-        await reader.close()
 
 
 class Inbox:
