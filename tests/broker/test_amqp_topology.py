@@ -29,16 +29,6 @@ SPEC = QueueSpec("desk", ("ticket.*", "sla.#"), delivery_limit=4, prefetch=8)
 
 
 @pytest.fixture
-async def bus(rabbit: RabbitAdmin) -> AsyncIterator[AmqpBus]:
-    amqp = AmqpBus(rabbit.amqp_url, publish_timeout=5)
-    await amqp.connect()
-    try:
-        yield amqp
-    finally:
-        await amqp.close()
-
-
-@pytest.fixture
 async def peek(rabbit: RabbitAdmin) -> AsyncIterator[AbstractChannel]:
     """A plain channel of the test's own, for basic_get: it looks without being the bus."""
     connection = await aio_pika.connect(rabbit.amqp_url)

@@ -50,16 +50,6 @@ async def unit_of_work(tmp_path: Path) -> AsyncIterator[UnitOfWorkFactory]:
         await engine.dispose()
 
 
-@pytest.fixture
-async def bus(rabbit: RabbitAdmin) -> AsyncIterator[AmqpBus]:
-    amqp = AmqpBus(rabbit.amqp_url, publish_timeout=5)
-    await amqp.connect()
-    try:
-        yield amqp
-    finally:
-        await amqp.close()
-
-
 def queue_depth(rabbit: RabbitAdmin, name: str) -> int:
     return int(str(rabbit.queue(name).get("messages", 0)))
 
