@@ -11,8 +11,12 @@ from typing import TypeVar
 
 import httpx
 import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from spoc.localstack import create_database, drop_database
+from spoc_notify.models import Delivery
+from spoc_platform.db import create_engine
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 POSTGRES_ADMIN_DSN = os.environ.get(
@@ -51,6 +55,35 @@ async def eventually(
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"{message} within {timeout}s (last value: {last!r})")
+
+
+async def mail_owed(notify: AsyncEngine) -> int:
+    """Deliveries notify still owes: due, waiting for a retry, or being sent right now (a claimed
+    delivery stays pending until its send is recorded). Read from notify's own database."""
+    async with notify.connect() as conn:
+        pending = select(func.count()).select_from(Delivery).where(Delivery.status == "pending")
+        return int((await conn.execute(pending)).scalar_one())
+
+
+async def until_notify_is_idle(notify: AsyncEngine | str, *, timeout: float = 20.0) -> None:
+    """Waits until notify's dispatcher has nothing left to send (see mail_owed), given its engine
+    or its database URL. Count mails only after this: a count made as soon as the first mail
+    arrives passes even when a second one follows a moment later (a retry, a re-send)."""
+    engine = create_engine(notify, pool_size=1) if isinstance(notify, str) else notify
+    owed = 0
+
+    async def idle() -> bool:
+        nonlocal owed
+        owed = await mail_owed(engine)
+        return owed == 0
+
+    try:
+        await eventually(idle, timeout=timeout)
+    except AssertionError:
+        raise AssertionError(f"notify still owes {owed} mail(s) after {timeout}s") from None
+    finally:
+        if engine is not notify:
+            await engine.dispose()
 
 
 class RabbitAdmin:

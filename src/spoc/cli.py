@@ -9,6 +9,7 @@ from typing import Annotated, Literal, TypedDict
 import typer
 import uvicorn
 
+from spoc.contracts_cli import contracts
 from spoc.keys import keys
 from spoc.operator import dead_letters, status_command
 from spoc.services import SERVICES, ServiceName
@@ -21,15 +22,13 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-contracts = typer.Typer(help="The event catalogue (JSON Schema of every event).")
+# `spoc contracts write|check` (spoc.contracts_cli): the catalogue and released event versions.
 app.add_typer(contracts, name="contracts")
 # Operators' commands live in spoc.operator: `spoc dead-letters …` and `spoc status`.
 app.add_typer(dead_letters, name="dead-letters")
 app.command("status")(status_command)
 app.add_typer(keys, name="keys")
 app.add_typer(topology, name="topology")
-
-CATALOGUE_PATH = Path("docs/events/catalogue.json")
 
 
 class _UvicornOptions(TypedDict, total=False):
@@ -116,48 +115,6 @@ def _settings_or_exit(service: ServiceName) -> ServiceSettings:
         prefix = f"SPOC_{service.value.upper()}_"
         typer.echo(f"{service.value}: invalid settings (environment {prefix}*):\n{error}", err=True)
         raise typer.Exit(2) from error
-
-
-@contracts.command("write")
-def contracts_write(
-    path: Annotated[Path, typer.Option(help="Where the catalogue lives.")] = CATALOGUE_PATH,
-    allow_breaking: Annotated[bool, typer.Option(help="Accept a non-additive change.")] = False,
-) -> None:
-    """Regenerate the checked-in catalogue; refuses a change that is not additive."""
-    import json
-
-    from spoc_contracts.catalogue import breaking_changes, build_catalogue, render_catalogue
-
-    if path.exists() and not allow_breaking:
-        problems = breaking_changes(json.loads(path.read_text()), build_catalogue())
-        if problems:
-            typer.echo(
-                "not additive — publish a new event version instead:\n  " + "\n  ".join(problems),
-                err=True,
-            )
-            raise typer.Exit(1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_catalogue(), encoding="utf-8")
-    typer.echo(f"wrote {path}", err=True)
-
-
-@contracts.command("check")
-def contracts_check(
-    path: Annotated[Path, typer.Option(help="Where the catalogue lives.")] = CATALOGUE_PATH,
-) -> None:
-    """Fail if the code's events differ from the checked-in catalogue or break it."""
-    import json
-
-    from spoc_contracts.catalogue import breaking_changes, build_catalogue, render_catalogue
-
-    problems = breaking_changes(json.loads(path.read_text()), build_catalogue())
-    if problems:
-        typer.echo("breaking changes:\n  " + "\n  ".join(problems), err=True)
-        raise typer.Exit(1)
-    if path.read_text(encoding="utf-8") != render_catalogue():
-        typer.echo(f"{path} is out of date: run `spoc contracts write`", err=True)
-        raise typer.Exit(1)
-    typer.echo("catalogue up to date and additive", err=True)
 
 
 def main() -> None:

@@ -1,21 +1,26 @@
-"""The event catalogue: checked in, current, and only ever growing."""
+"""The event catalogue: checked in, current, and every released event version only growing."""
 
 from __future__ import annotations
 
 import copy
 import json
+import shutil
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner, Result
 
-from spoc_contracts import REGISTRY, Envelope, InvalidEnvelope, open_envelope
+import spoc_contracts.catalogue as catalogue_module
+from spoc_contracts import REGISTRY, Envelope, Event, InvalidEnvelope, open_envelope
 from spoc_contracts.catalogue import breaking_changes, build_catalogue, render_catalogue
+from spoc_contracts.registry import EVENT_CLASSES
 
 pytestmark = pytest.mark.contract
 CATALOGUE = Path(__file__).parents[2] / "docs" / "events" / "catalogue.json"
+RELEASED = CATALOGUE.parent / "released"
 
 
 def checked_in() -> dict[str, Any]:
@@ -28,8 +33,156 @@ def test_the_checked_in_catalogue_is_what_the_code_generates() -> None:
     )
 
 
-def test_the_code_only_adds_to_the_checked_in_catalogue() -> None:
-    assert breaking_changes(checked_in(), build_catalogue()) == []
+def test_every_released_event_version_is_still_in_the_code_and_only_grew() -> None:
+    result = spoc_contracts("check", CATALOGUE, RELEASED)
+    assert result.exit_code == 0, result.output
+
+
+# The released history: one frozen JSON Schema per event version, never rewritten by a break.
+
+
+def spoc_contracts(command: str, catalogue: Path, released: Path, *flags: str) -> Result:
+    from spoc.cli import app
+
+    args = ["contracts", command, "--path", str(catalogue), "--released", str(released), *flags]
+    return CliRunner().invoke(app, args)
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the checked-in catalogue and released snapshots for the command to work on."""
+    catalogue, released = tmp_path / "catalogue.json", tmp_path / "released"
+    shutil.copy(CATALOGUE, catalogue)
+    shutil.copytree(RELEASED, released)
+    return catalogue, released
+
+
+def code_with(monkeypatch: pytest.MonkeyPatch, *changed: type[Event], without: str = "") -> None:
+    """The code's events as a change would leave them: `changed` classes replace those of the
+    same type and version (or join them), and the `without` one ("type/vN") is gone."""
+    kept = tuple(
+        cls
+        for cls in EVENT_CLASSES
+        if f"{cls.TYPE}/v{cls.VERSION}" != without
+        and all((cls.TYPE, cls.VERSION) != (new.TYPE, new.VERSION) for new in changed)
+    )
+    monkeypatch.setattr(catalogue_module, "EVENT_CLASSES", kept + changed)
+
+
+def sla_met_without_met_at() -> type[Event]:
+    class SlaMet(Event):
+        TYPE = "sla.met"
+        VERSION = 1
+
+        number: str
+        metric: str
+        due_at: datetime
+
+    return SlaMet
+
+
+def sla_met_with_a_note() -> type[Event]:
+    class SlaMet(Event):
+        TYPE = "sla.met"
+        VERSION = 1
+
+        number: str
+        metric: str
+        due_at: datetime
+        met_at: datetime
+        note: str | None = None
+
+    return SlaMet
+
+
+def sla_met_v2() -> type[Event]:
+    class SlaMetV2(Event):
+        TYPE = "sla.met"
+        VERSION = 2
+
+        number: str
+        metric: str
+        met_at: datetime
+        margin_seconds: int
+
+    return SlaMetV2
+
+
+def test_a_breaking_change_written_with_allow_breaking_still_fails_the_check(
+    files: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    catalogue, released = files
+    snapshot = (released / "sla.met" / "v1.json").read_bytes()
+    code_with(monkeypatch, sla_met_without_met_at())
+
+    refused = spoc_contracts("write", catalogue, released)
+    assert refused.exit_code == 1 and "sla.met/v1.met_at: field removed" in refused.output
+    assert catalogue.read_bytes() == CATALOGUE.read_bytes()
+
+    forced = spoc_contracts("write", catalogue, released, "--allow-breaking")
+    assert forced.exit_code == 0, forced.output
+    assert catalogue.read_text(encoding="utf-8") == render_catalogue()  # the catalogue follows
+    assert (released / "sla.met" / "v1.json").read_bytes() == snapshot  # the release does not
+
+    check = spoc_contracts("check", catalogue, released)
+    assert check.exit_code == 1
+    assert "sla.met/v1.met_at: field removed" in check.output
+
+
+def test_removing_a_released_event_version_fails_the_check(
+    files: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    catalogue, released = files
+    code_with(monkeypatch, without="sla.met/v1")
+
+    assert spoc_contracts("write", catalogue, released).exit_code == 1
+    assert spoc_contracts("write", catalogue, released, "--allow-breaking").exit_code == 0
+    assert (released / "sla.met" / "v1.json").exists()
+
+    check = spoc_contracts("check", catalogue, released)
+    assert check.exit_code == 1
+    assert "sla.met/v1: released, but gone from the code" in check.output
+
+
+def test_an_additive_change_passes_and_grows_its_released_snapshot(
+    files: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    catalogue, released = files
+    code_with(monkeypatch, sla_met_with_a_note())
+    unwritten = spoc_contracts("check", catalogue, released)
+    assert (
+        unwritten.exit_code == 1 and "sla.met/v1: the released snapshot lacks" in unwritten.output
+    )
+
+    written = spoc_contracts("write", catalogue, released)
+    assert written.exit_code == 0, written.output
+    assert "note" in json.loads((released / "sla.met" / "v1.json").read_text())["properties"]
+    check = spoc_contracts("check", catalogue, released)
+    assert check.exit_code == 0, check.output
+
+    # Released with the note, the note is part of the contract now.
+    monkeypatch.undo()
+    dropped = spoc_contracts("check", catalogue, released)
+    assert dropped.exit_code == 1 and "sla.met/v1.note: field removed" in dropped.output
+
+
+def test_a_new_event_version_gets_its_own_snapshot_beside_the_old_one(
+    files: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    catalogue, released = files
+    v1 = (released / "sla.met" / "v1.json").read_bytes()
+    code_with(monkeypatch, sla_met_v2())
+    unwritten = spoc_contracts("check", catalogue, released)
+    assert unwritten.exit_code == 1
+    assert "sla.met/v2: not released yet: run `spoc contracts write`" in unwritten.output
+
+    written = spoc_contracts("write", catalogue, released)
+    assert written.exit_code == 0, written.output
+    v2 = json.loads((released / "sla.met" / "v2.json").read_text())
+    assert v2["required"] == ["number", "metric", "met_at", "margin_seconds"]
+    assert (released / "sla.met" / "v1.json").read_bytes() == v1
+    check = spoc_contracts("check", catalogue, released)
+    assert check.exit_code == 0, check.output
 
 
 def test_the_catalogue_names_every_event_of_the_architecture() -> None:

@@ -24,7 +24,7 @@ from tests.e2e.journey import (
     open_ticket,
 )
 from tests.e2e.stored_time import an_hour_passes
-from tests.support import eventually
+from tests.support import eventually, until_notify_is_idle
 
 pytestmark = pytest.mark.e2e
 PORTAL = "http://desk.example.org"
@@ -60,6 +60,7 @@ async def test_a_new_ticket_is_routed_clocked_and_acknowledged_once(
     view = await acknowledged_view(client, created)
 
     assert_requester_view(view, created)
+    await until_notify_is_idle(desk.notify.runtime.engine)
     sent = mails(desk)
     assert len(sent) == 1
     assert_acknowledgement(sent[0], created, PORTAL)
@@ -79,6 +80,7 @@ async def test_redelivered_events_do_not_send_a_second_acknowledgement(
             OutgoingMessage(str(envelope.id), envelope.type, envelope.model_dump_json().encode())
         )
     await eventually(lambda: _idle(desk), message="duplicates not consumed", timeout=10)
+    await until_notify_is_idle(desk.notify.runtime.engine)
 
     assert _notify_duplicates() == duplicates_before + 2  # ticket.created, sla.clock_started
     assert len(mails(desk)) == 1
@@ -159,6 +161,7 @@ async def test_tickets_accepted_just_before_a_stop_are_acknowledged_after_the_re
 
         await eventually(all_acknowledged, timeout=20, message="not every ticket acknowledged")
         await eventually(lambda: _idle(again), timeout=10, message="bus not idle")
+        await until_notify_is_idle(again.notify.runtime.engine)
     acknowledged = sorted(m["X-Spoc-Ticket"] for m in mails(again))  # type: ignore[index]
     assert acknowledged == sorted(numbers)  # each once: no loss, no duplicate
 
@@ -201,6 +204,7 @@ async def test_tickets_in_flight_at_a_stop_are_acknowledged_once_after_a_restart
 
         await eventually(all_acknowledged, timeout=30, message="not every ticket acknowledged")
         await eventually(lambda: _idle(again), timeout=10, message="bus not idle")
+        await until_notify_is_idle(again.notify.runtime.engine)
     acknowledged = sorted(m["X-Spoc-Ticket"] for m in mails(again))  # type: ignore[index]
     assert acknowledged == sorted(numbers)  # each once: no loss, no duplicate
 

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 
 import aio_pika
+import asyncpg
 import httpx
 import pytest
 import pytest_asyncio
@@ -23,6 +24,7 @@ from tests.support import (
     drop_postgres_database,
     eventually,
     new_rabbit_vhost,
+    until_notify_is_idle,
 )
 
 pytestmark = [
@@ -88,6 +90,7 @@ async def test_a_ticket_travels_through_four_processes_and_is_acknowledged_once(
     view = await acknowledged_view(intake, created)
 
     assert_requester_view(view, created)
+    await until_notify_is_idle(stack.database_urls["notify"])
     mail = mail_sink.for_ticket(created["number"])
     assert len(mail) == 1
     assert_acknowledgement(mail[0], created, stack.url("intake"))
@@ -131,11 +134,78 @@ async def test_every_event_delivered_twice_still_sends_one_acknowledgement(
 
         await eventually(duplicates_consumed, timeout=20, message="duplicates not consumed")
 
+    await until_notify_is_idle(stack.database_urls["notify"])
     assert len(mail_sink.for_ticket(created["number"])) == 1
     view = await acknowledged_view(intake, created)
     assert len(view["timeline"]) == 4
     intake_duplicates = await _consumed(stack, "intake", "duplicate")
     assert intake_duplicates.get("ticket.routed", 0) >= 1
+
+
+async def test_a_service_killed_mid_handler_gets_the_event_again_from_the_broker(
+    stack: ProcessStack, intake: httpx.AsyncClient, mail_sink: MailSink, rabbit: RabbitAdmin
+) -> None:
+    """routing is killed -9 while its handler waits inside its transaction (the test holds a
+    lock the handler needs): nothing is committed or acknowledged, so RabbitMQ puts ticket.created
+    back in routing's queue and the restarted routing routes the ticket. One mail in the end."""
+    routing_db = await asyncpg.connect(_dsn(stack.database_urls["routing"]))
+    try:
+        lock = routing_db.transaction()
+        await lock.start()
+        await routing_db.execute("LOCK TABLE triage IN ACCESS EXCLUSIVE MODE")
+
+        created = await open_ticket(intake)
+
+        async def handler_waits_on_the_lock() -> bool:
+            return bool(
+                await routing_db.fetchval(
+                    "SELECT count(*) FROM pg_locks JOIN pg_database d ON d.oid = database"
+                    " WHERE datname = current_database()"
+                    " AND relation = 'triage'::regclass AND NOT granted"
+                )
+            )
+
+        await eventually(handler_waits_on_the_lock, message="routing's handler is not blocked")
+        await asyncio.to_thread(stack.kill, "routing")
+
+        async def back_in_the_queue() -> bool:
+            return await _queue_state(rabbit, "routing.events") == (1, 0)
+
+        # Delivered and never acknowledged: the broker has it back, ready for a new consumer.
+        await eventually(back_in_the_queue, message="ticket.created not back in routing's queue")
+        await lock.rollback()
+    finally:
+        await routing_db.close()
+        if stack.processes["routing"].poll() is not None:
+            stack.launch("routing")  # also when the test failed: the module's stack is shared
+    await stack.wait_ready(("routing",))
+
+    view = await acknowledged_view(intake, created)
+
+    assert_requester_view(view, created)
+    # The restarted routing handled the redelivered event, once, and acknowledged it.
+    assert await _consumed(stack, "routing", "ok") == {"ticket.created": 1}
+
+    async def acknowledged_to_the_broker() -> bool:
+        return await _queue_state(rabbit, "routing.events") == (0, 1)
+
+    await eventually(acknowledged_to_the_broker, message="routing's queue not drained")
+    await until_notify_is_idle(stack.database_urls["notify"])
+    assert len(mail_sink.for_ticket(created["number"])) == 1
+
+
+def _dsn(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+async def _queue_state(rabbit: RabbitAdmin, queue: str) -> tuple[int, int]:
+    """(messages ready, consumers) of a queue, as RabbitMQ counts them right now."""
+    connection = await aio_pika.connect(rabbit.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(queue, passive=True)
+        ok = declared.declaration_result
+        return ok.message_count or 0, ok.consumer_count or 0
 
 
 async def _drain(queue: aio_pika.abc.AbstractQueue) -> list[aio_pika.abc.AbstractIncomingMessage]:

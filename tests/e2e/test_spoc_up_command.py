@@ -17,7 +17,7 @@ import pytest
 from spoc.localstack import _free_port
 from tests.e2e.journey import acknowledged_view, assert_requester_view, open_ticket
 from tests.e2e.stored_time import an_hour_passes
-from tests.support import eventually
+from tests.support import eventually, until_notify_is_idle
 
 pytestmark = pytest.mark.e2e
 
@@ -61,6 +61,7 @@ async def test_spoc_up_serves_a_ticket_end_to_end_and_stops_cleanly(tmp_path: Pa
             for service in ("routing", "sla", "notify"):
                 assert (await client.get(f"/{service}/readyz")).status_code == 200
             assert "spoc_events_consumed_total" in (await client.get("/metrics")).text
+        await until_notify_is_idle(f"sqlite+aiosqlite:///{data / 'notify.sqlite3'}")
 
         box = mailbox.Maildir(data / "mail", create=False)
         assert len(box) == 1
@@ -132,6 +133,7 @@ async def test_tickets_in_flight_when_spoc_up_is_killed_are_acknowledged_an_hour
                 return {number for number, _ in _acknowledged(data)} == set(numbers)
 
             await eventually(every_ticket_acknowledged, timeout=40, message="tickets lost")
+            await until_notify_is_idle(f"sqlite+aiosqlite:///{data / 'notify.sqlite3'}")
     finally:
         again.send_signal(signal.SIGINT)
         assert again.wait(timeout=20) == 0

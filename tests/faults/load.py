@@ -15,6 +15,8 @@ import asyncpg
 import httpx
 
 from spoc.localstack import MailSink
+from spoc_platform.db import create_engine
+from tests.support import mail_owed
 
 TICKETS_PATH = "/api/v1/tickets"
 # Answers worth asking again with the same Idempotency-Key: intake was down, restarting or busy.
@@ -191,10 +193,12 @@ async def unfinished_work(database_urls: dict[str, str]) -> dict[str, int]:
             owed[f"{service} outbox"] = int(
                 await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
             )
-            if service == "notify":
-                owed["notify pending mail"] = int(
-                    await conn.fetchval("SELECT count(*) FROM delivery WHERE status = 'pending'")
-                )
         finally:
             await conn.close()
+    # Due, waiting for a retry or being sent: the same "notify is idle" as every mail count's.
+    notify = create_engine(database_urls["notify"], pool_size=1)
+    try:
+        owed["notify pending mail"] = await mail_owed(notify)
+    finally:
+        await notify.dispose()
     return {k: v for k, v in owed.items() if v}

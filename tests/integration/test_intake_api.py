@@ -11,11 +11,17 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import create_async_engine
+from starlette.types import Message
 
 from spoc_intake.app import create_app
+from spoc_intake.bootstrap import bootstrap
 from spoc_intake.models import MESSAGING, Ticket
 from spoc_intake.service import TicketService
+from spoc_intake.settings import IntakeSettings
+from spoc_platform.bus.memory import MemoryBus
 from spoc_platform.db import create_engine
 from spoc_platform.unit_of_work import UnitOfWorkFactory
 from spoc_routing.app import create_app as create_routing_app
@@ -38,6 +44,28 @@ async def client(intake: ServiceUnderTest) -> AsyncIterator[httpx.AsyncClient]:
         transport=httpx.ASGITransport(app=app), base_url="http://intake"
     ) as http:
         yield http
+
+
+# Nothing listens on port 1: every connection is refused at once, as when PostgreSQL is down.
+UNREACHABLE_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:1/spoc_intake"
+
+
+@pytest.fixture
+async def cut_off() -> AsyncIterator[FastAPI]:
+    """Intake as deployed, started while its PostgreSQL is unreachable; its broker is up."""
+    settings = IntakeSettings(database_url=UNREACHABLE_POSTGRES, bus="memory")
+    bus = MemoryBus()
+    await bus.connect()
+    container = bootstrap(settings, bus=bus)
+    try:
+        yield create_app(settings, container, manage_runtime=False)
+    finally:
+        await container.runtime.engine.dispose()
+        await bus.close()
+
+
+def client_of(app: FastAPI) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://intake")
 
 
 def ticket(**changes: Any) -> dict[str, Any]:
@@ -212,6 +240,47 @@ async def test_an_oversized_body_is_refused_before_it_is_read(client: httpx.Asyn
         assert response.json()["error"]["code"] == "body_too_large"
 
 
+async def test_a_body_declared_too_large_is_refused_before_any_of_it_is_read(
+    cut_off: FastAPI,
+) -> None:
+    limit = cut_off.state.container.settings.max_body_bytes
+    reads = 0
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        nonlocal reads
+        reads += 1
+        return {"type": "http.request", "body": b" " * (limit + 1), "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/api/v1/tickets",
+        "raw_path": b"/api/v1/tickets",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [
+            (b"host", b"intake"),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(limit + 1).encode()),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("intake", 80),
+    }
+    await cut_off(scope, receive, send)
+
+    assert reads == 0, "the body was read before the declared length was checked"
+    start, body = sent
+    assert start["status"] == 413
+    assert json.loads(body["body"])["error"]["code"] == "body_too_large"
+
+
 async def test_the_same_idempotency_key_and_body_return_the_same_ticket(
     client: httpx.AsyncClient, intake: ServiceUnderTest
 ) -> None:
@@ -345,6 +414,51 @@ async def test_a_database_outage_is_a_503_to_retry_not_a_500(
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "service_unavailable"
     assert response.headers["retry-after"] == "2"
+
+
+async def test_a_saturated_connection_pool_is_a_503_to_retry_not_a_500(
+    client: httpx.AsyncClient, intake: ServiceUnderTest, database_url: str
+) -> None:
+    """Every connection busy for longer than a request may wait for one: the caller is told
+    to come back, and nothing is created."""
+    saturated = create_async_engine(database_url, pool_size=1, max_overflow=0, pool_timeout=0.1)
+    container = intake.container
+    container.tickets = TicketService(
+        UnitOfWorkFactory(saturated, MESSAGING, "intake"), container.settings
+    )
+    try:
+        async with saturated.connect():  # the pool's only connection, held by someone else
+            response = await client.post("/api/v1/tickets", json=ticket())
+    finally:
+        await saturated.dispose()
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "service_unavailable"
+    assert response.headers["retry-after"] == "2"
+    assert await intake.published() == []
+
+
+async def test_a_read_during_a_database_outage_is_a_503_to_retry_not_a_500(
+    cut_off: FastAPI,
+) -> None:
+    async with client_of(cut_off) as http:
+        response = await http.get(
+            "/api/v1/tickets/SD-000001", headers={"X-Access-Key": "secret-key-123"}
+        )
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "service_unavailable"
+    assert response.headers["retry-after"] == "2"
+
+
+async def test_intake_is_not_ready_while_its_database_is_unreachable(cut_off: FastAPI) -> None:
+    """Even the front door, which stays ready without its broker, cannot keep a ticket
+    without its database: it must be taken out of rotation."""
+    async with client_of(cut_off) as http:
+        response = await http.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["status"] == "not_ready"
+    checks = response.json()["checks"]
+    assert checks["database"].startswith("unreachable"), checks
+    assert checks["bus"] == "ok"
 
 
 async def test_expired_idempotency_answers_and_their_keys_are_forgotten(

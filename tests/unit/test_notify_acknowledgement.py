@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -211,3 +212,31 @@ async def test_a_dispatcher_whose_lease_ran_out_does_not_record_the_send_again(
 
         assert len(transport.sent) == 2  # the mail went twice: Message-ID folds the copies
         assert len(await notify.published("notification.sent")) == 1
+
+
+async def test_an_acknowledgement_written_again_from_the_same_events_has_the_same_message_id(
+    tmp_path: Path,
+) -> None:
+    """The Message-ID is what folds a second copy into one for the reader. A re-send of a
+    stored delivery repeats its bytes; this is the case where the mail is written anew: notify's
+    database restored from a backup taken before the ticket, its events replayed."""
+    tickets = [uuid.uuid4(), uuid.uuid4()]
+    events = [
+        envelope(event, ticket_id=ticket_id, source=source)
+        for ticket_id in tickets
+        for event, source in ((ticket_created(), "intake"), (clocks_started(), "sla"))
+    ]
+    message_ids: dict[str, list[str]] = {}
+    for database in ("before the backup", "restored"):
+        transport = RecordingTransport()
+        url = f"sqlite+aiosqlite:///{tmp_path / database}.sqlite3"
+        async with service("notify", url, transport=transport) as notify:
+            for ticket_events in (events[:2], events[2:]):  # one ticket after the other
+                for event in ticket_events:
+                    await notify.deliver(event)
+                assert await notify.container.dispatcher.dispatch_once() == 1
+        message_ids[database] = [str(mail["Message-ID"]) for mail in transport.sent]
+
+    first, second = message_ids["before the backup"]
+    assert message_ids["restored"] == [first, second]
+    assert first != second  # each ticket its own: two tickets' mails must never fold

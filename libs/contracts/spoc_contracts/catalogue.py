@@ -102,23 +102,21 @@ def _compare_value(
         problems.append(f"{where}: type changed from {before} to {after}")
 
 
+def schema_breaking_changes(where: str, old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Every way schema `new` breaks a consumer or producer written against `old` (one event
+    version, or the envelope); empty if additive. Problems are prefixed with `where`."""
+    problems: list[str] = []
+    _compare_object(where, old, new, old, new, problems)
+    return problems
+
+
 def breaking_changes(old: CatalogueDoc, new: CatalogueDoc) -> list[str]:
     """Every way `new` breaks a consumer or producer written against `old`; empty if additive."""
-    problems: list[str] = []
-    _compare_object(
-        "envelope", old["envelope"], new["envelope"], old["envelope"], new["envelope"], problems
-    )
+    problems = schema_breaking_changes("envelope", old["envelope"], new["envelope"])
     for key, old_event in old["events"].items():
         new_event = new["events"].get(key)
         if new_event is None:
             problems.append(f"{key}: event removed (publish a new version beside it instead)")
             continue
-        _compare_object(
-            key,
-            old_event["schema"],
-            new_event["schema"],
-            old_event["schema"],
-            new_event["schema"],
-            problems,
-        )
+        problems += schema_breaking_changes(key, old_event["schema"], new_event["schema"])
     return problems

@@ -60,7 +60,9 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
+def create_engine(
+    url: str, *, pool_size: int = 10, pool_timeout: float = 10.0, echo: bool = False
+) -> AsyncEngine:
     if is_sqlite(url):
         # SQLite takes one writer at a time; one connection per process serialises work in
         # Python instead of failing with "database is locked" under load.
@@ -80,6 +82,7 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
         url,
         pool_size=pool_size,
         max_overflow=0,
+        pool_timeout=pool_timeout,
         # No pre-ping: on asyncpg it is BEGIN, a query and ROLLBACK before every transaction,
         # three round trips that cost more PostgreSQL CPU than the work itself (measured).
         # A connection that died with its server fails once; SQLAlchemy then drops the whole

@@ -121,7 +121,13 @@ class OutboxRelay:
                 delay = backoff_seconds(row.attempts, self.settings.max_backoff)
                 await conn.execute(
                     update(self._outbox)
-                    .where(self._outbox.c.id == row.id)
+                    .where(
+                        self._outbox.c.id == row.id,
+                        # Still ours: once the lease ran out another relay may hold the row, or
+                        # have published it; its schedule and outcome are not ours to change.
+                        self._outbox.c.attempts == row.attempts,
+                        self._outbox.c.published_at.is_(None),
+                    )
                     .values(
                         next_attempt_at=database_time_in(dialect, delay),
                         last_error=str(error)[:2000],

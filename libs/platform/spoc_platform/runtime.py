@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 # The default of ServiceSettings.inbox_retention_days, for runtimes built without settings.
 INBOX_RETENTION = timedelta(days=7)
 STOP_TIMEOUT = 10.0
+READINESS_TIMEOUT = 2.0
+RELAY_PASS_TIMEOUT = 5.0
 
 
 class BackgroundWorker(Protocol):
@@ -161,6 +163,7 @@ class ServiceRuntime:
         if self.queue.bindings:
             self._subscription = await self.bus.consume(self.queue, self.consumer.handle)
         self._tasks = [
+            # First: stop() waits for the relay's pass under way before its final flush.
             asyncio.create_task(self.relay.run(), name=f"{self.service}-relay"),
             asyncio.create_task(self._housekeeping(), name=f"{self.service}-housekeeping"),
             *(
@@ -180,24 +183,35 @@ class ServiceRuntime:
                 await asyncio.wait_for(self._subscription.cancel(), STOP_TIMEOUT)
             self._subscription = None
         for worker in self.workers:
-            await worker.stop()
+            # Bounded too: a worker stuck on its own dependency must not hold back the flush.
+            try:
+                await asyncio.wait_for(worker.stop(), STOP_TIMEOUT)
+            except Exception:  # stopping goes on whatever a worker does
+                log.exception("%s did not stop cleanly", type(worker).__name__)
         await self.relay.stop()
+        if self._tasks:
+            # Let a pass under way finish: cancelled between claiming rows and marking them,
+            # it would leave them leased, so the flush below could not take them and they would
+            # wait out the lease after the next start.
+            await asyncio.wait({self._tasks[0]}, timeout=RELAY_PASS_TIMEOUT)
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.relay.relay_once(), 5)
+            await asyncio.wait_for(self.relay.relay_once(), RELAY_PASS_TIMEOUT)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         if self._owns_bus:
-            await self.bus.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.bus.close(), STOP_TIMEOUT)
         await self.engine.dispose()
         log.info("%s stopped", self.service)
 
     async def readiness(self) -> dict[str, str]:
         checks: dict[str, str] = {}
         try:
-            async with self.engine.connect() as conn:
-                await asyncio.wait_for(conn.execute(text("SELECT 1")), 2)
+            # The connect is bounded too: a server that drops packets instead of refusing
+            # them would hold the probe past its own timeout, and it would never hear 503.
+            await asyncio.wait_for(self._select_one(), READINESS_TIMEOUT)
             checks["database"] = "ok"
         except Exception as error:  # noqa: BLE001 - readiness reports, it does not raise
             checks["database"] = f"unreachable: {type(error).__name__}"
@@ -219,6 +233,10 @@ class ServiceRuntime:
         else:
             checks["bus"] = "unreachable"
         return checks
+
+    async def _select_one(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
 
     async def housekeep(self) -> None:
         """One pass of pruning: handled-event ids and failure counts past the redelivery
@@ -276,7 +294,11 @@ def build_runtime(
         bus = MemoryBus()
     return ServiceRuntime(
         service=service,
-        engine=create_engine(settings.database_url, pool_size=settings.database_pool_size),
+        engine=create_engine(
+            settings.database_url,
+            pool_size=settings.database_pool_size,
+            pool_timeout=settings.database_pool_timeout,
+        ),
         tables=tables,
         bus=bus,
         owns_bus=owns_bus,

@@ -17,6 +17,10 @@ class ServiceSettings(BaseSettings):
     # A fixed pool: opening and closing overflow connections under load cost PostgreSQL more
     # than the work. Handlers beyond it wait for a connection rather than open one.
     database_pool_size: int = Field(default=20, ge=1, le=200)
+    # How long work waits for a pooled connection before it counts as an outage: an HTTP
+    # request then answers 503 with Retry-After (well inside clients' and proxies' timeouts),
+    # an event is held and tried again.
+    database_pool_timeout: float = Field(default=10.0, gt=0, le=300)
     bus: Literal["amqp", "memory"] = "amqp"
     # Shared by every service, so it has no service prefix.
     amqp_url: str = Field(
@@ -52,8 +56,8 @@ class ServiceSettings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool | None = None
     max_body_bytes: int = Field(default=65_536, ge=1024)
-    # Bearer token of the admin API (/admin/...: dead letters). Unset: that API does not exist.
-    # Bearer token of the admin API (dead letters); long enough not to be guessed online.
+    # Bearer token of the admin API (/admin/...: dead letters), long enough not to be guessed
+    # online. Unset: that API does not exist.
     admin_token: SecretStr | None = Field(default=None, min_length=32)
 
     @model_validator(mode="after")

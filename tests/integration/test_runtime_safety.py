@@ -1,0 +1,293 @@
+"""The runtime's safety nets, on SQLite and the real PostgreSQL: housekeeping keeps what the
+redelivery horizon still needs, a failed publish backs off, and a stop always ends."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+
+from spoc_contracts import Envelope
+from spoc_platform.bus import Delivery, MessageHandler, PoisonMessage, QueueSpec, RetryLater
+from spoc_platform.bus.memory import MemoryBus
+from spoc_platform.db import create_engine, utc_now
+from spoc_platform.relay import RelaySettings
+from spoc_platform.runtime import ServiceRuntime
+from spoc_platform.unit_of_work import UnitOfWork, UnitOfWorkFactory
+from tests.harness import envelope, ticket_created
+from tests.integration.test_outbox_and_inbox import FlakyBus, Store, relay_for, write_note
+from tests.support import eventually
+
+pytestmark = pytest.mark.integration
+
+RETENTION = timedelta(days=2)
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Store]:
+    engine = create_engine(database_url)
+    built = Store(engine)
+    async with engine.begin() as conn:
+        await conn.run_sync(built.metadata.create_all)
+    try:
+        yield built
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+async def bus() -> AsyncIterator[FlakyBus]:
+    memory = FlakyBus()
+    await memory.connect()
+    await memory.declare(QueueSpec("listener", ("#",)))
+    yield memory
+    await memory.close()
+
+
+class Handled:
+    """A handler that counts its runs and fails while `failing` is set."""
+
+    def __init__(self) -> None:
+        self.runs = 0
+        self.failing = False
+
+    async def __call__(self, event: Any, *, envelope: Envelope, uow: UnitOfWork) -> None:
+        self.runs += 1
+        if self.failing:
+            raise RuntimeError("a dependency of the handler is down")
+
+
+def runtime_for(store: Store, bus: MemoryBus, handler: Handled, **options: Any) -> ServiceRuntime:
+    return ServiceRuntime(
+        service="desk",
+        engine=store.engine,
+        tables=store.tables,
+        bus=bus,
+        owns_bus=False,
+        handlers={"ticket.created": handler},
+        bindings=("ticket.created",),
+        publishes=("ticket.created",),
+        inbox_retention=RETENTION,
+        **options,
+    )
+
+
+def delivery_of(env: Envelope, count: int = 0) -> Delivery:
+    return Delivery(str(env.id), env.type, env.to_bytes(), count)
+
+
+async def age(store: Store, column: Any, event: Envelope, by: timedelta) -> None:
+    """Moves the event's row in `column`'s table back in time, as if written `by` ago."""
+    async with store.engine.begin() as conn:
+        await conn.execute(
+            update(column.table)
+            .where(column.table.c.event_id == event.id)
+            .values({column.name: utc_now() - by})
+        )
+
+
+async def test_housekeeping_keeps_handled_ids_within_the_horizon_so_redeliveries_stay_duplicates(
+    store: Store,
+) -> None:
+    handler = Handled()
+    runtime = runtime_for(store, MemoryBus(), handler)
+    recent, old = envelope(ticket_created()), envelope(ticket_created())
+    for event in (recent, old):
+        await runtime.consumer.handle(delivery_of(event))
+    await age(store, store.tables.inbox.c.handled_at, recent, RETENTION - timedelta(hours=1))
+    await age(store, store.tables.inbox.c.handled_at, old, RETENTION + timedelta(hours=1))
+
+    await runtime.housekeep()
+
+    await runtime.consumer.handle(delivery_of(recent, count=1))
+    assert handler.runs == 2, "a redelivery within the horizon was handled a second time"
+    inbox = store.tables.inbox
+    assert await store.count(inbox, inbox.c.event_id == old.id) == 0, "kept past its horizon"
+
+
+async def test_housekeeping_keeps_failure_counts_within_the_horizon_so_the_limit_still_holds(
+    store: Store,
+) -> None:
+    handler = Handled()
+    handler.failing = True
+    runtime = runtime_for(store, MemoryBus(), handler, delivery_limit=2)
+    recent, old = envelope(ticket_created()), envelope(ticket_created())
+    for event in (recent, old):
+        with pytest.raises(RetryLater):
+            await runtime.consumer.handle(delivery_of(event))
+    failures = store.tables.delivery_failure.c.last_failed_at
+    await age(store, failures, recent, RETENTION - timedelta(hours=1))
+    await age(store, failures, old, RETENTION + timedelta(hours=1))
+
+    await runtime.housekeep()
+
+    # The recent event's first failure still counts: its second one reaches the limit.
+    with pytest.raises(PoisonMessage, match="failed 2 times"):
+        await runtime.consumer.handle(delivery_of(recent, count=1))
+    # The old one's count was forgotten: it starts again from one.
+    with pytest.raises(RetryLater):
+        await runtime.consumer.handle(delivery_of(old, count=1))
+
+
+async def test_a_publish_that_keeps_failing_is_retried_later_and_later_up_to_the_ceiling(
+    store: Store, bus: FlakyBus
+) -> None:
+    await write_note(store, "while the broker is away")
+    relay = relay_for(store, bus, max_backoff=1.5)
+    outbox = store.tables.outbox
+    bus.down = True
+
+    pauses = []
+    for _ in range(4):
+        before = utc_now()
+        assert await relay.relay_once() == 0
+        after = utc_now()
+        async with store.engine.begin() as conn:
+            due = (await conn.execute(select(outbox.c.next_attempt_at))).scalar_one()
+            # Due now, so the next pass tries it again instead of waiting out the pause.
+            await conn.execute(
+                update(outbox).values(next_attempt_at=datetime(2000, 1, 1, tzinfo=UTC))
+            )
+        # The pause the relay chose lies between these two (the pass took after - before).
+        pauses.append(((due - after).total_seconds(), (due - before).total_seconds()))
+
+    slack = 0.05  # the database's clock and ours, read a moment apart
+    for failed, ((shortest, longest), expected) in enumerate(
+        zip(pauses, [0.5, 1.0, 1.5, 1.5], strict=True), start=1
+    ):
+        assert shortest - slack <= expected <= longest + slack, (
+            f"after {failed} failed publish(es) the pause was {shortest:.3f}-{longest:.3f} s, "
+            f"not {expected} s"
+        )
+
+
+class HangingBus(MemoryBus):
+    """A broker whose connection hangs: cancelling a consumer never gets its answer."""
+
+    async def consume(self, spec: QueueSpec, handler: MessageHandler) -> _HangingSubscription:
+        return _HangingSubscription(await super().consume(spec, handler))
+
+
+class _HangingSubscription:
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    async def cancel(self) -> None:
+        await self._inner.cancel()  # the memory bus stops delivering; the answer never comes
+        await asyncio.Event().wait()
+
+    async def pause(self) -> None:
+        await self._inner.pause()
+
+    async def resume(self) -> None:
+        await self._inner.resume()
+
+
+async def test_a_stop_ends_and_flushes_the_outbox_even_when_the_broker_never_answers(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import spoc_platform.runtime
+
+    monkeypatch.setattr(spoc_platform.runtime, "STOP_TIMEOUT", 0.05)
+    bus = HangingBus()
+    await bus.connect()
+    await bus.declare(QueueSpec("listener", ("#",)))
+    # Without a wake-up the relay would not look again for an hour: only the final flush can
+    # send what is committed once it has settled.
+    runtime = runtime_for(store, bus, Handled(), relay_settings=RelaySettings(poll_interval=3600))
+    # Another replica's unit of work: its commits do not wake this runtime's relay.
+    elsewhere = UnitOfWorkFactory(store.engine, store.tables, "desk")
+
+    async def publish_elsewhere() -> None:
+        async with elsewhere() as uow:
+            await uow.publish(ticket_created(), ticket_id=uuid.uuid4())
+
+    await publish_elsewhere()
+    await runtime.start()
+    try:
+
+        async def relay_settled() -> bool:
+            return bus.depth("listener") == 1
+
+        await eventually(relay_settled, message="the relay's first pass published nothing")
+        await publish_elsewhere()
+    finally:
+        try:
+            await asyncio.wait_for(runtime.stop(), 5)
+        except TimeoutError:
+            pytest.fail("the stop waited for the broker's answer and never ended")
+        await bus.close()
+
+    assert bus.depth("listener") == 2, "the final flush did not run"
+
+
+class StuckWorker:
+    """A background worker whose stop waits on a dependency that never answers."""
+
+    async def run(self) -> None:
+        await asyncio.Event().wait()
+
+    async def stop(self) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_a_stop_ends_and_flushes_the_outbox_even_when_a_worker_never_stops(
+    store: Store, bus: FlakyBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import spoc_platform.runtime
+
+    monkeypatch.setattr(spoc_platform.runtime, "STOP_TIMEOUT", 0.05)
+    runtime = runtime_for(
+        store,
+        bus,
+        Handled(),
+        relay_settings=RelaySettings(poll_interval=3600),
+        workers=[StuckWorker()],
+    )
+    elsewhere = UnitOfWorkFactory(store.engine, store.tables, "desk")
+    await runtime.start()
+    try:
+        async with elsewhere() as uow:
+            await uow.publish(ticket_created(), ticket_id=uuid.uuid4())
+    finally:
+        try:
+            await asyncio.wait_for(runtime.stop(), 5)
+        except TimeoutError:
+            pytest.fail("the stop waited for a stuck worker and never ended")
+
+    assert bus.depth("listener") == 1, "the final flush did not run"
+
+
+async def test_readiness_says_not_ready_in_time_when_the_database_server_never_answers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import socket
+
+    import spoc_platform.runtime
+
+    monkeypatch.setattr(spoc_platform.runtime, "READINESS_TIMEOUT", 0.3)
+    # A server that takes the TCP connection and then says nothing (a half-dead host, a
+    # firewall that swallows packets): the connect itself never finishes.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    port = silent.getsockname()[1]
+    engine = create_engine(f"postgresql+asyncpg://spoc@127.0.0.1:{port}/spoc")
+    bus = MemoryBus()
+    await bus.connect()
+    runtime = runtime_for(Store(engine), bus, Handled())
+    try:
+        checks = await asyncio.wait_for(runtime.readiness(), 5)
+    except TimeoutError:
+        pytest.fail("readiness waited for the silent server and never answered")
+    finally:
+        silent.close()
+        await bus.close()
+        await engine.dispose()
+
+    assert checks["database"] == "unreachable: TimeoutError"
