@@ -10,10 +10,11 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import aio_pika
+import httpx
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
-from spoc_platform.bus import EVENTS_EXCHANGE, QueueSpec
+from spoc_platform.bus import EVENTS_EXCHANGE, PublishError, QueueSpec
 from spoc_platform.bus.amqp import AmqpBus
 from spoc_platform.bus.amqp_dead_letters import (
     DeadLetterQueueMissing,
@@ -21,7 +22,7 @@ from spoc_platform.bus.amqp_dead_letters import (
     purge_dead_letters,
     replay_dead_letters,
 )
-from tests.support import RabbitAdmin, eventually
+from tests.support import RABBITMQ_API, RABBITMQ_AUTH, RabbitAdmin, eventually
 
 pytestmark = pytest.mark.broker
 
@@ -327,3 +328,242 @@ def test_status_reads_queue_depth_consumers_and_dead_letters_from_the_management
     assert (rows["routing"]["queue_ready"], rows["routing"]["consumers"]) == (0, 0)
     assert (rows["notify"]["dead"], rows["notify"]["queue_ready"]) == (0, 0)
     assert rows["intake"]["queue_ready"] is None  # no intake queue declared in this vhost
+
+
+class ForeignText(str):
+    """A header value as a client that does not speak UTF-8 would send it (Latin-1 bytes)."""
+
+    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        return str(self).encode("latin-1")
+
+
+async def test_each_dead_letter_is_read_from_whatever_its_headers_and_properties_say(
+    connection: AbstractRobustConnection, channel: AbstractChannel
+) -> None:
+    first, second = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), datetime(2026, 1, 3, tzinfo=UTC)
+    letters = [
+        # Dead-lettered by the broker twice, after an expiry it does not count: the key is the
+        # oldest death's, the reason the newest's, the attempts their sum.
+        aio_pika.Message(
+            b"{}",
+            message_id="m-broker",
+            headers={
+                "x-death": [
+                    {
+                        "reason": "delivery_limit",
+                        "count": 1,
+                        "queue": "routing.events",
+                        "routing-keys": ["routing.events"],
+                        "time": second,
+                    },
+                    {
+                        "reason": "rejected",
+                        "count": 2,
+                        "queue": "routing.events",
+                        "routing-keys": ["ticket.assigned"],
+                        "time": first,
+                    },
+                    {"reason": "expired", "count": 0},
+                    {"reason": "maxlen"},  # no count: none to add
+                    "not a death",
+                ]
+            },
+        ),
+        # Dead-lettered by a consumer, then by the broker: both reasons; what cannot be read
+        # (a text count, a text time, the queue's own name as the key) is passed over.
+        aio_pika.Message(
+            b"{}",
+            message_id="m-both",
+            type="ticket.updated",
+            headers={
+                "x-first-death-reason": "rejected",
+                "x-spoc-error": "KeyError: 'group'",
+                "x-spoc-attempts": "7",
+                "x-spoc-dead-at": "yesterday",
+                "x-spoc-original-routing-key": "routing.events",
+                "x-death": [
+                    {"reason": "expired", "count": 4, "routing-keys": ["routing"], "time": first}
+                ],
+            },
+        ),
+        # The recorded key wins over the deaths' and the type.
+        aio_pika.Message(
+            b"{}",
+            message_id="m-recorded",
+            type="ticket.updated",
+            headers={
+                "x-spoc-original-routing-key": "ticket.escalated",
+                "x-spoc-attempts": 2,
+                "x-death": [{"reason": "rejected", "count": 1, "routing-keys": ["ticket.other"]}],
+            },
+        ),
+        # From a client of its own: a Latin-1 error, a number for a key, a flag for a count.
+        aio_pika.Message(
+            b'{"type": "ticket.created"}',
+            message_id="m-foreign",
+            headers={
+                "x-spoc-error": ForeignText("prioridad inválida"),
+                "x-spoc-original-routing-key": 17,
+                "x-spoc-attempts": True,
+                "x-spoc-dead-at": "2026-01-02T05:04:05+02:00",
+            },
+        ),
+        # Nothing to go by but the message's own timestamp.
+        aio_pika.Message(b'["not", "an", "envelope"]', message_id="m-bare", timestamp=first),
+    ]
+    dead = await channel.get_exchange("spoc.dead")
+    for letter in letters:
+        await dead.publish(letter, routing_key="routing")
+
+    listed = await list_dead_letters(connection, "routing", 10)
+
+    assert [(d.message_id, d.routing_key, d.reason, d.attempts, d.dead_at) for d in listed] == [
+        ("m-broker", "ticket.assigned", "delivery_limit", 3, second),
+        ("m-both", "ticket.updated", "rejected: KeyError: 'group'", 4, first),
+        ("m-recorded", "ticket.escalated", "rejected", 2, None),
+        ("m-foreign", "ticket.created", "prioridad inv\ufffdlida", 0, first),
+        ("m-bare", "", "unknown", 0, first),
+    ]
+    assert [d.body for d in listed] == [m.body for m in letters]
+    assert await list_dead_letters(connection, "routing", 0) == []
+    assert [d.message_id for d in await list_dead_letters(connection, "routing", 1)] == ["m-broker"]
+
+
+async def test_a_replayed_copy_keeps_the_message_and_its_own_headers_and_counts_replays(
+    connection: AbstractRobustConnection, channel: AbstractChannel
+) -> None:
+    dead = await channel.get_exchange("spoc.dead")
+    await dead.publish(
+        aio_pika.Message(
+            envelope("t-1"),
+            message_id="m-1",
+            correlation_id="c-1",
+            type="ticket.created",
+            headers={
+                "x-tenant": "acme",
+                "x-spoc-error": "boom",
+                "x-spoc-attempts": 3,
+                "x-spoc-dead-at": "2026-01-02T03:04:05+00:00",
+                "x-spoc-original-routing-key": "ticket.created",
+                "x-first-death-reason": "rejected",
+                "x-first-death-queue": "routing.events",
+                "x-first-death-exchange": "spoc.events",
+                "x-last-death-reason": "rejected",
+                "x-last-death-queue": "routing.events",
+                "x-last-death-exchange": "spoc.events",
+                "x-death": [{"reason": "rejected", "count": 1}],
+            },
+        ),
+        routing_key="routing",
+    )
+    queue = await channel.get_queue("routing.events")
+
+    replays = []
+    for _ in range(2):
+        assert await replay_dead_letters(connection, "routing", ["m-1"]) == 1
+        replayed = await eventually(lambda: queue.get(no_ack=False, fail=False))
+        replays.append(replayed)
+        # Still failing: the broker dead-letters the copy again, and it is replayed again.
+        await replayed.reject(requeue=False)
+        await eventually(lambda: list_dead_letters(connection, "routing", 10))
+
+    first, second = replays
+    assert (first.message_id, first.correlation_id, first.type) == ("m-1", "c-1", "ticket.created")
+    assert first.content_type == "application/json"  # the dead copy had none
+    assert first.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+    assert json.loads(first.body)["ticket_id"] == "t-1"
+    headers = {k: v for k, v in first.headers.items() if k != "x-delivery-count"}
+    assert headers == {
+        "x-tenant": "acme",
+        "x-spoc-original-routing-key": "ticket.created",
+        "x-spoc-replays": 1,
+    }
+    assert second.headers["x-spoc-replays"] == 2
+    assert second.headers["x-spoc-original-routing-key"] == "ticket.created"
+    assert "x-death" not in second.headers
+
+
+async def test_a_replay_the_service_queue_cannot_take_raises_and_leaves_the_letter_dead(
+    rabbit: RabbitAdmin, connection: AbstractRobustConnection, channel: AbstractChannel
+) -> None:
+    await dead_routing_letters(rabbit, channel, "m-1")
+    await channel.queue_delete("routing.events")
+
+    with pytest.raises(
+        PublishError, match=r"^routing\.events did not take the replayed message"
+    ) as raised:
+        await replay_dead_letters(connection, "routing", None)
+    assert raised.value.unroutable  # returned by the broker: no such queue
+
+    # Still dead, once the failed pass's channel has given it back (a failed pass does not
+    # wait for that, as a successful one does).
+    async def dead_ids() -> list[str | None]:
+        return [d.message_id for d in await list_dead_letters(connection, "routing", 10)]
+
+    assert await eventually(dead_ids, message="the letter still dead") == ["m-1"]
+
+
+async def test_working_dead_letters_leaves_no_channel_open(
+    rabbit: RabbitAdmin, connection: AbstractRobustConnection, channel: AbstractChannel
+) -> None:
+    """An operator's session (or the admin API's long-lived connection) runs many passes over
+    a dead-letter queue: each must close the channels it opened."""
+    dead = await channel.get_exchange("spoc.dead")
+    for n in range(1, 7):
+        await dead.publish(aio_pika.Message(envelope(f"t-{n}"), message_id=f"m-{n}"), "routing")
+    await channel.close()
+
+    assert len(await list_dead_letters(connection, "routing", 2)) == 2
+    assert await replay_dead_letters(connection, "routing", ["m-1", "m-2"]) == 2
+    assert await purge_dead_letters(connection, "routing", ["m-3", "m-4"]) == 2
+    assert [d.message_id for d in await list_dead_letters(connection, "routing", 10)] == [
+        "m-5",
+        "m-6",
+    ]
+    assert await purge_dead_letters(connection, "routing", None) == 2
+
+    # The management API lists channels a few seconds late: once a channel opened after all
+    # of those calls is listed, any channel they left open would be too.
+    marker = await connection.channel()
+    async with httpx.AsyncClient(base_url=RABBITMQ_API, auth=RABBITMQ_AUTH) as api:
+
+        async def only_the_marker_open() -> bool:
+            response = await api.get(f"/vhosts/{rabbit.vhost}/channels")
+            response.raise_for_status()
+            return [c["number"] for c in response.json()] == [marker.number]
+
+        await eventually(only_the_marker_open, timeout=30, interval=0.5)
+
+
+async def test_the_bus_lists_the_oldest_hundred_dead_letters_unless_told_otherwise(
+    rabbit: RabbitAdmin, channel: AbstractChannel
+) -> None:
+    dead = await channel.get_exchange("spoc.dead")
+    for n in range(101):
+        await dead.publish(aio_pika.Message(b"{}", message_id=f"m-{n:03d}"), "routing")
+    bus = AmqpBus(rabbit.amqp_url, publish_timeout=5)
+    await bus.connect()
+    try:
+        listed = await bus.dead_letters("routing")
+        assert [d.message_id for d in listed] == [f"m-{n:03d}" for n in range(100)]
+        assert len(await bus.dead_letters("routing", limit=101)) == 101
+    finally:
+        await bus.close()
+
+
+async def test_a_replayed_copy_names_the_key_it_was_first_published_with_not_its_queue(
+    connection: AbstractRobustConnection, channel: AbstractChannel
+) -> None:
+    # Sent straight to the queue (the default exchange, keyed by the queue's name), then
+    # rejected: the broker's x-death names only the queue; the type says what it is.
+    await channel.default_exchange.publish(
+        aio_pika.Message(b"{}", message_id="m-1", type="ticket.created"), "routing.events"
+    )
+    await kill_on(channel, "routing.events", 1)
+    await eventually(lambda: list_dead_letters(connection, "routing", 10))
+
+    assert await replay_dead_letters(connection, "routing", ["m-1"]) == 1
+
+    queue = await channel.get_queue("routing.events")
+    replayed = await eventually(lambda: queue.get(no_ack=True, fail=False))
+    assert replayed.headers["x-spoc-original-routing-key"] == "ticket.created"

@@ -4,6 +4,7 @@ limits as policies, rolling deploys, poison messages and connection flaps."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -357,3 +358,45 @@ async def test_the_topology_step_makes_every_queue_and_policy_before_any_service
         assert f"spoc-{service}-dead" in policies
     assert policies["spoc-notify-events"] == {"delivery-limit": 3 * 5}
     assert policies["spoc-routing-events"] == {"delivery-limit": 10 * 5}
+
+
+async def test_queues_an_earlier_release_declared_otherwise_are_used_as_they_are_and_logged(
+    bus: AmqpBus, rabbit: RabbitAdmin, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Both queues as an earlier release declared them: each redeclare fails with 406 and closes
+    its channel; the bus goes on with each queue as it is and names it in a warning."""
+    old_dead: dict[str, Any] = {"x-queue-type": "quorum", "x-max-length": 100}
+    old_events: dict[str, Any] = {"x-queue-type": "quorum", "x-delivery-limit": 10}
+    connection = await aio_pika.connect(rabbit.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.declare_queue("desk.dead", durable=True, arguments=old_dead)
+        await channel.declare_queue("desk.events", durable=True, arguments=old_events)
+
+    handled: list[str] = []
+
+    async def handler(delivery: Delivery) -> None:
+        handled.append(str(delivery.message_id))
+
+    spec = QueueSpec("desk", ("ticket.updated",), delivery_limit=3)
+    with caplog.at_level(logging.WARNING, logger="spoc_platform.bus.amqp"):
+        subscription = await bus.consume(spec, handler)
+        try:
+            message = updated("SD-1")
+            await bus.publish(outgoing(message))
+            await eventually(lambda: _contains(handled, str(message.id)), message="not consumed")
+        finally:
+            await subscription.cancel()
+
+    warnings = [r.getMessage() for r in caplog.records if r.name == "spoc_platform.bus.amqp"]
+    assert [w.partition(" (")[0] for w in warnings] == [
+        "queue desk.dead exists with other arguments; using it as it is",
+        "queue desk.events exists with other arguments; using it as it is",
+    ]
+    assert all("PRECONDITION_FAILED" in w for w in warnings), warnings
+    assert rabbit.queue("desk.dead")["arguments"] == old_dead
+    assert rabbit.queue("desk.events")["arguments"] == old_events
+    # Bound all the same: the dead-letter exchange reaches the old dead queue.
+    assert [
+        (b["source"], b["routing_key"]) for b in rabbit.bindings("desk.dead") if b["source"]
+    ] == [("spoc.dead", "desk")]

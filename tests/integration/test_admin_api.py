@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from spoc.services import SERVICES, ServiceName
 from spoc_contracts import Envelope
-from spoc_platform.bus import OutgoingMessage
+from spoc_platform.admin import detail, export_in_process_bus
+from spoc_platform.bus import DeadLetter, MessageBus, OutgoingMessage, PublishError, QueueSpec
+from spoc_platform.bus.amqp_dead_letters import DeadLetterQueueMissing
+from spoc_platform.web import create_service_app
 from tests.harness import ServiceUnderTest, envelope, service, ticket_created
 from tests.support import eventually
 
@@ -165,3 +171,189 @@ def test_a_short_admin_token_is_refused_at_start(sqlite_url: str) -> None:
 
     with pytest.raises(ValidationError, match="admin_token"):
         RoutingSettings(database_url=sqlite_url, admin_token="short-guessable")
+
+
+class UnansweringBus:
+    """A bus whose every dead-letter operation fails with `error`, as a broker can."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    async def dead_letters(self, service: str, *, limit: int = 100) -> list[DeadLetter]:
+        raise self.error
+
+    async def replay_dead_letters(self, service: str, message_ids: Any = None) -> int:
+        raise self.error
+
+    async def purge_dead_letters(self, service: str, message_ids: Any = None) -> int:
+        raise self.error
+
+
+@asynccontextmanager
+async def admin_over(bus: UnansweringBus) -> AsyncIterator[httpx.AsyncClient]:
+    async def ready() -> dict[str, str]:
+        return {"bus": "ok"}
+
+    app = create_service_app(
+        service="routing",
+        title="routing",
+        readiness=ready,
+        bus=cast(MessageBus, bus),
+        admin_token=TOKEN,
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://routing") as http:
+        yield http
+
+
+async def test_an_admin_call_for_a_dead_letter_queue_the_broker_lacks_is_a_404() -> None:
+    missing = DeadLetterQueueMissing("routing.dead does not exist in this vhost")
+    async with admin_over(UnansweringBus(missing)) as http:
+        for method, path, body in ADMIN_CALLS:
+            answer = await http.request(method, path, json=body, headers=AUTH)
+            assert (answer.status_code, answer.json()) == (
+                404,
+                {
+                    "error": {
+                        "code": "not_found",
+                        "message": "routing.dead does not exist in this vhost",
+                        "details": [],
+                    }
+                },
+            ), (method, path)
+
+
+async def test_an_admin_call_the_bus_cannot_answer_is_a_503_to_retry() -> None:
+    async with admin_over(UnansweringBus(PublishError("channel closed"))) as http:
+        for method, path, body in ADMIN_CALLS:
+            answer = await http.request(method, path, json=body, headers=AUTH)
+            assert (answer.status_code, answer.json()) == (
+                503,
+                {
+                    "error": {
+                        "code": "service_unavailable",
+                        "message": "the message bus did not answer: PublishError('channel closed')",
+                        "details": [],
+                    }
+                },
+            ), (method, path)
+
+
+DIED_AT = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+
+
+def test_a_dead_letter_reads_with_its_ticket_its_type_and_how_long_ago_it_died() -> None:
+    event = envelope(ticket_created())
+    # The broker did not keep the routing key: the type is read from the envelope.
+    letter = DeadLetter(str(event.id), "", event.to_bytes(), "handler failed", 3, DIED_AT)
+
+    assert detail(letter, DIED_AT + timedelta(seconds=90)).model_dump() == {
+        "message_id": str(event.id),
+        "type": "ticket.created",
+        "ticket_id": str(event.ticket_id),
+        "number": "SD-000042",
+        "reason": "handler failed",
+        "attempts": 3,
+        "dead_at": DIED_AT,
+        "age_seconds": 90.0,
+        "envelope": json.loads(event.to_bytes()),
+        "body": None,
+    }
+
+
+@pytest.mark.parametrize(
+    ("routing_key", "body", "shown"),
+    [
+        ("ticket.created", b"not json", "not json"),
+        ("ticket.created", b'["json", "but not an envelope"]', '["json", "but not an envelope"]'),
+        ("ticket.created", b"\x80 not utf-8", "\ufffd not utf-8"),
+        ("", b"not json", "not json"),
+    ],
+)
+def test_a_poison_dead_letter_shows_its_raw_body_and_what_little_is_known(
+    routing_key: str, body: bytes, shown: str
+) -> None:
+    letter = DeadLetter("m-1", routing_key, body, "not an event envelope", 0, None)
+
+    assert detail(letter, DIED_AT).model_dump() == {
+        "message_id": "m-1",
+        "type": routing_key,
+        "ticket_id": None,
+        "number": None,
+        "reason": "not an event envelope",
+        "attempts": 0,
+        "dead_at": None,
+        "age_seconds": None,
+        "envelope": None,
+        "body": shown,
+    }
+
+
+@pytest.mark.parametrize(
+    "authorization", [f"Bearer {TOKEN}", f"bearer {TOKEN}", f"Bearer  {TOKEN}", f"BEARER {TOKEN} "]
+)
+async def test_the_admin_token_is_taken_in_any_form_the_bearer_scheme_allows(
+    sqlite_url: str, authorization: str
+) -> None:
+    """RFC 6750: the scheme is case-insensitive and one or more spaces separate it."""
+    async with routing_app(sqlite_url, admin_token=TOKEN) as (_, http):
+        answer = await http.get("/admin/dead-letters", headers={"Authorization": authorization})
+    assert answer.status_code == 200, answer.text
+
+
+async def test_a_refused_admin_call_says_why_and_how_to_authenticate(sqlite_url: str) -> None:
+    async with routing_app(sqlite_url, admin_token=TOKEN) as (_, http):
+        refused = await http.get("/admin/dead-letters", headers={"Authorization": "Bearer no"})
+        document = (await http.get("/openapi.json")).json()
+    assert (refused.status_code, refused.json()) == (
+        401,
+        {
+            "error": {
+                "code": "unauthorized",
+                "message": "a valid admin token is required (Authorization: Bearer …)",
+                "details": [],
+            }
+        },
+    )
+    assert refused.headers["www-authenticate"] == 'Bearer realm="spoc-admin"'
+    admin_paths = [path for path in document["paths"] if path.startswith("/admin/")]
+    assert admin_paths and all(
+        operation["tags"] == ["admin"]
+        for path in admin_paths
+        for operation in document["paths"][path].values()
+    )
+
+
+def gauge(name: str, service: str) -> float | None:
+    return REGISTRY.get_sample_value(name, {"service": service})
+
+
+async def test_each_service_on_one_in_process_bus_exports_its_own_dead_letters_and_queue(
+    sqlite_url: str,
+) -> None:
+    """As in the embedded default: routing and sla share one bus in one process, and each
+    service's gauges say its own counts, from the start and past any page size."""
+    async with routing_app(sqlite_url) as (routing, http):
+        # sla's queue on the same bus, and its export beside routing's, as one process has.
+        await routing.bus.declare(QueueSpec("sla", ("ticket.routed",)))
+        export_in_process_bus("sla", routing.bus)
+        for service_name in ("routing", "sla"):
+            assert gauge("spoc_dead_letters", service_name) == 0.0, service_name
+            assert gauge("spoc_queue_messages", service_name) == 0.0, service_name
+
+        for n in range(101):
+            await routing.bus.publish(OutgoingMessage(f"m-{n}", "ticket.created", b"nope"))
+
+        async def all_dead() -> bool:
+            return len(await routing.bus.dead_letters("routing", limit=1000)) == 101
+
+        await eventually(all_dead, message="101 dead letters")
+        # Nothing consumes sla's queue here: what is published to it waits.
+        for n in range(3):
+            await routing.bus.publish(OutgoingMessage(f"r-{n}", "ticket.routed", b"{}"))
+        scraped = (await http.get("/metrics")).text
+
+    assert 'spoc_dead_letters{service="routing"} 101.0' in scraped
+    assert 'spoc_dead_letters{service="sla"} 0.0' in scraped
+    assert 'spoc_queue_messages{service="sla"} 3.0' in scraped
+    assert 'spoc_queue_messages{service="routing"} 0.0' in scraped

@@ -345,3 +345,32 @@ async def test_publishing_on_a_closed_bus_raises_publish_error(
     with pytest.raises(PublishError) as raised:
         await bus_under_test.bus.publish(message("m-late"))
     assert not raised.value.unroutable
+
+
+async def test_a_replayed_dead_letter_comes_back_whole_and_counted_afresh(
+    bus_under_test: BusUnderTest,
+) -> None:
+    inbox = Inbox()
+    refused: list[int] = []
+
+    def refuse_once(delivery: Delivery) -> Exception | None:
+        if refused:
+            return None
+        refused.append(delivery.delivery_count)
+        return PoisonMessage("not yet")
+
+    inbox.fail["m-bad"] = refuse_once
+    await bus_under_test.consume(DESK, inbox.handler)
+    await bus_under_test.bus.publish(message("m-bad", "ticket.updated"))
+    await eventually(lambda: bus_under_test.dead_letters("desk"), message="dead letter")
+
+    assert await bus_under_test.bus.replay_dead_letters("desk") == 1
+    await eventually(lambda: inbox.has_handled("m-bad"), message="replayed and handled")
+
+    # (The routing key is not compared: RabbitMQ hands the replayed copy out under its queue's
+    # name, the memory bus under the original key.)
+    assert [(d.message_id, d.body, d.delivery_count) for d in inbox.deliveries] == [
+        ("m-bad", b'{"id": "m-bad"}', 0),
+        ("m-bad", b'{"id": "m-bad"}', 0),
+    ]
+    assert await bus_under_test.dead_letters("desk") == []

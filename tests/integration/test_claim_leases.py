@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
 from functools import partial
 from typing import Any
@@ -382,3 +382,91 @@ async def test_a_stop_lets_the_relays_pass_under_way_finish_so_nothing_waits_out
     outbox = store.tables.outbox
     assert await store.count(outbox, outbox.c.published_at.is_(None)) == 0
     assert held.depth("listener") == 2
+
+
+async def test_the_row_due_longest_is_claimed_first_whatever_its_age(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A row written later but due earlier (its back-off ran out) goes before one written
+    earlier and due later: one row per pass, so the order is what a busy relay keeps."""
+    from sqlalchemy import insert
+
+    from spoc_platform.bus import QueueSpec
+    from spoc_platform.db import utc_now
+    from tests.harness import envelope, ticket_created
+
+    bus = MemoryBus()
+    await bus.connect()
+    await bus.declare(QueueSpec("listener", ("#",)))
+    sent: list[str] = []
+    publish = bus.publish
+
+    async def recording(message: Any) -> None:
+        await publish(message)
+        sent.append(message.message_id)
+
+    monkeypatch.setattr(bus, "publish", recording)
+    now = utc_now()
+    earlier_written, later_written = envelope(ticket_created()), envelope(ticket_created())
+    async with store.engine.begin() as conn:
+        for event, due_seconds_ago in ((earlier_written, 1), (later_written, 30)):
+            await conn.execute(
+                insert(store.tables.outbox).values(
+                    event_id=event.id,
+                    event_type=event.type,
+                    body=event.to_bytes().decode(),
+                    created_at=now,
+                    attempts=2,
+                    next_attempt_at=now - timedelta(seconds=due_seconds_ago),
+                )
+            )
+    relay = OutboxRelay(
+        service="test",
+        engine=store.engine,
+        tables=store.tables,
+        bus=bus,
+        settings=RelaySettings(window=1),
+    )
+    assert await relay.relay_once() == 1
+    assert await relay.relay_once() == 1
+    assert sent == [str(later_written.id), str(earlier_written.id)]
+    await bus.close()
+
+
+@pytest.mark.postgres
+async def test_a_relay_skips_rows_another_replica_is_claiming_instead_of_waiting_for_them(
+    postgres_url: str,
+) -> None:
+    from sqlalchemy import text
+
+    from spoc_platform.bus import QueueSpec
+    from tests.integration.test_outbox_and_inbox import write_note
+
+    engine = create_engine(postgres_url)
+    store = Store(engine)
+    async with engine.begin() as conn:
+        await conn.run_sync(store.metadata.create_all)
+    bus = MemoryBus()
+    await bus.connect()
+    await bus.declare(QueueSpec("listener", ("#",)))
+    try:
+        for n in range(3):
+            await write_note(store, f"row {n}")
+        relay = OutboxRelay(
+            service="test", engine=engine, tables=store.tables, bus=bus, settings=RelaySettings()
+        )
+        async with engine.connect() as other_replica:
+            # Another replica's claim, still under way: it holds the oldest row's lock.
+            await other_replica.execute(
+                text("SELECT id FROM outbox ORDER BY id LIMIT 1 FOR UPDATE")
+            )
+            try:
+                assert await asyncio.wait_for(relay.relay_once(), 3) == 2
+            except TimeoutError:
+                pytest.fail("the relay queued behind another replica's locked row")
+            await other_replica.rollback()
+        assert await relay.relay_once() == 1
+        assert bus.depth("listener") == 3
+    finally:
+        await bus.close()
+        await engine.dispose()

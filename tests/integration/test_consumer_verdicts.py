@@ -14,7 +14,7 @@ from sqlalchemy.exc import OperationalError
 from spoc_contracts import Envelope, TicketCommented, TicketUpdated
 from spoc_platform import metrics
 from spoc_platform.bus import Delivery, OutgoingMessage, PoisonMessage, RetryLater
-from spoc_platform.consumer import AlreadyHandled, EventConsumer
+from spoc_platform.consumer import AlreadyHandled, EventConsumer, PermanentError
 from spoc_platform.db import create_engine, new_metadata
 from spoc_platform.messaging_tables import MessagingTables, define_messaging_tables
 from spoc_platform.retry import Backoff
@@ -170,6 +170,100 @@ async def test_a_type_this_replica_cannot_handle_goes_back_to_the_queue_never_ac
     async with unit_of_work.engine.connect() as conn:
         inbox = unit_of_work.tables.inbox
         assert (await conn.execute(select(func.count()).select_from(inbox))).scalar_one() == 0
+
+
+async def test_an_event_no_handler_here_knows_is_counted_unhandled_then_dead_for_its_type(
+    unit_of_work: UnitOfWorkFactory,
+) -> None:
+    """Operators alert on spoc_events_consumed_total{outcome="dead"} by service and type."""
+
+    async def handler(event: Any, *, envelope: Envelope, uow: UnitOfWork) -> None:
+        raise AssertionError("must not run")
+
+    old_replica = consumer(unit_of_work, handler, limit=2)
+    newer = envelope(ticket_updated()).model_copy(update={"version": 99})
+    unhandled = metrics.events_consumed.labels("test", "ticket.updated", "unhandled")
+    dead = metrics.events_consumed.labels("test", "ticket.updated", "dead")
+    before = (unhandled._value.get(), dead._value.get())
+
+    with pytest.raises(RetryLater, match=r"^no handler for ticket.updated v99 in this replica$"):
+        await old_replica.handle(delivery(newer))
+    assert (unhandled._value.get(), dead._value.get()) == (before[0] + 1, before[1])
+
+    with pytest.raises(
+        PoisonMessage,
+        match=r"^no handler for ticket.updated v99 in this replica \(after 2 deliveries\)$",
+    ):
+        await old_replica.handle(delivery(newer, 1))
+    assert (unhandled._value.get(), dead._value.get()) == (before[0] + 1, before[1] + 1)
+
+
+async def test_a_message_that_is_not_an_envelope_is_dead_lettered_and_counted_by_its_key(
+    unit_of_work: UnitOfWorkFactory,
+) -> None:
+    async def handler(event: Any, *, envelope: Envelope, uow: UnitOfWork) -> None:
+        raise AssertionError("must not run")
+
+    dead = metrics.events_consumed.labels("test", "ticket.garbled", "dead")
+    before = dead._value.get()
+    with pytest.raises(PoisonMessage, match=r"^not a valid envelope: .*Invalid JSON"):
+        await consumer(unit_of_work, handler).handle(
+            Delivery("m-garbled", "ticket.garbled", b"\x00garbage", 0)
+        )
+    assert dead._value.get() == before + 1
+
+
+async def test_an_event_whose_payload_breaks_its_schema_is_dead_lettered_and_counted(
+    unit_of_work: UnitOfWorkFactory,
+) -> None:
+    async def handler(event: Any, *, envelope: Envelope, uow: UnitOfWork) -> None:
+        raise AssertionError("must not run")
+
+    broken = envelope(ticket_updated()).model_copy(update={"data": {"number": 42}})
+    dead = metrics.events_consumed.labels("test", "ticket.updated", "dead")
+    before = dead._value.get()
+    with pytest.raises(PoisonMessage, match="number"):
+        await consumer(unit_of_work, handler).handle(delivery(broken))
+    assert dead._value.get() == before + 1
+
+
+async def test_handled_and_refused_events_are_counted_ok_and_dead_for_their_type(
+    unit_of_work: UnitOfWorkFactory,
+) -> None:
+    async def handler(event: Any, *, envelope: Envelope, uow: UnitOfWork) -> None:
+        if event.changes.get("urgency") == "never":
+            raise PermanentError("this change can never apply")
+
+    ok = metrics.events_consumed.labels("test", "ticket.updated", "ok")
+    dead = metrics.events_consumed.labels("test", "ticket.updated", "dead")
+    before = (ok._value.get(), dead._value.get())
+    await consumer(unit_of_work, handler).handle(delivery(envelope(ticket_updated())))
+    assert (ok._value.get(), dead._value.get()) == (before[0] + 1, before[1])
+
+    refused = envelope(TicketUpdated(number="SD-000042", changes={"urgency": "never"}))
+    with pytest.raises(PoisonMessage, match="can never apply"):
+        await consumer(unit_of_work, handler).handle(delivery(refused))
+    assert (ok._value.get(), dead._value.get()) == (before[0] + 1, before[1] + 1)
+
+
+async def test_the_failure_count_keeps_the_start_of_a_long_error_only(
+    unit_of_work: UnitOfWorkFactory,
+) -> None:
+    async def verbose(event: Any, *, envelope: Envelope, uow: UnitOfWork) -> None:
+        raise RuntimeError("x" * 5000)
+
+    failing = consumer(unit_of_work, verbose)
+    failing.retry = FAST
+    with pytest.raises(RetryLater):
+        await failing.handle(delivery(envelope(ticket_updated())))
+
+    table = unit_of_work.tables.delivery_failure
+    async with unit_of_work.engine.connect() as conn:
+        [(failures, last_error)] = (
+            await conn.execute(select(table.c.failures, table.c.last_error))
+        ).all()
+    assert failures == 1
+    assert last_error == ("RuntimeError: " + "x" * 5000)[:2000]
 
 
 async def test_an_effect_that_exists_already_is_acknowledged_like_a_duplicate(

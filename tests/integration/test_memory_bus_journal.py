@@ -4,13 +4,15 @@ operator can list, replay and purge, and that do not pile up for ever."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from spoc_platform.bus import Delivery, OutgoingMessage, PoisonMessage, QueueSpec
-from spoc_platform.bus.journal import BusJournal
+from spoc_platform.bus import Delivery, OutgoingMessage, PoisonMessage, PublishError, QueueSpec
+from spoc_platform.bus.journal import BusJournal, JournalContents
 from spoc_platform.bus.memory import MemoryBus
 from tests.support import eventually
 
@@ -179,6 +181,308 @@ async def test_without_a_journal_dead_letters_can_be_replayed_and_purged_in_memo
     assert await bus.purge_dead_letters("desk") == 1
     assert await bus.dead_letters("desk") == []
     await bus.close()
+
+
+async def test_a_new_journal_is_created_with_its_directories_and_found_again_after(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "data" / "bus" / "bus.sqlite3"  # neither directory exists yet
+    journal = BusJournal(path)
+    assert journal.created is True
+    bus = MemoryBus(journal)
+    await bus.connect()
+    await bus.close()
+
+    assert path.exists()
+    assert BusJournal(path).created is False  # spoc.embedded re-sends the outboxes only once
+
+
+async def test_a_confirmed_publish_is_journalled_at_once_so_a_crash_right_after_loses_nothing(
+    journal_path: Path,
+) -> None:
+    bus = await started(journal_path)
+    await bus.declare(DESK)
+    await bus.publish(message("m-1", "ticket.updated"))
+
+    # No acknowledgement, no stop: the process dies the moment the publish returned.
+    kept = kept_after_a_crash(journal_path)
+    assert [(h.queue, h.delivery) for h in kept.held] == [
+        ("desk.events", Delivery("m-1", "ticket.updated", b'{"id": "m-1"}', 0))
+    ]
+    assert kept.dead == []
+    await bus.close()
+
+
+async def test_acknowledgements_and_dead_letters_reach_the_journal_soon_without_other_writes(
+    journal_path: Path,
+) -> None:
+    bus = await started(journal_path)
+    recorder = Recorder(refuse={"m-bad"})
+    await bus.consume(DESK, recorder.handler)
+
+    # Nothing else is written and nothing stops the bus: an acknowledgement, and then a death,
+    # are still committed within moments, so a crash after either re-delivers nothing.
+    await bus.publish(message("m-good"))
+    await eventually(lambda: _async(recorder.ids() == ["m-good"] and bus.depth("desk") == 0))
+    await eventually(
+        lambda: _async(kept_after_a_crash(journal_path).held == []),
+        message="ack journalled",
+        timeout=5,
+    )
+
+    await bus.publish(message("m-bad", "ticket.closed"))
+    await eventually(
+        lambda: _async(len(kept_after_a_crash(journal_path).dead) == 1),
+        message="death journalled",
+        timeout=5,
+    )
+    kept = kept_after_a_crash(journal_path)
+    assert kept.held == []
+    [dead] = kept.dead
+    assert (dead.queue, dead.letter.message_id, dead.letter.routing_key, dead.letter.body) == (
+        "desk.events",
+        "m-bad",
+        "ticket.closed",
+        b'{"id": "m-bad"}',
+    )
+    await bus.close()
+
+
+async def test_a_retried_message_keeps_its_delivery_count_in_the_journal(
+    journal_path: Path,
+) -> None:
+    bus = await started(journal_path)
+    third_try = asyncio.Event()
+    finish = asyncio.Event()
+
+    async def failing_twice(delivery: Delivery) -> None:
+        if delivery.delivery_count < 2:
+            raise RuntimeError("dependency down")
+        third_try.set()
+        await finish.wait()
+
+    await bus.consume(DESK, failing_twice)
+    await bus.publish(message("m-1"))
+    await asyncio.wait_for(third_try.wait(), 10)
+
+    # The broker's backstop counts from where it was after a crash, not from zero again.
+    def counted() -> list[tuple[str, Delivery]]:
+        return [(h.queue, h.delivery) for h in kept_after_a_crash(journal_path).held]
+
+    expected = [("desk.events", Delivery("m-1", "ticket.created", b'{"id": "m-1"}', 2))]
+    await eventually(lambda: _async(counted() == expected), message="count journalled", timeout=5)
+    finish.set()
+    await eventually(lambda: _async(bus.depth("desk") == 0))
+    await bus.close()
+
+
+async def test_messages_kept_from_the_last_run_and_new_ones_are_each_delivered_once(
+    journal_path: Path,
+) -> None:
+    bus = await started(journal_path)
+    await bus.declare(DESK)
+    await bus.publish(message("m-1"))
+    await bus.publish(message("m-2", "ticket.closed"))
+    await bus.close()
+
+    again = await started(journal_path)
+    await again.declare(AUDIT)
+    assert again.queue_names() == ["audit.events", "desk.events"]
+    # Desk's queue, kept from the last run, routes nothing until desk declares it again.
+    await again.publish(message("m-3"))
+    await again.declare(DESK)
+    await again.publish(message("m-4", "ticket.updated"))
+    desk = Recorder()
+    await again.consume(DESK, desk.handler)
+    await eventually(lambda: _async(len(desk.got) == 3), message="kept and new delivered")
+    await eventually(lambda: _async(again.depth("desk") == 0))
+    assert desk.got == [
+        Delivery("m-1", "ticket.created", b'{"id": "m-1"}', 0),
+        Delivery("m-2", "ticket.closed", b'{"id": "m-2"}', 0),
+        Delivery("m-4", "ticket.updated", b'{"id": "m-4"}', 0),
+    ]
+    assert again.depth("audit") == 1
+    await again.close()
+
+    third = await started(journal_path)
+    await third.declare(DESK)
+    assert third.depth("desk") == 0
+    await third.close()
+
+
+async def test_a_queue_kept_from_the_last_run_takes_the_delivery_limit_its_service_declares(
+    journal_path: Path,
+) -> None:
+    bus = await started(journal_path)
+    await bus.declare(DESK)
+    await bus.publish(message("m-1"))
+    await bus.close()
+
+    again = await started(journal_path)
+    strict = QueueSpec("desk", ("ticket.*",), delivery_limit=1, max_retry_delay=0.01)
+    counts: list[int] = []
+
+    async def always_failing(delivery: Delivery) -> None:
+        counts.append(delivery.delivery_count)
+        raise RuntimeError("always broken")
+
+    await again.consume(strict, always_failing)
+    await eventually(lambda: again.dead_letters("desk"), message="dead letter")
+    assert counts == list(range(strict.backstop_limit + 1))
+    await again.close()
+
+
+async def test_a_dead_letter_kept_from_the_last_run_replays_to_its_queue_before_it_is_declared(
+    journal_path: Path,
+) -> None:
+    bus = await started(journal_path)
+    await bus.consume(DESK, Recorder(refuse={"m-bad"}).handler)
+    await bus.publish(message("m-bad"))
+    dead = await eventually(lambda: bus.dead_letters("desk"), message="dead letter")
+    await bus.close()
+
+    # An operator replays while desk is down: the message waits, journalled, in desk's queue.
+    again = await started(journal_path)
+    assert await again.dead_letters("desk") == dead  # the same letter, to the microsecond
+    assert await again.replay_dead_letters("desk") == 1
+    await again.close()
+
+    third = await started(journal_path)
+    fixed = Recorder()
+    await third.consume(DESK, fixed.handler)
+    await eventually(lambda: _async(len(fixed.got) == 1), message="replayed message delivered")
+    assert fixed.got == [Delivery("m-bad", "ticket.created", b'{"id": "m-bad"}', 0)]
+    await third.close()
+
+
+async def test_a_replayed_dead_letter_once_handled_is_gone_from_the_journal(
+    journal_path: Path,
+) -> None:
+    bus = await started(journal_path)
+    refusing = await bus.consume(DESK, Recorder(refuse={"m-bad"}).handler)
+    await bus.publish(message("m-bad", "ticket.updated"))
+    await eventually(lambda: bus.dead_letters("desk"), message="dead letter")
+    await refusing.cancel()
+
+    fixed = Recorder()
+    await bus.consume(DESK, fixed.handler)
+    assert await bus.replay_dead_letters("desk") == 1
+    await eventually(lambda: _async(len(fixed.got) == 1), message="replayed")
+    await eventually(lambda: _async(bus.depth("desk") == 0))
+    assert fixed.got == [Delivery("m-bad", "ticket.updated", b'{"id": "m-bad"}', 0)]
+    await bus.close()
+
+    kept = kept_after_a_crash(journal_path)
+    assert (kept.held, kept.dead) == ([], [])
+
+
+async def test_pruning_drops_dead_letters_past_retention_in_every_queue_and_keeps_the_rest(
+    journal_path: Path,
+) -> None:
+    retention = timedelta(days=14)
+    bus = await started(journal_path, dead_letter_retention=retention)
+    await bus.consume(DESK, Recorder(refuse={"m-1"}).handler)
+    await bus.consume(AUDIT, Recorder(refuse={"m-1"}).handler)
+    await bus.publish(message("m-1"))
+    await eventually(lambda: _async_len(bus.dead_letters("desk"), 1), message="desk's")
+    await eventually(lambda: _async_len(bus.dead_letters("audit"), 1), message="audit's")
+    [desk_dead] = await bus.dead_letters("desk")
+    [audit_dead] = await bus.dead_letters("audit")
+    assert desk_dead.dead_at is not None and audit_dead.dead_at is not None
+    oldest = min(desk_dead.dead_at, audit_dead.dead_at)
+    newest = max(desk_dead.dead_at, audit_dead.dead_at)
+
+    assert await bus.prune_dead_letters() == 0  # now: both are fresh
+    assert await bus.prune_dead_letters(now=oldest + retention) == 0  # not older yet
+    assert await bus.prune_dead_letters(now=newest + retention + timedelta(seconds=1)) == 2
+    assert await bus.dead_letters("desk") == await bus.dead_letters("audit") == []
+    await bus.close()
+
+
+async def test_a_service_without_a_queue_has_no_dead_letters_to_list_replay_or_purge() -> None:
+    bus = MemoryBus()
+    await bus.connect()
+    await bus.consume(DESK, Recorder(refuse={"m-1"}).handler)
+    await bus.publish(message("m-1"))
+    await eventually(lambda: bus.dead_letters("desk"), message="desk's dead letter")
+
+    assert await bus.dead_letters("nobody") == []
+    assert await bus.replay_dead_letters("nobody") == 0
+    assert await bus.purge_dead_letters("nobody") == 0
+    assert len(await bus.dead_letters("desk")) == 1
+    await bus.close()
+
+
+async def test_someone_reading_the_journal_does_not_hold_up_the_bus(journal_path: Path) -> None:
+    bus = await started(journal_path)
+    await bus.declare(DESK)
+    await bus.publish(message("m-1"))
+    # A backup or an sqlite3 shell, in the middle of reading the journal.
+    reader = sqlite3.connect(journal_path, isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        assert reader.execute("SELECT count(*) FROM held").fetchone() == (1,)
+
+        started_at = time.monotonic()
+        await bus.publish(message("m-2"))
+        assert time.monotonic() - started_at < 1.0
+    finally:
+        reader.close()
+    assert len(kept_after_a_crash(journal_path).held) == 2
+    await bus.close()
+
+
+async def test_a_journal_write_that_fails_refuses_that_publish_and_spoils_no_later_one(
+    journal_path: Path,
+) -> None:
+    bus = await started(journal_path)
+    await bus.declare(DESK)
+    # A write the disk refuses, for one message only.
+    with sqlite3.connect(journal_path) as other:
+        other.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON held WHEN NEW.message_id = 'm-refused'"
+            " BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"
+        )
+    other.close()
+
+    with pytest.raises(PublishError, match=r"^bus journal: disk I/O error$") as refused:
+        await asyncio.wait_for(bus.publish(message("m-refused")), 5)
+    assert not refused.value.unroutable  # the relay keeps it and tries again later
+    await asyncio.wait_for(bus.publish(message("m-next")), 5)
+
+    recorder = Recorder()
+    await bus.consume(DESK, recorder.handler)
+    await eventually(lambda: _async(recorder.ids() == ["m-next"]), message="m-next delivered")
+    await eventually(lambda: _async(bus.depth("desk") == 0))
+    await bus.close()
+    kept = kept_after_a_crash(journal_path)
+    assert (kept.held, kept.dead) == ([], [])
+
+
+async def test_working_dead_letters_on_a_closed_bus_fails_and_leaves_them_journalled(
+    journal_path: Path,
+) -> None:
+    bus = await started(journal_path)
+    await bus.consume(DESK, Recorder(refuse={"m-bad"}).handler)
+    await bus.publish(message("m-bad"))
+    dead = await eventually(lambda: bus.dead_letters("desk"), message="dead letter")
+    await bus.close()
+
+    with pytest.raises(PublishError, match=r"^bus journal: bus journal is closed$"):
+        await asyncio.wait_for(bus.purge_dead_letters("desk"), 5)
+
+    again = await started(journal_path)
+    assert await again.dead_letters("desk") == dead
+    await again.close()
+
+
+def kept_after_a_crash(path: Path) -> JournalContents:
+    """What the next process would find in the journal were this one killed now."""
+    survivor = BusJournal(path)
+    try:
+        return survivor.open()
+    finally:
+        survivor.close()
 
 
 async def _async(value: bool) -> bool:

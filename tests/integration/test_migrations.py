@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import io
+import sqlite3
+from pathlib import Path
+
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import Connection, inspect
 
 from spoc.services import SERVICES, ServiceName
 from spoc_platform.db import create_engine
-from spoc_platform.migrations import downgrade, upgrade
+from spoc_platform.migrations import alembic_config, downgrade, upgrade
 
 pytestmark = pytest.mark.integration
 
@@ -52,3 +59,52 @@ async def test_migrations_match_the_models_and_can_be_undone(
             assert await conn.run_sync(_tables) <= {"alembic_version"}
     finally:
         await engine.dispose()
+
+
+def test_a_sqlite_database_is_created_with_its_directory_even_with_a_percent_in_its_path(
+    tmp_path: Path,
+) -> None:
+    """Outside any event loop (as `spoc migrate` runs): the file's directory is made, and a
+    '%' in the path is not read as configuration interpolation."""
+    database = tmp_path / "data 100%" / "new" / "routing.sqlite3"
+    url = f"sqlite+aiosqlite:///{database}"
+
+    upgrade(SERVICES[ServiceName.routing].migrations, url)
+
+    assert database.exists()
+    with sqlite3.connect(database) as conn:
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+        [(version,)] = conn.execute("SELECT version_num FROM alembic_version").fetchall()
+    assert {"outbox", "inbox", "alembic_version"} <= tables
+    heads = ScriptDirectory.from_config(
+        alembic_config(SERVICES[ServiceName.routing].migrations, url)
+    ).get_heads()
+    assert [version] == heads
+
+
+async def test_a_migration_that_fails_inside_a_running_loop_raises_in_the_caller(
+    sqlite_url: str,
+) -> None:
+    with pytest.raises(CommandError, match="no-such-revision"):
+        upgrade(SERVICES[ServiceName.routing].migrations, sqlite_url, "no-such-revision")
+
+
+def test_the_offline_sql_of_a_history_has_its_data_changes_with_their_values_inline(
+    tmp_path: Path,
+) -> None:
+    """`alembic upgrade --sql` for a DBA who applies the script by hand: every statement can
+    run as printed, with no placeholders left for values."""
+    migrations = SERVICES[ServiceName.notify].migrations
+    config = alembic_config(migrations, f"sqlite+aiosqlite:///{tmp_path / 'notify.sqlite3'}")
+    printed = io.StringIO()
+    config.output_buffer = printed
+
+    command.upgrade(config, "head", sql=True)
+
+    sql = printed.getvalue()
+    assert "CREATE TABLE outbox" in sql
+    assert "UPDATE delivery SET message='' WHERE delivery.status = 'failed';" in sql
+    assert "UPDATE ticket_contact SET updated_at='" in sql
+    [head] = ScriptDirectory.from_config(config).get_heads()
+    assert f"SET version_num='{head}'" in sql
+    assert not (tmp_path / "notify.sqlite3").exists(), "the offline run touched a database"

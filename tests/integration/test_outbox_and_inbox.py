@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -114,6 +114,68 @@ async def test_state_and_its_event_commit_together_or_not_at_all(store: Store) -
     await write_note(store, "kept")
     assert await store.count(store.notes) == 1
     assert await store.count(store.tables.outbox) == 1
+
+
+async def test_events_about_a_ticket_are_numbered_in_order_per_ticket(store: Store) -> None:
+    first, second = uuid.uuid4(), uuid.uuid4()
+    async with store.unit_of_work() as uow:
+        a1 = await uow.publish(ticket_created(), ticket_id=first)
+        b1 = await uow.publish(ticket_created(), ticket_id=second)
+        a2 = await uow.publish(ticket_created(), ticket_id=first)
+    async with store.unit_of_work() as uow:
+        a3 = await uow.publish(ticket_created(), ticket_id=first)
+        loose = await uow.publish(ticket_created(), ticket_id=None)
+
+    assert [e.sequence for e in (a1, a2, a3)] == [1, 2, 3]
+    assert (b1.sequence, loose.sequence) == (1, 0)
+    # The outbox holds exactly the envelopes the unit of work returned, each due at once.
+    outbox = store.tables.outbox
+    async with store.engine.connect() as conn:
+        rows = (await conn.execute(select(outbox).order_by(outbox.c.id))).all()
+    assert [Envelope.model_validate_json(r.body) for r in rows] == [a1, b1, a2, a3, loose]
+    assert [(r.event_id, r.event_type, r.ticket_id) for r in rows] == [
+        (e.id, e.type, e.ticket_id) for e in (a1, b1, a2, a3, loose)
+    ]
+    for row in rows:
+        assert (row.attempts, row.published_at, row.last_error) == (0, None, None)
+        assert row.next_attempt_at == row.created_at
+        assert abs(row.created_at - datetime.now(UTC)) < timedelta(minutes=1)
+
+
+async def test_events_published_while_handling_one_continue_its_correlation(store: Store) -> None:
+    cause = envelope(ticket_created(), correlation_id=uuid.uuid4())
+    other = uuid.uuid4()
+    async with store.unit_of_work(causation=cause) as uow:
+        follows = await uow.publish(ticket_created(), ticket_id=cause.ticket_id)
+        told = await uow.publish(
+            ticket_created(), ticket_id=cause.ticket_id, correlation_id=other, causation_id=other
+        )
+    async with store.unit_of_work() as uow:
+        fresh = await uow.publish(ticket_created(), ticket_id=None)
+
+    assert (follows.correlation_id, follows.causation_id) == (cause.correlation_id, cause.id)
+    assert (told.correlation_id, told.causation_id) == (other, other)
+    assert follows.source == told.source == fresh.source == "test"
+    assert fresh.causation_id is None and fresh.correlation_id == fresh.id
+
+
+async def test_the_commit_callback_runs_after_commits_that_published_something(
+    store: Store,
+) -> None:
+    commits: list[int] = []
+    factory = UnitOfWorkFactory(
+        store.engine,
+        store.tables,
+        "test",
+        on_commit=lambda: commits.append(len(commits)),
+    )
+    async with factory() as uow:
+        await uow.conn.execute(store.notes.insert().values(text="no event"))
+    assert commits == []
+    async with factory() as uow:
+        await uow.publish(ticket_created(), ticket_id=uuid.uuid4())
+        assert commits == []  # not before the commit
+    assert commits == [0]
 
 
 async def test_the_relay_publishes_pending_rows_and_marks_them(store: Store, bus: FlakyBus) -> None:

@@ -4,19 +4,32 @@ redelivery horizon still needs, a failed publish backs off, and a stop always en
 from __future__ import annotations
 
 import asyncio
+import re
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import select, update
+from sqlalchemy.exc import OperationalError
 
 from spoc_contracts import Envelope
-from spoc_platform.bus import Delivery, MessageHandler, PoisonMessage, QueueSpec, RetryLater
+from spoc_contracts.topology import SUBSCRIPTIONS
+from spoc_platform.bus import (
+    Delivery,
+    MessageHandler,
+    OutgoingMessage,
+    PoisonMessage,
+    QueueSpec,
+    RetryLater,
+)
 from spoc_platform.bus.memory import MemoryBus
 from spoc_platform.db import create_engine, utc_now
 from spoc_platform.relay import RelaySettings
+from spoc_platform.retry import Backoff
 from spoc_platform.runtime import ServiceRuntime
 from spoc_platform.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from tests.harness import envelope, ticket_created
@@ -291,3 +304,314 @@ async def test_readiness_says_not_ready_in_time_when_the_database_server_never_a
         await engine.dispose()
 
     assert checks["database"] == "unreachable: TimeoutError"
+
+
+class DatabaseOutage:
+    """A handler whose database is unreachable while `down` is set."""
+
+    def __init__(self) -> None:
+        self.down = asyncio.Event()
+        self.down.set()
+        self.handled: list[str] = []
+
+    async def __call__(self, event: Any, *, envelope: Envelope, uow: UnitOfWork) -> None:
+        if self.down.is_set():
+            raise OperationalError("SELECT 1", {}, ConnectionRefusedError(111, "refused"))
+        self.handled.append(str(envelope.id))
+
+
+async def test_readiness_says_the_consumer_is_paused_for_how_long_and_holding_what(
+    store: Store,
+) -> None:
+    handler = DatabaseOutage()
+    bus = MemoryBus()
+    await bus.connect()
+    runtime = runtime_for(store, bus, handler)  # type: ignore[arg-type]
+    runtime.consumer.outage_retry = Backoff(first=0.01, ceiling=0.02)
+    event = envelope(ticket_created())
+    held = asyncio.create_task(runtime.consumer.handle(delivery_of(event)))
+    try:
+
+        async def paused() -> bool:
+            return runtime.consumer.paused
+
+        await eventually(paused, message="the outage did not pause the consumer")
+        checks = await runtime.readiness()
+        assert set(checks) == {"database", "consumer", "bus"}
+        assert (checks["database"], checks["bus"]) == ("ok", "ok")
+        assert re.fullmatch(
+            r"paused: database unreachable for [01] s, 1 event\(s\) held", checks["consumer"]
+        ), checks["consumer"]
+        handler.down.clear()
+        await asyncio.wait_for(held, 5)
+        assert await runtime.readiness() == {"database": "ok", "bus": "ok"}
+        assert handler.handled == [str(event.id)]
+    finally:
+        handler.down.clear()
+        await asyncio.gather(held, return_exceptions=True)
+        await bus.close()
+
+
+class StubbornResumeBus(MemoryBus):
+    """A broker whose first resume of a paused consumer fails (its channel closed meanwhile)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.resumes: list[float] = []
+
+    async def consume(self, spec: QueueSpec, handler: MessageHandler) -> _StubbornSubscription:
+        return _StubbornSubscription(await super().consume(spec, handler), self.resumes)
+
+
+class _StubbornSubscription:
+    def __init__(self, inner: Any, resumes: list[float]) -> None:
+        self._inner = inner
+        self._resumes = resumes
+
+    async def cancel(self) -> None:
+        await self._inner.cancel()
+
+    async def pause(self) -> None:
+        await self._inner.pause()
+
+    async def resume(self) -> None:
+        self._resumes.append(time.monotonic())
+        if len(self._resumes) == 1:
+            raise ConnectionError("channel closed while resuming")
+        await self._inner.resume()
+
+
+async def test_a_consumer_whose_resume_failed_tries_again_a_second_later_and_takes_events_again(
+    store: Store,
+) -> None:
+    handler = DatabaseOutage()
+    bus = StubbornResumeBus()
+    await bus.connect()
+    runtime = runtime_for(store, bus, handler)  # type: ignore[arg-type]
+    runtime.consumer.outage_retry = Backoff(first=0.01, ceiling=0.02)
+    first, later = envelope(ticket_created()), envelope(ticket_created())
+    await runtime.start()
+    try:
+        await bus.publish(OutgoingMessage(str(first.id), first.type, first.to_bytes()))
+
+        async def paused() -> bool:
+            return runtime.consumer.paused
+
+        await eventually(paused, message="the outage did not pause the consumer")
+        handler.down.clear()
+        await bus.publish(OutgoingMessage(str(later.id), later.type, later.to_bytes()))
+
+        async def both_handled() -> bool:
+            return handler.handled == [str(first.id), str(later.id)]
+
+        await eventually(both_handled, timeout=5, message="consuming was never resumed")
+    finally:
+        await runtime.stop()
+        await bus.close()
+
+    failed, succeeded = bus.resumes
+    assert 1.0 <= succeeded - failed < 2.0, succeeded - failed
+
+
+class ObservedBus(MemoryBus):
+    """An in-process bus that tells its listeners when its connection drops and comes back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.listeners: list[Callable[[bool], None]] = []
+
+    def add_connection_listener(self, listener: Callable[[bool], None]) -> None:
+        self.listeners.append(listener)
+
+    def connection(self, healthy: bool) -> None:
+        for listener in self.listeners:
+            listener(healthy)
+
+
+async def test_the_bus_connected_gauge_follows_the_connection_from_the_start(
+    store: Store,
+) -> None:
+    def connected() -> float | None:
+        return REGISTRY.get_sample_value("spoc_bus_connected", {"service": "desk"})
+
+    bus = ObservedBus()
+    await bus.connect()
+    runtime = runtime_for(store, bus, Handled())
+    assert connected() == 0.0, "a runtime that has not started is not connected"
+    await runtime.start()
+    try:
+        assert connected() == 1.0
+        bus.connection(False)
+        assert connected() == 0.0
+        bus.connection(True)
+        assert connected() == 1.0
+    finally:
+        await runtime.stop()
+        await bus.close()
+
+
+async def test_after_a_stop_the_service_takes_no_more_events(store: Store) -> None:
+    handler = Handled()
+    bus = MemoryBus()
+    await bus.connect()
+    runtime = runtime_for(store, bus, handler)
+    await runtime.start()
+    await runtime.stop()
+    try:
+        event = envelope(ticket_created())
+        await bus.publish(OutgoingMessage(str(event.id), event.type, event.to_bytes()))
+        await asyncio.sleep(0.1)
+        assert handler.runs == 0, "a stopped service handled an event"
+        assert bus.depth("desk") == 1, "the event did not stay in the queue for the next start"
+    finally:
+        await bus.close()
+
+
+async def test_a_stop_of_an_idle_runtime_ends_at_once(store: Store, bus: FlakyBus) -> None:
+    runtime = runtime_for(store, bus, Handled())
+    await runtime.start()
+    started = time.monotonic()
+    await runtime.stop()
+    assert time.monotonic() - started < 2, "the stop waited out a timeout with nothing to wait for"
+
+
+async def test_a_stop_ends_in_time_when_the_database_server_never_answers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The relay's pass and the final flush both hang on a connect that never finishes: the
+    stop gives each its bounded time, and the process can exit."""
+    import socket
+
+    import spoc_platform.runtime
+
+    monkeypatch.setattr(spoc_platform.runtime, "RELAY_PASS_TIMEOUT", 0.3)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    engine = create_engine(f"postgresql+asyncpg://spoc@127.0.0.1:{silent.getsockname()[1]}/spoc")
+    bus = MemoryBus()
+    await bus.connect()
+    runtime = runtime_for(Store(engine), bus, Handled())
+    try:
+        await runtime.start()
+        await asyncio.sleep(0.1)  # the relay's first pass is stuck connecting
+        await asyncio.wait_for(runtime.stop(), 5)
+    except TimeoutError:
+        pytest.fail("the stop waited for a database that never answers")
+    finally:
+        silent.close()
+        await bus.close()
+        await engine.dispose()
+
+
+class UnclosableBus(MemoryBus):
+    """A broker connection whose close never gets its answer."""
+
+    async def close(self) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_a_stop_ends_in_time_when_closing_its_own_bus_never_answers(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import spoc_platform.runtime
+
+    monkeypatch.setattr(spoc_platform.runtime, "STOP_TIMEOUT", 0.05)
+    bus = UnclosableBus()
+    runtime = ServiceRuntime(
+        service="desk",
+        engine=store.engine,
+        tables=store.tables,
+        bus=bus,
+        owns_bus=True,
+        handlers={"ticket.created": Handled()},
+        bindings=("ticket.created",),
+        publishes=("ticket.created",),
+    )
+    await runtime.start()
+    try:
+        await asyncio.wait_for(runtime.stop(), 5)
+    except TimeoutError:
+        pytest.fail("the stop waited for the bus to close and never ended")
+
+
+class PolicyBus(MemoryBus):
+    """An in-process bus that, like RabbitMQ's, takes policies for queues (or fails to)."""
+
+    def __init__(self, fails: bool = False) -> None:
+        super().__init__()
+        self.fails = fails
+        self.applied: list[list[QueueSpec]] = []
+
+    async def apply_policies(self, specs: list[QueueSpec]) -> None:
+        self.applied.append(list(specs))
+        if self.fails:
+            raise ConnectionRefusedError(111, "management API unreachable")
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["applied", "api-unreachable"])
+async def test_a_service_puts_policies_for_its_own_queue_only_when_told_to(
+    store: Store, fails: bool
+) -> None:
+    told, untold, consumes_nothing = PolicyBus(fails), PolicyBus(fails), PolicyBus(fails)
+    for bus in (told, untold, consumes_nothing):
+        await bus.connect()
+    own = runtime_for(store, told, Handled(), apply_broker_policies=True)
+    await own.declare()  # an unreachable API is a warning: the consumer enforces the limit
+    await runtime_for(store, untold, Handled()).declare()
+    publisher = ServiceRuntime(
+        service="front",
+        engine=store.engine,
+        tables=store.tables,
+        bus=consumes_nothing,
+        owns_bus=False,
+        handlers={},
+        bindings=(),
+        publishes=("ticket.created",),
+        apply_broker_policies=True,
+    )
+    await publisher.declare()
+
+    assert told.applied == [[own.queue]]
+    assert untold.applied == consumes_nothing.applied == []
+    # Whatever the policies did, every subscriber's queue exists.
+    for bus in (told, untold, consumes_nothing):
+        assert set(bus.queue_names()) >= {f"{name}.events" for name in SUBSCRIPTIONS}
+        await bus.close()
+
+
+class _QuickSleeps:
+    """asyncio as the runtime module sees it, but its sleeps a thousand times shorter."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(asyncio, name)
+
+    @staticmethod
+    async def sleep(delay: float) -> None:
+        await asyncio.sleep(delay / 1000)
+
+
+async def test_a_running_service_housekeeps_again_and_again_even_after_a_failed_pass(
+    store: Store, bus: FlakyBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import spoc_platform.runtime
+
+    monkeypatch.setattr(spoc_platform.runtime, "asyncio", _QuickSleeps())
+    passes = 0
+
+    async def job() -> None:
+        nonlocal passes
+        passes += 1
+        if passes == 1:
+            raise RuntimeError("the first pass fails")
+
+    runtime = runtime_for(store, bus, Handled(), housekeeping=[job])
+    await runtime.start()
+    try:
+
+        async def housekept_after_failing() -> bool:
+            return passes >= 3
+
+        await eventually(housekept_after_failing, timeout=5, message="housekeeping stopped")
+    finally:
+        await runtime.stop()

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
+from sqlalchemy import select
 
-from spoc_contracts import TicketRouted
+from spoc_contracts import Envelope, TicketRouted
+from spoc_platform.bus import PoisonMessage
 from spoc_platform.desk_config import DeskConfigError, load_section
 from spoc_routing.desk import RoutingDesk
-from tests.harness import envelope, service, ticket_created
+from spoc_routing.models import Triage
+from tests.harness import ServiceUnderTest, envelope, service, ticket_created
 
 pytestmark = pytest.mark.unit
 
@@ -108,3 +113,115 @@ def test_a_broken_desk_file_is_refused_with_a_clear_reason(
     desk_file.write_text(yaml_text)
     with pytest.raises(DeskConfigError, match=complaint.replace("[", r"\[")):
         load_section(desk_file, "routing", RoutingDesk)
+
+
+def routed_total(priority: str, group: str) -> float:
+    # Counters are process-wide: a test counts from what they hold now.
+    labels = {"priority": priority, "group": group}
+    return REGISTRY.get_sample_value("spoc_routing_tickets_routed_total", labels) or 0.0
+
+
+async def triage_record(routing: ServiceUnderTest, ticket_id: uuid.UUID) -> dict[str, object]:
+    """Routing's own record of the ticket, without the time it was made."""
+    table = Triage.__table__
+    async with routing.runtime.engine.connect() as conn:
+        query = select(table).where(table.c.ticket_id == ticket_id)
+        stored = dict((await conn.execute(query)).one()._mapping)
+    assert stored.pop("routed_at") is not None
+    return stored
+
+
+async def test_the_routed_event_and_routings_record_carry_the_whole_triage(
+    sqlite_url: str,
+) -> None:
+    async with service("routing", sqlite_url) as routing:
+        before = routed_total("P2", "service-desk")
+        ticket = ticket_created(impact="high", urgency="medium", category="network")
+        ticket_id = uuid.uuid4()
+        await routing.deliver(envelope(ticket, ticket_id=ticket_id))
+
+        [routed] = await routing.published("ticket.routed")
+        assert routed.data == {
+            "number": "SD-000042",
+            "priority": "P2",
+            "impact": "high",
+            "urgency": "medium",
+            "category": "network",
+            "group": {"id": "service-desk", "name": "Service Desk", "tier": 1},
+            "owner": {"id": "sara", "name": "Sara Ahmadi"},
+            "reason": "impact high × urgency medium → P2; default group",
+            "ticket_created_at": "2026-11-23T10:00:00Z",
+        }
+        assert await triage_record(routing, ticket_id) == {
+            "ticket_id": ticket_id,
+            "number": "SD-000042",
+            "impact": "high",
+            "urgency": "medium",
+            "priority": "P2",
+            "category": "network",
+            "group_id": "service-desk",
+            "owner_id": "sara",
+        }
+        assert routed_total("P2", "service-desk") == before + 1
+
+
+NIGHT_DESK = """
+routing:
+  default_group: night-shift
+  groups:
+    - {id: service-desk, name: Service Desk, agents: [{id: sara, name: Sara Ahmadi}]}
+    - {id: night-shift, name: Night shift, tier: 2}
+"""
+
+
+async def test_a_group_with_no_one_on_duty_gets_the_ticket_without_an_owner_and_a_warning(
+    sqlite_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    desk_file = tmp_path / "desk.yaml"
+    desk_file.write_text(NIGHT_DESK)
+    async with service("routing", sqlite_url, desk_config=desk_file) as routing:
+        before = routed_total("P3", "night-shift")
+        ticket_id = uuid.uuid4()
+        with caplog.at_level(logging.WARNING, logger="spoc_routing.handlers"):
+            await routing.deliver(envelope(ticket_created(), ticket_id=ticket_id))
+
+        [routed] = await routing.published("ticket.routed")
+        event = TicketRouted.model_validate(routed.data)
+        assert event.group.model_dump() == {"id": "night-shift", "name": "Night shift", "tier": 2}
+        assert event.owner is None
+        record = await triage_record(routing, ticket_id)
+        assert record["group_id"] == "night-shift" and record["owner_id"] is None
+        assert routed_total("P3", "night-shift") == before + 1
+        assert [
+            (r.levelname, r.getMessage())
+            for r in caplog.records
+            if r.name == "spoc_routing.handlers"
+        ] == [
+            ("WARNING", "group night-shift has no active agent; SD-000042 routed without an owner")
+        ]
+
+
+async def test_a_creation_without_a_ticket_id_is_dead_lettered_with_the_reason(
+    sqlite_url: str,
+) -> None:
+    async with service("routing", sqlite_url) as routing:
+        orphan = Envelope.wrap(ticket_created(), source="intake", ticket_id=None, sequence=1)
+        with pytest.raises(PoisonMessage) as dead:
+            await routing.deliver(orphan)
+        assert str(dead.value) == "ticket.created without a ticket_id"
+        assert await routing.published() == []
+
+
+async def test_a_re_sent_creation_is_acknowledged_and_the_log_says_why(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with service("routing", sqlite_url) as routing:
+        ticket_id = uuid.uuid4()
+        await routing.deliver(envelope(ticket_created(), ticket_id=ticket_id))
+        with caplog.at_level(logging.INFO, logger="spoc_platform.consumer"):
+            await routing.deliver(envelope(ticket_created(), ticket_id=ticket_id))
+
+        assert (
+            "already handled; acknowledged without effect (ticket SD-000042 was already triaged)"
+            in [r.getMessage() for r in caplog.records if r.name == "spoc_platform.consumer"]
+        )

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from prometheus_client import REGISTRY
 
-from spoc_contracts import SlaClockStarted, TicketRouted
+from spoc_contracts import Envelope, SlaClockStarted, TicketRouted
 from spoc_contracts.routing import AgentRef, GroupRef
+from spoc_platform.bus import PoisonMessage
 from tests.harness import envelope, service
 
 pytestmark = pytest.mark.unit
@@ -76,3 +79,65 @@ async def test_routing_the_same_ticket_again_does_not_restart_its_clocks(sqlite_
         await sla.deliver(envelope(routed("P3"), ticket_id=ticket_id, sequence=1))
         await sla.deliver(envelope(routed("P1"), ticket_id=ticket_id, sequence=2))
         assert len(await sla.published("sla.clock_started")) == 1
+
+
+def clocks_started_total(priority: str) -> float:
+    # Counters are process-wide: a test counts from what they hold now.
+    labels = {"priority": priority}
+    return REGISTRY.get_sample_value("spoc_sla_clocks_started_total", labels) or 0.0
+
+
+async def test_the_started_clocks_are_published_with_their_targets_and_counted(
+    sqlite_url: str,
+) -> None:
+    async with service("sla", sqlite_url) as sla:
+        before = clocks_started_total("P1")
+        routing = envelope(routed("P1"))
+        await sla.deliver(routing)
+
+        [started] = await sla.published("sla.clock_started")
+        assert started.ticket_id == routing.ticket_id
+        assert started.data == {
+            "number": "SD-000007",
+            "priority": "P1",
+            "policy": "standard",
+            "calendar": "round-the-clock",
+            "clocks": [
+                {
+                    "metric": "first_response",
+                    "due_at": "2026-11-23T10:15:00Z",
+                    "target_seconds": 15 * 60,
+                },
+                {
+                    "metric": "resolution",
+                    "due_at": "2026-11-23T14:00:00Z",
+                    "target_seconds": 240 * 60,
+                },
+            ],
+        }
+        assert clocks_started_total("P1") == before + 2
+
+
+async def test_routing_again_is_logged_as_not_restarting_the_clocks(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with service("sla", sqlite_url) as sla:
+        ticket_id = uuid.uuid4()
+        await sla.deliver(envelope(routed("P3"), ticket_id=ticket_id, sequence=1))
+        with caplog.at_level(logging.INFO, logger="spoc_sla.handlers"):
+            await sla.deliver(envelope(routed("P1"), ticket_id=ticket_id, sequence=2))
+
+        assert [r.getMessage() for r in caplog.records if r.name == "spoc_sla.handlers"] == [
+            "SD-000007 already has clocks; re-routing does not restart them"
+        ]
+
+
+async def test_a_routing_without_a_ticket_id_is_dead_lettered_with_the_reason(
+    sqlite_url: str,
+) -> None:
+    async with service("sla", sqlite_url) as sla:
+        orphan = Envelope.wrap(routed("P1"), source="routing", ticket_id=None, sequence=1)
+        with pytest.raises(PoisonMessage) as dead:
+            await sla.deliver(orphan)
+        assert str(dead.value) == "ticket.routed without a ticket_id"
+        assert await sla.published() == []

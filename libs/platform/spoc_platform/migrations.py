@@ -79,7 +79,9 @@ def run_env(target_metadata: MetaData) -> None:
 
 
 def _configure_and_run(connection: Connection, target_metadata: MetaData) -> None:
-    # Batch mode lets later migrations alter SQLite tables the same way as PostgreSQL ones.
+    # For `alembic revision --autogenerate` only (running migrations ignores both): new
+    # migrations come out in batch mode, which SQLite needs to alter a table, and notice
+    # column type changes.
     context.configure(
         connection=connection,
         target_metadata=target_metadata,

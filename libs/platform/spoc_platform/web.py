@@ -223,10 +223,12 @@ def _is_ops_route(scope: Scope) -> bool:
 
 
 def _route_template(scope: Scope) -> str:
+    """The route's template in the service's own app, whatever prefix serves it (a proxy's
+    --root-path, the embedded default's mount): the series started at zero use the same."""
     route = scope.get("route")
     if route is None or not hasattr(route, "path"):
         return "unmatched"
-    return str(scope.get("root_path", "")) + str(route.path)
+    return str(route.path)
 
 
 ReadinessCheck = Callable[[], Awaitable[dict[str, str]]]

@@ -4,6 +4,7 @@ the targets (sla.clock_started); they arrive in any order, so whichever comes se
 from __future__ import annotations
 
 import logging
+from email.errors import MessageError
 from typing import Any
 
 from sqlalchemy import Row
@@ -134,7 +135,10 @@ async def _acknowledge_when_complete(
             sender=settings.mail_from,
             portal_url=settings.portal_url,
         )
-    except (UnicodeError, ValueError) as error:
+        # Rendered here: a header that would smuggle in another (a subject carrying CR LF
+        # from a foreign producer) is refused only now, and is as unwritable as the rest.
+        rendered = message.as_string()
+    except (UnicodeError, ValueError, MessageError) as error:
         # Retrying cannot help a message that cannot be written: record the failure where
         # people see it (intake's internal timeline) instead of dead-lettering in silence.
         await _record_failure(uow, record, envelope, f"cannot compose: {error}")
@@ -148,7 +152,7 @@ async def _acknowledge_when_complete(
         channel="email",
         recipient=record.email,
         # Boxed: the message holds the requester's link until the transport sends it.
-        message=secrets.box_message(message.as_string()),
+        message=secrets.box_message(rendered),
         correlation_id=envelope.correlation_id,
         causation_id=envelope.id,
     )

@@ -124,6 +124,9 @@ class AmqpBus:
         self._exchange: AbstractExchange | None = None
         self._dead_exchange: AbstractExchange | None = None
         self._healthy = False
+        # Connections lost and not yet back: a robust connection does not count as closed
+        # while it reconnects, so its callbacks are what tell.
+        self._lost: set[AbstractRobustConnection] = set()
 
     def add_connection_listener(self, listener: ConnectionListener) -> None:
         """Called with True/False whenever the bus connects or loses a connection."""
@@ -154,6 +157,7 @@ class AmqpBus:
                 await connection.close()
         self._publishing = self._consuming = None
         self._publish_channel = self._exchange = self._dead_exchange = None
+        self._lost.clear()
         self._healthy = False  # closed on purpose: no "connection lost" warning
         self._set_health()
 
@@ -165,12 +169,15 @@ class AmqpBus:
             and not self._consuming.is_closed
             and self._publish_channel is not None
             and not self._publish_channel.is_closed
+            and not self._lost
         )
 
-    def _on_close(self, *_: Any) -> None:
+    def _on_close(self, connection: Any, *_: Any) -> None:
+        self._lost.add(connection)
         self._set_health(False)
 
-    def _on_reconnect(self, *_: Any) -> None:
+    def _on_reconnect(self, connection: Any, *_: Any) -> None:
+        self._lost.discard(connection)
         self._set_health()
 
     def _set_health(self, healthy: bool | None = None) -> None:
