@@ -71,6 +71,13 @@ TOPIC_CASES: list[tuple[str, str, bool]] = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def _uncached() -> None:
+    # topic_matches keeps its answers: an answer kept from an earlier call (another test, or
+    # the process mutation testing forks from) would hide what the matcher says now.
+    topic_matches.cache_clear()
+
+
 @pytest.mark.parametrize(
     ("binding", "routing_key", "expected"),
     TOPIC_CASES,
