@@ -17,6 +17,7 @@ from spoc_platform.bus import (
     PoisonMessage,
     PublishError,
     QueueSpec,
+    RetryLater,
     Subscription,
 )
 from spoc_platform.bus.amqp import AmqpBus
@@ -186,6 +187,28 @@ async def test_a_transient_failure_is_retried_until_it_succeeds(
     assert inbox.counts("m-flaky") == [0, 1, 2]
     assert inbox.handled == ["m-flaky", "m-after"]
     assert await bus_under_test.dead_letters("desk") == []
+
+
+async def test_a_message_given_back_for_later_comes_again_only_after_its_delay(
+    bus_under_test: BusUnderTest,
+) -> None:
+    """The consumer's RetryLater carries its own pause (a database outage's back-off): the
+    transport waits that long, not its own short retry pause, before the next delivery."""
+    inbox = Inbox()
+    arrived: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    def later_once(delivery: Delivery) -> Exception | None:
+        arrived.append(loop.time())
+        return RetryLater("held for later", delay=0.6) if delivery.delivery_count == 0 else None
+
+    inbox.fail["m-later"] = later_once
+    await bus_under_test.consume(DESK, inbox.handler)
+    await bus_under_test.bus.publish(message("m-later"))
+    await eventually(lambda: inbox.has_handled("m-later"))
+
+    assert inbox.counts("m-later") == [0, 1]
+    assert arrived[1] - arrived[0] >= 0.55
 
 
 async def test_a_message_that_keeps_failing_is_dead_lettered_after_the_delivery_limit(
