@@ -492,3 +492,19 @@ async def _async(value: bool) -> bool:
 async def _async_len(letters: object, expected: int) -> bool:
     assert asyncio.iscoroutine(letters)
     return len(await letters) == expected
+
+
+async def test_the_depth_of_a_service_with_no_queue_is_zero_and_counts_what_waits_and_runs() -> (
+    None
+):
+    """What the embedded default's queue gauge reads (spoc_platform.admin): nothing declared
+    is an empty queue, not an error on the scrape."""
+    bus = MemoryBus()
+    await bus.connect()
+    try:
+        assert bus.depth("nobody") == 0
+        await bus.declare(QueueSpec("desk", ("ticket.created",)))
+        await bus.publish(OutgoingMessage("m-1", "ticket.created", b"{}"))
+        assert bus.depth("desk") == 1
+    finally:
+        await bus.close()
