@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
 from functools import partial
@@ -43,18 +43,6 @@ pytestmark = pytest.mark.integration
 LEASE = 1.0
 # Wall clock (the database's) against the loop's monotonic one, over a second or two.
 CLOCK_SLACK = 0.05
-
-
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[Store]:
-    engine = create_engine(database_url)
-    built = Store(engine)
-    async with engine.begin() as conn:
-        await conn.run_sync(built.metadata.create_all)
-    try:
-        yield built
-    finally:
-        await engine.dispose()
 
 
 async def die(worker: asyncio.Task[int]) -> None:

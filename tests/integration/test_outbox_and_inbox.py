@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,12 +17,11 @@ from spoc_platform.bus import (
     OutgoingMessage,
     PoisonMessage,
     PublishError,
-    QueueSpec,
     RetryLater,
 )
 from spoc_platform.bus.memory import MemoryBus
 from spoc_platform.consumer import EventConsumer, PermanentError
-from spoc_platform.db import create_engine, new_metadata
+from spoc_platform.db import new_metadata
 from spoc_platform.messaging_tables import MessagingTables, define_messaging_tables
 from spoc_platform.relay import OutboxRelay, RelaySettings
 from spoc_platform.unit_of_work import UnitOfWork, UnitOfWorkFactory
@@ -52,18 +50,6 @@ class Store:
             )
 
 
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[Store]:
-    engine = create_engine(database_url)
-    built = Store(engine)
-    async with engine.begin() as conn:
-        await conn.run_sync(built.metadata.create_all)
-    try:
-        yield built
-    finally:
-        await engine.dispose()
-
-
 class FlakyBus(MemoryBus):
     """A memory bus whose broker refuses to confirm while `down` is set."""
 
@@ -75,15 +61,6 @@ class FlakyBus(MemoryBus):
         if self.down:
             raise PublishError("broker unreachable")
         await super().publish(message)
-
-
-@pytest.fixture
-async def bus() -> AsyncIterator[FlakyBus]:
-    memory = FlakyBus()
-    await memory.connect()
-    await memory.declare(QueueSpec("listener", ("#",)))
-    yield memory
-    await memory.close()
 
 
 async def write_note(store: Store, text: str) -> Envelope:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
@@ -19,27 +18,6 @@ from tests.integration.test_outbox_and_inbox import FlakyBus, Store, relay_for, 
 from tests.support import eventually
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[Store]:
-    engine = create_engine(database_url)
-    built = Store(engine)
-    async with engine.begin() as conn:
-        await conn.run_sync(built.metadata.create_all)
-    try:
-        yield built
-    finally:
-        await engine.dispose()
-
-
-@pytest.fixture
-async def bus() -> AsyncIterator[FlakyBus]:
-    memory = FlakyBus()
-    await memory.connect()
-    await memory.declare(QueueSpec("listener", ("#",)))
-    yield memory
-    await memory.close()
 
 
 async def written_elsewhere(store: Store, count: int = 1) -> None:

@@ -7,7 +7,7 @@ import asyncio
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -39,27 +39,6 @@ from tests.support import eventually
 pytestmark = pytest.mark.integration
 
 RETENTION = timedelta(days=2)
-
-
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[Store]:
-    engine = create_engine(database_url)
-    built = Store(engine)
-    async with engine.begin() as conn:
-        await conn.run_sync(built.metadata.create_all)
-    try:
-        yield built
-    finally:
-        await engine.dispose()
-
-
-@pytest.fixture
-async def bus() -> AsyncIterator[FlakyBus]:
-    memory = FlakyBus()
-    await memory.connect()
-    await memory.declare(QueueSpec("listener", ("#",)))
-    yield memory
-    await memory.close()
 
 
 class Handled:
