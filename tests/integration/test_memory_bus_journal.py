@@ -4,6 +4,7 @@ operator can list, replay and purge, and that do not pile up for ever."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import time
 from datetime import UTC, datetime, timedelta
@@ -11,7 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from spoc_platform.bus import Delivery, OutgoingMessage, PoisonMessage, PublishError, QueueSpec
+from spoc_platform.bus import (
+    Delivery,
+    OutgoingMessage,
+    PoisonMessage,
+    PublishError,
+    QueueSpec,
+    RetryLater,
+)
 from spoc_platform.bus.journal import BusJournal, JournalContents
 from spoc_platform.bus.memory import MemoryBus
 from tests.support import eventually
@@ -145,15 +153,28 @@ async def test_purged_dead_letters_are_gone_for_good_and_others_stay(journal_pat
 
 
 async def test_dead_letters_past_their_retention_or_beyond_the_limit_are_dropped(
-    journal_path: Path,
+    journal_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="spoc_platform.bus.memory")
     bus = await started(journal_path, dead_letter_retention=timedelta(days=14), dead_letter_limit=3)
     await bus.consume(DESK, Recorder(refuse={f"m-{n}" for n in range(1, 6)}).handler)
-    for n in range(1, 6):
+    for n in range(1, 4):
         await bus.publish(message(f"m-{n}"))
     await eventually(lambda: _async(bus.depth("desk") == 0))
+    # Exactly at the limit: all kept, and nothing said to have been dropped.
+    assert [d.message_id for d in await bus.dead_letters("desk")] == ["m-1", "m-2", "m-3"]
+    assert dropped_warnings(caplog) == []
 
-    # The limit keeps the newest, like a dead-letter queue's max-length dropping its head.
+    # The limit keeps the newest, like a dead-letter queue's max-length dropping its head:
+    # one over it, the oldest goes at once, and the operator is told.
+    await bus.publish(message("m-4"))
+    await eventually(lambda: _async(bus.depth("desk") == 0))
+    assert [d.message_id for d in await bus.dead_letters("desk")] == ["m-2", "m-3", "m-4"]
+    assert dropped_warnings(caplog) == [
+        "desk.events: more than 3 dead letters; dropped the 1 oldest"
+    ]
+    await bus.publish(message("m-5"))
+    await eventually(lambda: _async(bus.depth("desk") == 0))
     assert [d.message_id for d in await bus.dead_letters("desk")] == ["m-3", "m-4", "m-5"]
     assert await bus.prune_dead_letters(now=datetime.now(UTC) + timedelta(days=13)) == 0
     assert await bus.prune_dead_letters(now=datetime.now(UTC) + timedelta(days=15)) == 3
@@ -476,6 +497,14 @@ async def test_working_dead_letters_on_a_closed_bus_fails_and_leaves_them_journa
     await again.close()
 
 
+def dropped_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "spoc_platform.bus.memory" and r.levelno == logging.WARNING
+    ]
+
+
 def kept_after_a_crash(path: Path) -> JournalContents:
     """What the next process would find in the journal were this one killed now."""
     survivor = BusJournal(path)
@@ -503,8 +532,269 @@ async def test_the_depth_of_a_service_with_no_queue_is_zero_and_counts_what_wait
     await bus.connect()
     try:
         assert bus.depth("nobody") == 0
-        await bus.declare(QueueSpec("desk", ("ticket.created",)))
+        one_at_a_time = QueueSpec("desk", ("ticket.created",), prefetch=1)
+        await bus.declare(one_at_a_time)
         await bus.publish(OutgoingMessage("m-1", "ticket.created", b"{}"))
         assert bus.depth("desk") == 1
+
+        release = asyncio.Event()
+        running: list[str | None] = []
+
+        async def slow(delivery: Delivery) -> None:
+            running.append(delivery.message_id)
+            await release.wait()
+
+        for n in (2, 3):
+            await bus.publish(OutgoingMessage(f"m-{n}", "ticket.created", b"{}"))
+        subscription = await bus.consume(one_at_a_time, slow)
+        await eventually(lambda: _async(running == ["m-1"]), message="m-1 running")
+        assert bus.depth("desk") == 3  # one being handled (not yet acknowledged), two waiting
+        release.set()
+        await eventually(lambda: _async(bus.depth("desk") == 0), message="all handled")
+        await subscription.cancel()
     finally:
         await bus.close()
+
+
+async def test_a_memory_bus_not_yet_connected_or_closed_is_unhealthy_and_confirms_nothing() -> None:
+    """What the relay writes in an outbox row's last_error is the refusal's own words."""
+    bus = MemoryBus()
+    await bus.declare(DESK)
+    assert not bus.is_healthy()
+    with pytest.raises(PublishError, match=r"^memory bus is closed$") as early:
+        await bus.publish(message("m-early"))
+    assert not early.value.unroutable
+
+    await bus.connect()
+    assert bus.is_healthy()
+    await bus.publish(message("m-1"))
+    await bus.close()
+
+    assert not bus.is_healthy()
+    with pytest.raises(PublishError, match=r"^memory bus is closed$") as late:
+        await bus.publish(message("m-late"))
+    assert not late.value.unroutable
+    assert bus.depth("desk") == 1  # m-1 only: a refused publish queued nothing
+
+
+async def test_a_bus_connected_again_holds_each_journalled_message_once(
+    journal_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="spoc_platform.bus.memory")
+    bus = await started(journal_path)
+    await bus.declare(DESK)
+    await bus.publish(message("m-1"))
+    await bus.close()
+    # The same bus started again in this process: what it holds is already in its queues.
+    await bus.connect()
+    assert bus.depth("desk") == 1
+    desk = Recorder()
+    await bus.consume(DESK, desk.handler)
+    await eventually(lambda: _async(bus.depth("desk") == 0), message="m-1 handled")
+    await asyncio.sleep(0.1)
+    assert desk.ids() == ["m-1"]
+    await bus.close()
+    assert kept(caplog) == []  # nothing was kept from an earlier process
+
+    # A new process finds the journal's messages and dead letters, and says so.
+    bus = await started(journal_path)
+    await bus.consume(DESK, Recorder(refuse={"m-bad"}).handler)
+    await bus.publish(message("m-bad"))
+    await eventually(lambda: bus.dead_letters("desk"), message="dead letter")
+    await bus.close()
+    bus = await started(journal_path)  # one dead letter kept
+    await bus.declare(DESK)
+    await bus.publish(message("m-2"))
+    await bus.close()
+    last = await started(journal_path)  # a held message and the dead letter kept
+    await last.close()
+    assert kept(caplog) == [
+        "bus journal: 0 messages and 1 dead letters kept from the last run",
+        "bus journal: 1 messages and 1 dead letters kept from the last run",
+    ]
+
+
+def kept(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "spoc_platform.bus.memory" and "kept from the last run" in r.msg
+    ]
+
+
+async def test_a_queue_kept_from_the_last_run_adds_the_bindings_of_each_declaration(
+    journal_path: Path,
+) -> None:
+    bus = await started(journal_path)
+    await bus.declare(DESK)
+    await bus.publish(message("m-1"))
+    await bus.close()
+
+    again = await started(journal_path)
+    await again.declare(QueueSpec("desk", ("ticket.created",)))
+    await again.declare(QueueSpec("desk", ("ticket.closed",)))  # adds to the first
+    await again.publish(message("m-2", "ticket.created"))
+    await again.publish(message("m-3", "ticket.closed"))
+    desk = Recorder()
+    await again.consume(QueueSpec("desk", ("ticket.closed",)), desk.handler)
+    await eventually(lambda: _async(again.depth("desk") == 0), message="all delivered")
+    assert desk.ids() == ["m-1", "m-2", "m-3"]
+    await again.close()
+
+
+async def test_a_queue_declared_again_adds_bindings_keeps_its_limit_and_takes_the_new_pace() -> (
+    None
+):
+    """Like the broker: bindings add up and the delivery limit stays the queue's first; the
+    consumer's prefetch and retry pause are the latest declaration's."""
+    bus = MemoryBus()
+    await bus.connect()
+    first = QueueSpec("desk", ("ticket.created",), delivery_limit=2, max_retry_delay=30.0)
+    await bus.declare(first)
+    latest = QueueSpec(
+        "desk", ("ticket.closed",), delivery_limit=4, prefetch=3, max_retry_delay=0.01
+    )
+    counts: list[int] = []
+    running: list[str | None] = []
+    release = asyncio.Event()
+
+    async def handler(delivery: Delivery) -> None:
+        if delivery.message_id == "m-doomed":
+            counts.append(delivery.delivery_count)
+            raise RuntimeError("always broken")
+        running.append(delivery.message_id)
+        await release.wait()
+
+    subscription = await bus.consume(latest, handler)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await bus.publish(message("m-doomed"))  # routed by the first declaration's binding
+    await eventually(lambda: bus.dead_letters("desk"), message="dead letter", timeout=5)
+    # Deliveries 0..10: the backstop of the first limit (2 x 5), not of the latest (4 x 5);
+    # ten pauses of at most 0.01 s, not a back-off growing towards 30 s (or 2 s).
+    assert counts == list(range(first.backstop_limit + 1))
+    assert loop.time() - began < 3.0
+
+    try:
+        for n in range(5):
+            await bus.publish(message(f"m-{n}", "ticket.closed"))
+        await eventually(lambda: _async(len(running) == 3), message="three handlers running")
+        await asyncio.sleep(0.2)  # a moment in which a fourth could have started
+        assert len(running) == 3
+    finally:
+        release.set()
+    await eventually(lambda: _async(len(running) == 5 and bus.depth("desk") == 0))
+    await subscription.cancel()
+    await bus.close()
+
+
+async def test_a_message_given_back_until_the_backstop_dies_with_the_consumer_s_reason() -> None:
+    bus = MemoryBus()
+    await bus.connect()
+    spec = QueueSpec("desk", ("ticket.*",), delivery_limit=1)
+
+    async def holding_back(delivery: Delivery) -> None:
+        raise RetryLater("database unreachable", delay=0)
+
+    await bus.consume(spec, holding_back)
+    await bus.publish(message("m-1"))
+    [dead] = await eventually(lambda: bus.dead_letters("desk"), message="dead letter")
+    assert dead.reason == "delivery limit exceeded: database unreachable"
+    assert dead.attempts == spec.backstop_limit + 1
+    await bus.close()
+
+
+async def test_dead_letters_are_listed_a_hundred_at_most_unless_asked_for_more() -> None:
+    bus = MemoryBus()
+    await bus.connect()
+    await bus.consume(DESK, Recorder(refuse={f"m-{n:03}" for n in range(101)}).handler)
+    for n in range(101):
+        await bus.publish(message(f"m-{n:03}"))
+    await eventually(lambda: _async_len(bus.dead_letters("desk", limit=1000), 101))
+
+    assert [d.message_id for d in await bus.dead_letters("desk")] == [
+        f"m-{n:03}" for n in range(100)
+    ]
+    await bus.close()
+
+
+async def test_a_handler_cut_short_by_a_stop_gives_its_message_back_to_the_queue() -> None:
+    bus = MemoryBus()
+    await bus.connect()
+    busy = Recorder(block={"m-1"})
+    subscription = await bus.consume(DESK, busy.handler)
+    await bus.publish(message("m-1"))
+    await eventually(lambda: _async(busy.ids() == ["m-1"]))
+    # The stop gives up waiting: the handler is cancelled before it acknowledged.
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(subscription.cancel(), 0.1)
+
+    fresh = Recorder()
+    await bus.consume(DESK, fresh.handler)
+    await eventually(lambda: _async(fresh.ids() == ["m-1"]), message="m-1 delivered again")
+    await eventually(lambda: _async(bus.depth("desk") == 0))
+    await bus.close()
+
+
+async def test_a_stop_waits_for_every_running_handler_even_when_one_is_interrupted() -> None:
+    """A handler may end with CancelledError of its own (a call it waits on is cancelled
+    elsewhere): the stop still waits for the others, raises nothing, and the interrupted
+    message goes back to the queue."""
+    bus = MemoryBus()
+    await bus.connect()
+    dependency: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    finish = asyncio.Event()
+    got: list[str | None] = []
+
+    async def handler(delivery: Delivery) -> None:
+        got.append(delivery.message_id)
+        if delivery.message_id == "m-waiting":
+            await dependency
+        else:
+            await finish.wait()
+
+    subscription = await bus.consume(DESK, handler)
+    await bus.publish(message("m-waiting"))
+    await bus.publish(message("m-slow"))
+    await eventually(lambda: _async(len(got) == 2), message="both handlers running")
+    stopping = asyncio.create_task(subscription.cancel())
+    try:
+        await asyncio.sleep(0.05)
+        dependency.cancel()
+        await asyncio.sleep(0.1)
+        assert not stopping.done(), "cancel() returned while m-slow's handler still ran"
+    finally:
+        finish.set()
+    await asyncio.wait_for(stopping, 5)  # raises nothing
+
+    fresh = Recorder()
+    await bus.consume(DESK, fresh.handler)
+    await eventually(lambda: _async(fresh.ids() == ["m-waiting"]), message="given back")
+    await eventually(lambda: _async(bus.depth("desk") == 0))
+    await bus.close()
+
+
+async def test_a_cancelled_subscription_leaves_nothing_running_and_nothing_to_report() -> None:
+    """Handling and stopping report no error to the event loop (where an operator would only
+    see it in the log), and once cancel() returns nothing of the subscription runs on."""
+    loop = asyncio.get_running_loop()
+    reported: list[str] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context["message"]))
+    try:
+        before = asyncio.all_tasks()
+        bus = MemoryBus()
+        await bus.connect()
+        recorder = Recorder()
+        subscription = await bus.consume(DESK, recorder.handler)
+        for n in range(3):
+            await bus.publish(message(f"m-{n}"))
+        await eventually(lambda: _async(len(recorder.got) == 3 and bus.depth("desk") == 0))
+        await asyncio.sleep(0)  # the finished handlers' callbacks
+
+        await subscription.cancel()
+        assert asyncio.all_tasks() - before == set()
+        await bus.close()
+        assert reported == []
+    finally:
+        loop.set_exception_handler(previous)

@@ -185,7 +185,9 @@ class MemoryBus:
             await taking.wait()
             held = await queue.messages.get()
             if not taking.is_set():
-                # Paused while waiting for a message: it stays first in line.
+                # Paused while waiting for a message: it goes back to the queue, behind any
+                # that came meanwhile. Nothing is lost; order across a pause is not promised
+                # (consumers never rely on it: every handler is idempotent and order-free).
                 queue.messages.put_nowait(held)
                 window.release()
                 continue
