@@ -26,7 +26,7 @@ WORKDIR /src
 
 # Third-party dependencies first: this layer is rebuilt only when the lock or a pyproject changes.
 # uv needs every workspace member's pyproject.toml to check the lock, but none of their code.
-COPY pyproject.toml uv.lock README.md ./
+COPY pyproject.toml uv.lock README.md LICENSE ./
 COPY libs/contracts/pyproject.toml libs/contracts/
 COPY libs/platform/pyproject.toml libs/platform/
 COPY services/intake/pyproject.toml services/intake/

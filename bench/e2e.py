@@ -9,7 +9,6 @@ asserts nothing: it reports (lost and duplicated acknowledgements included). See
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -22,11 +21,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 import httpx
+import typer
 
 from bench import baselines
 from bench.support import (
@@ -41,7 +42,9 @@ from bench.support import (
     drop_database,
     machine_cpu,
 )
-from spoc.localstack import SERVICE_NAMES, ProcessStack
+from spoc.progress import Steps, progress
+from spoc_platform.logs import LogLevel
+from tests.localstack import SERVICE_NAMES, ProcessStack
 
 TICKETS_PATH = "/api/v1/tickets"
 # What one ticket's journey costs the broker: ticket.created, ticket.routed, sla.clock_started
@@ -357,10 +360,38 @@ def code_version() -> str:
 
 
 TUNED_PREFETCH = 8
+STARTUP_TIMEOUT = 180.0
 
 
-def service_env(args: argparse.Namespace) -> dict[str, str]:
-    env = {f"SPOC_{s.upper()}_LOG_LEVEL": args.service_log_level for s in SERVICE_NAMES}
+class Client(StrEnum):
+    raw = "raw"
+    httpx = "httpx"
+
+
+@dataclass(frozen=True)
+class Options:
+    """One run's settings (the command's options; see `python -m bench.e2e --help`)."""
+
+    tickets: int = 3000
+    concurrency: int = 32
+    rate: float = 50
+    latency_seconds: float = 20
+    warmup: int = 50
+    ack_timeout: float = 30
+    raw_messages: int = 5000
+    baseline_seconds: float = 2.0
+    skip_baselines: bool = False
+    client: Client = Client.raw
+    tuned: bool = False
+    service_log_level: LogLevel = LogLevel.WARNING
+    env: list[str] = field(default_factory=list)
+    keep_logs: bool = False
+    profile: Path | None = None
+    json: Path | None = None
+
+
+def service_env(args: Options) -> dict[str, str]:
+    env = {f"SPOC_{s.upper()}_LOG_LEVEL": args.service_log_level.value for s in SERVICE_NAMES}
     if args.tuned:
         # Pools big enough for everything that can want a connection at once (handlers up to
         # the prefetch, relay, dispatcher, and for intake every HTTP client), so SQLAlchemy never
@@ -380,14 +411,19 @@ def service_env(args: argparse.Namespace) -> dict[str, str]:
     return env
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
+def phases_of(args: Options) -> int:
+    """Baselines (unless skipped), the stack, warm-up, throughput, latency, tearing down."""
+    return 5 if args.skip_baselines else 6
+
+
+async def run(args: Options, phases: Steps) -> dict[str, Any]:
     report: dict[str, Any] = {
         "settings": {
             "tickets": args.tickets,
             "concurrency": args.concurrency,
             "rate": args.rate,
             "latency_seconds": args.latency_seconds,
-            "client": args.client,
+            "client": args.client.value,
             "raw_messages": args.raw_messages,
             "baseline_seconds": args.baseline_seconds,
             "service_env": service_env(args),
@@ -417,7 +453,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         # -- 1. baselines ---------------------------------------------------------------------
         if not args.skip_baselines:
-            _say("baselines: raw aio-pika round trips, raw asyncpg writes")
+            phases.advance(note="baselines: raw aio-pika round trips, raw asyncpg writes")
             raw = report["baselines"] = {}
             raw["amqp"] = await baselines.amqp_round_trips(vhost.amqp_url, args.raw_messages)
             databases["raw"] = await create_database("spoc_bench_raw")
@@ -434,7 +470,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await drop_database(databases.pop("raw"))
 
         # -- 2. the stack ---------------------------------------------------------------------
-        _say("starting the mail sink and the four services")
+        phases.advance(note="starting the mail sink and the four services")
         started = time.monotonic()
         sink = SinkProcess()
         sink.start()
@@ -448,7 +484,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             extra_env=service_env(args),
         )
         await asyncio.to_thread(stack.migrate)
-        await stack.start()
+        for service in SERVICE_NAMES:
+            stack.launch(service)
+        # Generous: the start-up time is reported, not bounded (a busy machine starts slowly).
+        await stack.wait_ready(timeout=STARTUP_TIMEOUT)
         report["startup_seconds"] = time.monotonic() - started
         pids = stack.pids()
         rss = RssSampler({**pids, "mail sink": sink.pid, "bench": os.getpid()})
@@ -479,13 +518,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         index = 1
         # A few tickets first: connection pools, prepared statements and imports warm up.
-        _say("warm-up")
+        phases.advance(note=f"warm-up: {args.warmup} tickets")
         report["warmup"] = await run_phase(
             "warm-up", lambda: _closed(connect, args.warmup, 4, index), window=window(), **phase
         )
         index += args.warmup
 
-        _say(f"throughput: {args.tickets} tickets, {args.concurrency} concurrent clients")
+        phases.advance(
+            note=f"throughput: {args.tickets} tickets, {args.concurrency} concurrent clients"
+        )
         profilers = start_profilers(args.profile, pids) if args.profile else []
         try:
             report["throughput"] = await run_phase(
@@ -498,7 +539,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             stop_profilers(profilers)
         index += args.tickets
 
-        _say(f"latency: {args.rate:g} tickets/s for {args.latency_seconds:g} s (open loop)")
+        phases.advance(
+            note=f"latency: {args.rate:g} tickets/s for {args.latency_seconds:g} s (open loop)"
+        )
         report["latency"] = await run_phase(
             "latency",
             lambda: open_loop(connect, args.rate, args.latency_seconds, index),
@@ -518,7 +561,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             s: health_counts(await service_metrics(stack, s)) for s in SERVICE_NAMES
         }
     finally:
-        _say("tearing down")
+        phases.advance(note="tearing down")
         if stack is not None:
             with contextlib.suppress(Exception):
                 stack.stop()
@@ -775,58 +818,92 @@ def _work_table(phase: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.e2e", description=__doc__.split("\n\n")[0] if __doc__ else None
-    )
-    parser.add_argument("--tickets", type=int, default=3000, help="throughput phase (3000)")
-    parser.add_argument("--concurrency", type=int, default=32, help="HTTP clients (32)")
-    parser.add_argument("--rate", type=float, default=50, help="latency phase tickets/s (50)")
-    parser.add_argument("--latency-seconds", type=float, default=20, help="latency phase (20)")
-    parser.add_argument("--warmup", type=int, default=50, help="tickets before measuring (50)")
-    parser.add_argument(
-        "--ack-timeout",
-        type=float,
-        default=30,
-        help="give up on acks after this many seconds without one (30)",
-    )
-    parser.add_argument("--raw-messages", type=int, default=5000, help="aio-pika baseline (5000)")
-    parser.add_argument(
-        "--baseline-seconds", type=float, default=2.0, help="each PostgreSQL baseline (2)"
-    )
-    parser.add_argument("--skip-baselines", action="store_true")
-    parser.add_argument(
-        "--client",
-        choices=("raw", "httpx"),
-        default="raw",
-        help="load generator's HTTP client (raw: lean keep-alive HTTP/1.1)",
-    )
-    parser.add_argument(
-        "--tuned",
-        action="store_true",
-        help="prefetch 8, pools sized to demand, outbox window 64 (see bench/README.md)",
-    )
-    parser.add_argument("--service-log-level", default="WARNING")
-    parser.add_argument(
-        "--env",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra environment for the services, e.g. SPOC_NOTIFY_PREFETCH=128",
-    )
-    parser.add_argument("--keep-logs", action="store_true")
-    parser.add_argument(
-        "--profile",
-        type=Path,
-        metavar="DIR",
-        help="py-spy each service during the throughput phase (collapsed stacks)",
-    )
-    parser.add_argument("--json", type=Path, help="also write the full report here")
-    return parser.parse_args(argv)
+cli = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_args(argv)
+@cli.command(help=(__doc__ or "").split("\n\n")[0])
+def bench(
+    tickets: Annotated[int, typer.Option(min=1, help="Throughput phase.")] = Options.tickets,
+    concurrency: Annotated[
+        int, typer.Option(min=1, help="HTTP clients in the throughput phase.")
+    ] = Options.concurrency,
+    rate: Annotated[
+        float, typer.Option(min=0.1, help="Latency phase: tickets per second.")
+    ] = Options.rate,
+    latency_seconds: Annotated[
+        float, typer.Option(min=0.1, help="Latency phase: how long.")
+    ] = Options.latency_seconds,
+    warmup: Annotated[int, typer.Option(min=1, help="Tickets before measuring.")] = Options.warmup,
+    ack_timeout: Annotated[
+        float, typer.Option(min=1, help="Give up on acks after this many seconds without one.")
+    ] = Options.ack_timeout,
+    raw_messages: Annotated[
+        int, typer.Option(min=1, help="aio-pika baseline: messages.")
+    ] = Options.raw_messages,
+    baseline_seconds: Annotated[
+        float, typer.Option(min=0.1, help="Each PostgreSQL baseline: seconds.")
+    ] = Options.baseline_seconds,
+    skip_baselines: Annotated[
+        bool, typer.Option("--skip-baselines", help="Measure Spoc only.")
+    ] = False,
+    client: Annotated[
+        Client, typer.Option(help="Load generator's HTTP client (raw: lean keep-alive HTTP/1.1).")
+    ] = Options.client,
+    tuned: Annotated[
+        bool,
+        typer.Option(
+            "--tuned", help="Prefetch 8, pools sized to demand, outbox window 64 (bench/README.md)."
+        ),
+    ] = False,
+    service_log_level: Annotated[
+        LogLevel, typer.Option(case_sensitive=False, help="The services' log level.")
+    ] = Options.service_log_level,
+    env: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="KEY=VALUE",
+            help="Extra environment for the services (repeatable), e.g. SPOC_NOTIFY_PREFETCH=128.",
+        ),
+    ] = None,
+    keep_logs: Annotated[
+        bool, typer.Option("--keep-logs", help="Keep the services' logs.")
+    ] = False,
+    profile: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR",
+            help="py-spy each service during the throughput phase (collapsed stacks).",
+        ),
+    ] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write the full report here.")
+    ] = None,
+) -> None:
+    options = Options(
+        tickets=tickets,
+        concurrency=concurrency,
+        rate=rate,
+        latency_seconds=latency_seconds,
+        warmup=warmup,
+        ack_timeout=ack_timeout,
+        raw_messages=raw_messages,
+        baseline_seconds=baseline_seconds,
+        skip_baselines=skip_baselines,
+        client=client,
+        tuned=tuned,
+        service_log_level=service_log_level,
+        env=list(env or []),
+        keep_logs=keep_logs,
+        profile=profile,
+        json=json_path,
+    )
+    for item in options.env:
+        if "=" not in item:
+            raise typer.BadParameter(f"wants KEY=VALUE, not {item!r}", param_hint="--env")
+    measure(options)
+
+
+def measure(args: Options) -> None:
     try:
         import uvloop
 
@@ -835,8 +912,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         runner = asyncio.Runner()
     started = time.monotonic()
     try:
-        with runner:
-            report = runner.run(run(args))
+        with runner, progress("benchmark", total=phases_of(args)) as phases:
+            report = runner.run(run(args, phases))
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("interrupted: vhost, databases and processes removed", file=sys.stderr)
         raise SystemExit(130) from None
@@ -845,6 +922,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"\n(whole benchmark {report['bench_seconds']:.0f} s)")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=str))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    cli(args=list(argv) if argv is not None else None, prog_name="python -m bench.e2e")
 
 
 if __name__ == "__main__":

@@ -4,12 +4,11 @@ Each figure comes with a baseline measured in the same run, so it reads as a rat
 machine: ready time against a bare `import fastapi, sqlalchemy` process, tickets/s against raw
 aiosqlite "ticket + outbox row" transactions on the same disk.
 
-    .venv/bin/python -m bench.embedded [--tickets 1000] [--concurrency 16]
+    .venv/bin/python -m bench.embedded [--tickets 1000] [--concurrency 16] [--idle-seconds 10]
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import mailbox
@@ -22,10 +21,14 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Annotated
 
 import httpx
+import psutil
+import typer
 
-from spoc.localstack import _free_port
+from spoc.progress import Steps, progress
+from tests.localstack import _free_port
 
 TICKET = {
     "subject": "Benchmark ticket",
@@ -107,15 +110,12 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    return float(psutil.Process(pid).memory_info().rss) / 2**20
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
 
 
 async def push_tickets(
@@ -161,26 +161,38 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
-async def main(tickets: int, concurrency: int) -> dict[str, float]:
+# Import baseline, SQLite baseline, fresh start, tickets, idle, restart.
+PHASES = 6
+
+
+async def main(
+    tickets: int, concurrency: int, idle_seconds: float, phases: Steps
+) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="spoc-bench-") as tmp:
         root = Path(tmp)
+        phases.advance(note="baseline: bare framework import")
         bare = bare_import_seconds()
+        phases.advance(note="baseline: raw aiosqlite ticket+outbox transactions")
         baseline_rate = await sqlite_ticket_outbox_rate(root)
 
         port = _free_port()
+        phases.advance(note="spoc up on a fresh data directory")
         process = start(root / "desk", port)
         base = f"http://127.0.0.1:{port}"
         try:
             ready_fresh = await wait_ready(base, process)
+            phases.advance(note=f"{tickets} tickets, {concurrency} concurrent clients")
             rate, latency, post_latency = await push_tickets(
                 base, root / "desk" / "mail", tickets, concurrency
             )
             rss_loaded = rss_mb(process.pid)
+            phases.advance(note=f"idle for {idle_seconds:g} s")
             idle_from = cpu_seconds(process.pid)
-            await asyncio.sleep(10)
-            idle_share = (cpu_seconds(process.pid) - idle_from) / 10
+            await asyncio.sleep(idle_seconds)
+            idle_share = (cpu_seconds(process.pid) - idle_from) / idle_seconds
         finally:
             stop(process)
+        phases.advance(note="spoc up on the existing data directory")
         process = start(root / "desk", port)
         try:
             ready_again = await wait_ready(base, process)
@@ -215,18 +227,31 @@ async def main(tickets: int, concurrency: int) -> dict[str, float]:
         f"  POST answered p50 / p99               {r['post_latency_p50_ms']:8.1f}"
         f" / {r['post_latency_p99_ms']:.1f} ms",
         f"  RSS after load                        {rss_loaded:8.1f} MB",
-        f"  idle CPU, 10 s after load             {idle_share * 100:8.2f} % of a core",
+        f"  {f'idle CPU, {idle_seconds:g} s after load':<38}{idle_share * 100:8.2f} % of a core",
     ]
     print("\n".join(lines))
     return results
 
 
+cli = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+@cli.command(help=(__doc__ or "").splitlines()[0])
+def bench(
+    tickets: Annotated[int, typer.Option(min=1, help="Tickets to push.")] = 1000,
+    concurrency: Annotated[int, typer.Option(min=1, help="Concurrent HTTP clients.")] = 16,
+    idle_seconds: Annotated[
+        float, typer.Option(min=0.5, help="How long idle CPU is measured after the load.")
+    ] = 10.0,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write the figures here.")
+    ] = None,
+) -> None:
+    with progress("embedded benchmark", total=PHASES) as phases:
+        figures = asyncio.run(main(tickets, concurrency, idle_seconds, phases))
+    if json_path:
+        json_path.write_text(json.dumps(figures, indent=2))
+
+
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tickets", type=int, default=1000)
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--json", type=Path, help="also write the figures here")
-    arguments = parser.parse_args()
-    figures = asyncio.run(main(arguments.tickets, arguments.concurrency))
-    if arguments.json:
-        arguments.json.write_text(json.dumps(figures, indent=2))
+    cli(prog_name="python -m bench.embedded")

@@ -1,7 +1,8 @@
 """What the benchmark needs around Spoc: throw-away databases and vhosts, process statistics
-from /proc, the mail sink in a process of its own, and a lean HTTP/1.1 client.
+(psutil), the mail sink in a process of its own, and a lean HTTP/1.1 client.
 
-Nothing here imports the tests; only spoc.localstack (for MailSink) and client libraries."""
+The benchmark runs from a source checkout with the development dependencies, as the tests
+do: it shares their local stack (tests.localstack: the mail sink, the four processes)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 import httpx
+import psutil
 
-from spoc import localstack
+from tests import localstack
 
 POSTGRES_ADMIN_DSN = os.environ.get(
     "SPOC_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -26,8 +28,6 @@ POSTGRES_ADMIN_DSN = os.environ.get(
 AMQP_HOST = os.environ.get("SPOC_BENCH_AMQP_HOST", "127.0.0.1")
 RABBITMQ_API = os.environ.get("SPOC_BENCH_RABBITMQ_API", "http://127.0.0.1:15672/api")
 RABBITMQ_AUTH = ("guest", "guest")
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 # --- PostgreSQL and RabbitMQ of our own ------------------------------------------------------
@@ -101,63 +101,54 @@ class RabbitVhost:
         self._api.close()
 
 
-# --- /proc ----------------------------------------------------------------------------------
+# --- process figures (psutil) -----------------------------------------------------------
 
 
 def cpu_seconds(pid: int) -> float | None:
     """User + system CPU seconds a process has used so far (None once it is gone)."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
         return None
-    fields = stat[stat.rindex(b")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return float(times.user + times.system)
 
 
 def rss_bytes(pid: int) -> int | None:
     try:
-        with open(f"/proc/{pid}/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
+        return int(psutil.Process(pid).memory_info().rss)
+    except psutil.Error:
         return None
-    return None
 
 
 def pids_named(*names: str) -> list[int]:
-    """Processes whose command name (comm) is one of `names` (e.g. beam.smp, postgres)."""
-    return [pid for pid, (comm, *_) in _all_processes().items() if comm in names]
+    """Processes whose command name is one of `names` (e.g. beam.smp, postgres)."""
+    return [pid for pid, (name, *_) in _all_processes().items() if name in names]
 
 
-def _all_processes() -> dict[int, tuple[str, float, float, int]]:
-    """{pid: (comm, own CPU seconds, CPU seconds of its reaped children, start time)}."""
+def _all_processes() -> dict[int, tuple[str, float, float, float]]:
+    """{pid: (name, own CPU seconds, CPU seconds of its reaped children, start time)}."""
     found = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        close = stat.rindex(b")")
-        comm = stat[stat.index(b"(") + 1 : close].decode(errors="replace")
-        fields = stat[close + 2 :].split()
-        own = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-        reaped = (int(fields[13]) + int(fields[14])) / CLOCK_TICKS
-        found[int(entry)] = (comm, own, reaped, int(fields[19]))
+    for process in psutil.process_iter(["name", "cpu_times", "create_time"]):
+        info = process.info
+        times = info["cpu_times"]
+        if times is None or info["create_time"] is None:
+            continue  # gone, or not ours to read
+        own = times.user + times.system
+        reaped = getattr(times, "children_user", 0.0) + getattr(times, "children_system", 0.0)
+        found[process.pid] = (info["name"] or "", own, reaped, info["create_time"])
     return found
 
 
 def machine_cpu() -> tuple[float, float]:
     """(busy, total) CPU seconds of the whole machine since boot, over all cores."""
-    with open("/proc/stat", "rb") as f:
-        values = [int(v) for v in f.readline().split()[1:]]
-    idle = values[3] + values[4]  # idle + iowait
-    total = sum(values[:8])  # without guest time, which is counted in user already
-    return (total - idle) / CLOCK_TICKS, total / CLOCK_TICKS
+    times = psutil.cpu_times()
+    idle = times.idle + getattr(times, "iowait", 0.0)
+    # Guest time is counted in user already.
+    total = sum(
+        getattr(times, name, 0.0)
+        for name in ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+    )
+    return total - idle, total
 
 
 # Processes known by their command name; everything else is someone else's.
@@ -171,7 +162,7 @@ class CpuWindow:
     time the postmaster reaped), and the rest of the machine by command name."""
 
     groups: dict[str, list[int]] = field(default_factory=dict)
-    _start: dict[int, tuple[str, float, float, int]] = field(default_factory=dict)
+    _start: dict[int, tuple[str, float, float, float]] = field(default_factory=dict)
     _machine: tuple[float, float] = (0.0, 0.0)
     _wall: float = 0.0
     result: dict[str, float] = field(default_factory=dict)
@@ -217,7 +208,7 @@ class CpuWindow:
 
 
 class RssSampler:
-    """Samples VmRSS of some processes every `interval` seconds; keeps the maximum of each."""
+    """Samples the RSS of some processes every `interval` seconds; keeps the maximum of each."""
 
     def __init__(self, pids: dict[str, int], interval: float = 0.25) -> None:
         self.pids = pids
@@ -253,7 +244,7 @@ class RssSampler:
 
 
 def _sink_main(conn: Connection) -> None:
-    from spoc.localstack import MailSink
+    from tests.localstack import MailSink
 
     sink = MailSink()
     sink.start()
@@ -274,7 +265,7 @@ def _sink_main(conn: Connection) -> None:
 
 
 class SinkProcess:
-    """spoc.localstack.MailSink run in a child process, so parsing mail and the SMTP dialogue
+    """tests.localstack.MailSink run in a child process, so parsing mail and the SMTP dialogue
     do not compete for the load generator's GIL. Its times are time.monotonic(), which is the
     system-wide CLOCK_MONOTONIC on Linux: comparable with the parent's."""
 

@@ -14,9 +14,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from spoc.localstack import create_database, drop_database
 from spoc_notify.models import Delivery
 from spoc_platform.db import create_engine
+from tests.localstack import create_database, drop_database
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 POSTGRES_ADMIN_DSN = os.environ.get(

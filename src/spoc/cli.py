@@ -9,12 +9,13 @@ from typing import Annotated, Literal, TypedDict
 import typer
 import uvicorn
 
+from spoc import __version__
 from spoc.contracts_cli import contracts
 from spoc.keys import keys
 from spoc.operator import dead_letters, status_command
 from spoc.services import SERVICES, ServiceName
 from spoc.topology import topology
-from spoc_platform.logs import configure_logging
+from spoc_platform.logs import LogLevel, configure_logging
 from spoc_platform.settings import ServiceSettings
 
 app = typer.Typer(
@@ -31,17 +32,51 @@ app.add_typer(keys, name="keys")
 app.add_typer(topology, name="topology")
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        typer.echo(f"spoc {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _spoc(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the version of Spoc and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Spoc — a single-point-of-contact IT service desk."""
+
+
 class _UvicornOptions(TypedDict, total=False):
     access_log: bool
     log_config: None
     lifespan: Literal["on"]
     loop: str
     http: str
+    proxy_headers: bool
+    forwarded_allow_ips: str
+    root_path: str
 
 
-def _uvicorn_options() -> _UvicornOptions:
+def _uvicorn_options(settings: ServiceSettings) -> _UvicornOptions:
+    # Behind a proxy, X-Forwarded-Proto/-For from the addresses SPOC_FORWARDED_ALLOW_IPS names
+    # give the scheme (https: Secure cookies, right links) and the client's address; from
+    # anyone else they are ignored. The root path is the prefix the proxy serves us under.
+    options: _UvicornOptions = {
+        "access_log": False,
+        "log_config": None,
+        "lifespan": "on",
+        "proxy_headers": True,
+        "forwarded_allow_ips": settings.forwarded_allow_ips,
+        "root_path": settings.root_path,
+    }
     # uvloop and httptools roughly double what one worker serves; fall back if absent.
-    options: _UvicornOptions = {"access_log": False, "log_config": None, "lifespan": "on"}
     try:
         import httptools  # noqa: F401
         import uvloop  # noqa: F401
@@ -59,16 +94,21 @@ def up(
     ),
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    log_level: Annotated[str, typer.Option()] = "INFO",
+    log_level: Annotated[
+        LogLevel, typer.Option(case_sensitive=False, help="Least severe level logged.")
+    ] = LogLevel.INFO,
 ) -> None:
     """Run all of Spoc in one process: no broker, no Docker (SQLite, in-memory bus, Maildir)."""
     from spoc.datadir_lock import DataDirInUse
     from spoc.embedded import build_desk, create_embedded_app
+    from spoc_platform.migrations import alembic_quiet
 
     configure_logging(log_level)
     public = f"http://{'127.0.0.1' if host in {'0.0.0.0', '::'} else host}:{port}"
     try:
-        desk = build_desk(data_dir, portal_url=os.environ.get("SPOC_NOTIFY_PORTAL_URL", public))
+        # Four databases migrate before the banner: their dozen INFO lines would bury it.
+        with alembic_quiet():
+            desk = build_desk(data_dir, portal_url=os.environ.get("SPOC_NOTIFY_PORTAL_URL", public))
     except DataDirInUse as error:
         typer.echo(f"spoc up: {error}", err=True)
         raise typer.Exit(2) from error
@@ -76,7 +116,8 @@ def up(
         f"Spoc embedded default on {public}  (API docs {public}/docs; mail in {desk.maildir}/new)",
         err=True,
     )
-    uvicorn.run(create_embedded_app(desk), host=host, port=port, **_uvicorn_options())
+    options = _uvicorn_options(desk.settings.intake)  # intake is the embedded app's root
+    uvicorn.run(create_embedded_app(desk), host=host, port=port, **options)
 
 
 @app.command()
@@ -89,7 +130,7 @@ def serve(
     entry = SERVICES[service]
     settings = _settings_or_exit(service)
     configure_logging(settings.log_level, json=settings.log_json)
-    uvicorn.run(entry.create_app(settings), host=host, port=port, **_uvicorn_options())
+    uvicorn.run(entry.create_app(settings), host=host, port=port, **_uvicorn_options(settings))
 
 
 @app.command()
@@ -97,23 +138,41 @@ def migrate(
     service: Annotated[ServiceName, typer.Argument(help="Whose database to migrate.")],
     revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
 ) -> None:
-    """Bring a service's database to the latest schema (Alembic), then exit."""
-    from spoc_platform.migrations import upgrade
+    """Bring a service's database to the latest schema (Alembic), then exit.
+
+    Shows each revision as it is applied: a bar in a terminal, a line each otherwise."""
+    from spoc.progress import progress
+    from spoc_platform.migrations import alembic_quiet, upgrade
 
     settings = _settings_or_exit(service)
     configure_logging(settings.log_level, json=settings.log_json)
-    upgrade(SERVICES[service].migrations, settings.database_url, revision)
+    # The progress says which revision runs; Alembic's own INFO lines would repeat it.
+    with alembic_quiet(), progress(f"{service.value}: migrating") as steps:
+        upgrade(SERVICES[service].migrations, settings.database_url, revision, steps=steps)
     typer.echo(f"{service.value}: database at {revision}", err=True)
 
 
 def _settings_or_exit(service: ServiceName) -> ServiceSettings:
     from pydantic import ValidationError
+    from pydantic_settings.exceptions import SettingsError
 
+    prefix = f"SPOC_{service.value.upper()}_"
     try:
         return SERVICES[service].settings()
     except ValidationError as error:
-        prefix = f"SPOC_{service.value.upper()}_"
-        typer.echo(f"{service.value}: invalid settings (environment {prefix}*):\n{error}", err=True)
+        # Each problem by name, never the value given: that may be a password or a token.
+        problems = "\n".join(
+            f"  {'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
+            for e in error.errors(include_input=False, include_url=False)
+        )
+        typer.echo(
+            f"{service.value}: invalid settings (environment {prefix}*):\n{problems}", err=True
+        )
+        raise typer.Exit(2) from error
+    except SettingsError as error:
+        # A setting's file (<NAME>_FILE, SPOC_SECRETS_DIR) unreadable or given twice.
+        reason = f"{error}: {error.__cause__}" if error.__cause__ else str(error)
+        typer.echo(f"{service.value}: invalid settings (environment {prefix}*): {reason}", err=True)
         raise typer.Exit(2) from error
 
 

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
+from spoc_contracts.asyncapi import render_asyncapi
 from spoc_contracts.catalogue import (
     CatalogueDoc,
     build_catalogue,
@@ -25,8 +26,14 @@ from spoc_contracts.catalogue import (
 
 contracts = typer.Typer(help="The event catalogue (JSON Schema of every event).")
 
-CATALOGUE_PATH = Path("docs/events/catalogue.json")
-RELEASED_PATH = Path("docs/events/released")
+# Where the catalogue lives in the source tree this command was installed from; the code it
+# describes is that tree's too, so neither depends on the directory the command runs in.
+SOURCE_ROOT = Path(__file__).resolve().parents[2]
+EVENTS_DIR = Path("docs/events")
+CATALOGUE_NAME = "catalogue.json"
+# The same catalogue as an AsyncAPI 3 document, beside it (spoc_contracts.asyncapi).
+ASYNCAPI_NAME = "asyncapi.json"
+RELEASED_NAME = "released"
 ENVELOPE = "envelope"
 
 Schema = dict[str, Any]
@@ -86,16 +93,50 @@ def _write_json(path: Path, document: Schema) -> None:
     path.write_text(text, encoding="utf-8")
 
 
-CataloguePath = Annotated[Path, typer.Option(help="Where the catalogue lives.")]
-ReleasedPath = Annotated[
-    Path, typer.Option(help="Where the released snapshots live (<type>/v<N>.json).")
+CataloguePath = Annotated[
+    Path | None,
+    typer.Option(
+        help="Where the catalogue lives [default: docs/events/catalogue.json of the Spoc "
+        "source tree this command runs from]; its AsyncAPI 3 twin is asyncapi.json beside it.",
+        show_default=False,
+    ),
 ]
+ReleasedPath = Annotated[
+    Path | None,
+    typer.Option(
+        help="Where the released snapshots live (<type>/v<N>.json) [default: "
+        "docs/events/released of the Spoc source tree].",
+        show_default=False,
+    ),
+]
+
+
+def _events_dir() -> Path:
+    """docs/events of the source tree; a clear exit where Spoc runs from an installed wheel,
+    which carries the code but not the released history."""
+    found = SOURCE_ROOT / EVENTS_DIR
+    if not (found / RELEASED_NAME).is_dir():
+        typer.echo(
+            f"error: no released event snapshots at {found / RELEASED_NAME}: Spoc is not run "
+            "from its source tree. Give --released DIR (and --path FILE) of a Spoc checkout.",
+            err=True,
+        )
+        raise typer.Exit(2)
+    return found
+
+
+def _locate(path: Path | None, released: Path | None) -> tuple[Path, Path]:
+    if path is None or released is None:
+        events = _events_dir()
+        path = path or events / CATALOGUE_NAME
+        released = released or events / RELEASED_NAME
+    return path, released
 
 
 @contracts.command("write")
 def write(
-    path: CataloguePath = CATALOGUE_PATH,
-    released: ReleasedPath = RELEASED_PATH,
+    path: CataloguePath = None,
+    released: ReleasedPath = None,
     allow_breaking: Annotated[
         bool,
         typer.Option(
@@ -105,6 +146,7 @@ def write(
     ] = False,
 ) -> None:
     """Regenerate the catalogue and snapshot new event versions; refuses a non-additive change."""
+    path, released = _locate(path, released)
     code = code_contracts(build_catalogue())
     found = review(released_contracts(released), code)
     if found.broken and not allow_breaking:
@@ -117,6 +159,9 @@ def write(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_catalogue(), encoding="utf-8")
     typer.echo(f"wrote {path}", err=True)
+    asyncapi = path.with_name(ASYNCAPI_NAME)
+    asyncapi.write_text(render_asyncapi(), encoding="utf-8")
+    typer.echo(f"wrote {asyncapi}", err=True)
     for name in found.unreleased + found.grown:
         _write_json(released / f"{name}.json", code[name])
         typer.echo(f"{'released' if name in found.unreleased else 'grew'} {name}", err=True)
@@ -129,8 +174,16 @@ def write(
 
 
 @contracts.command("check")
-def check(path: CataloguePath = CATALOGUE_PATH, released: ReleasedPath = RELEASED_PATH) -> None:
+def check(path: CataloguePath = None, released: ReleasedPath = None) -> None:
     """Fail if the code breaks or drops a released event version, or a file is out of date."""
+    path, released = _locate(path, released)
+    if not released.is_dir():
+        typer.echo(
+            f"error: no released event snapshots at {released} (a directory of "
+            "<type>/v<N>.json): give --released DIR of a Spoc checkout",
+            err=True,
+        )
+        raise typer.Exit(2)
     code = code_contracts(build_catalogue())
     found = review(released_contracts(released), code)
     problems = ["breaking changes:\n  " + "\n  ".join(found.problems())] if found.broken else []
@@ -141,8 +194,12 @@ def check(path: CataloguePath = CATALOGUE_PATH, released: ReleasedPath = RELEASE
         f"{name}: the released snapshot lacks an additive change: run `spoc contracts write`"
         for name in found.grown
     ]
-    if not path.exists() or path.read_text(encoding="utf-8") != render_catalogue():
-        problems.append(f"{path} is out of date: run `spoc contracts write`")
+    for written, current in (
+        (path, render_catalogue),
+        (path.with_name(ASYNCAPI_NAME), render_asyncapi),
+    ):
+        if not written.exists() or written.read_text(encoding="utf-8") != current():
+            problems.append(f"{written} is out of date: run `spoc contracts write`")
     if problems:
         typer.echo("\n".join(problems), err=True)
         raise typer.Exit(1)

@@ -278,20 +278,34 @@ def replay_command(
 
     Safe to repeat: what was handled already is acknowledged without effect, and a replayed
     letter is no longer dead."""
+    from spoc.progress import Steps, progress
+
     chosen = _chosen(ids, everything, "replay")
 
-    async def replay() -> int:
+    async def replay(steps: Steps) -> int:
         admin = _admin(url, embedded, token)
         if admin is not None:
+            # The embedded bus moves them all in one step: the bar fills at once.
             answer = await admin.call("POST", service, "/replay", json={"ids": chosen})
+            steps.total(int(answer["replayed"]))
+            steps.advance(int(answer["replayed"]))
             return int(answer["replayed"])
         from spoc_platform.bus.amqp_dead_letters import replay_dead_letters
 
+        # On RabbitMQ each letter waits for its publisher confirm: thousands take a while.
         return await _with_broker(
-            amqp_url, lambda connection: replay_dead_letters(connection, service.value, chosen)
+            amqp_url,
+            lambda connection: replay_dead_letters(
+                connection,
+                service.value,
+                chosen,
+                on_total=steps.total,
+                on_replayed=lambda message_id: steps.advance(note=message_id),
+            ),
         )
 
-    count = _run(replay())
+    with progress(f"{service.value}: replaying dead letters", total=_count(chosen)) as steps:
+        count = _run(replay(steps))
     _report(as_json, {"service": service.value, "replayed": count}, f"replayed {count}")
 
 
@@ -326,6 +340,10 @@ def purge_command(
 
     count = _run(purge())
     _report(as_json, {"service": service.value, "purged": count}, f"purged {count}")
+
+
+def _count(chosen: list[str] | None) -> int | None:
+    return None if chosen is None else len(chosen)
 
 
 def _report(as_json: bool, result: dict[str, Any], text: str) -> None:
@@ -379,9 +397,11 @@ def _metric(
     return sum(found) if found else None
 
 
-async def _fetch(http: httpx.AsyncClient, url: str) -> httpx.Response | str:
+async def _fetch(
+    http: httpx.AsyncClient, url: str, headers: dict[str, str] | None = None
+) -> httpx.Response | str:
     try:
-        return await http.get(url)
+        return await http.get(url, headers=headers)
     except httpx.HTTPError as error:
         return f"unreachable ({type(error).__name__})"
 
@@ -392,8 +412,11 @@ async def collect_status(
     embedded: bool,
     rabbitmq_api: str | None,
     vhost: str,
+    token: str | None = None,
 ) -> list[ServiceStatus]:
     statuses = {name: ServiceStatus(name) for name in urls}
+    # /metrics takes the metrics or admin token once the services have one (spoc_platform.access).
+    auth = {"Authorization": f"Bearer {token}"} if token else None
     async with httpx.AsyncClient(timeout=5) as http:
         metrics_text: dict[str, str] = {}
         for name, base in urls.items():
@@ -410,8 +433,14 @@ async def collect_status(
             # In the embedded default one process exports every service's series at the root.
             source = urls["intake"] if embedded and "intake" in urls else base
             if source not in metrics_text:
-                scraped = await _fetch(http, f"{source}/metrics")
-                metrics_text[source] = scraped.text if isinstance(scraped, httpx.Response) else ""
+                scraped = await _fetch(http, f"{source}/metrics", auth)
+                code = scraped.status_code if isinstance(scraped, httpx.Response) else None
+                if code == 401 and not status.problem:
+                    status.problem = "/metrics wants a token: --token or SPOC_ADMIN_TOKEN"
+                ok = isinstance(scraped, httpx.Response) and code == 200
+                metrics_text[source] = (
+                    scraped.text if isinstance(scraped, httpx.Response) and ok else ""
+                )
             values = parse_metrics(metrics_text[source])
             status.outbox_pending = _metric(values, "spoc_outbox_pending", service=name)
             status.outbox_oldest = _metric(
@@ -483,6 +512,14 @@ def status_command(
     vhost: Annotated[
         str | None, typer.Option(help="Spoc's vhost (default: the one in SPOC_AMQP_URL).")
     ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            help="Metrics or admin token the services were started with, to read /metrics.",
+            envvar="SPOC_ADMIN_TOKEN",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Each service at a glance: readiness, queue, consumers, outbox, dead letters, overdue.
@@ -507,6 +544,7 @@ def status_command(
             embedded=is_embedded,
             rabbitmq_api=rabbitmq_api,
             vhost=vhost or _vhost_of(os.environ.get("SPOC_AMQP_URL", DEFAULT_AMQP_URL)),
+            token=token,
         )
     )
     if as_json:

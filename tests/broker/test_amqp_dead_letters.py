@@ -258,10 +258,13 @@ def test_the_cli_lists_shows_replays_and_purges_on_the_broker_directly(
     asyncio.run(prepare())
     runner = CliRunner()
 
+    progress: list[str] = []
+
     def spoc(*args: str) -> str:
         done = runner.invoke(app, [*args, "--amqp-url", rabbit.amqp_url])
         assert done.exit_code == 0, done.output
-        return done.output
+        progress.append(done.stderr)  # a long command's progress goes there, not in its answer
+        return done.stdout
 
     table = spoc("dead-letters", "list", "routing").splitlines()
     assert table[0].split() == ["ID", "TYPE", "TICKET", "ATTEMPTS", "AGE", "REASON"]
@@ -276,6 +279,7 @@ def test_the_cli_lists_shows_replays_and_purges_on_the_broker_directly(
         == "t-m-2"
     )
     assert spoc("dead-letters", "replay", "routing", "m-1").strip() == "routing: replayed 1"
+    assert "routing: replaying dead letters: 1/1 m-1" in progress[-1].splitlines()
     assert spoc("dead-letters", "purge", "routing", "--all", "--yes").strip() == "routing: purged 1"
     assert json.loads(spoc("dead-letters", "list", "routing", "--json")) == []
     assert asyncio.run(depth(rabbit, "routing.events")) == 1
@@ -290,7 +294,7 @@ def test_status_reads_queue_depth_consumers_and_dead_letters_from_the_management
     from typer.testing import CliRunner
 
     from spoc.cli import app
-    from spoc.localstack import _free_port
+    from tests.localstack import _free_port
     from tests.support import RABBITMQ_API
 
     async def prepare() -> None:

@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from functools import cache
 from pathlib import Path
@@ -138,19 +139,44 @@ def construct_settings(
 
 
 def check_env_against_settings(
-    monkeypatch: pytest.MonkeyPatch, service: str, env: Mapping[str, str], where: str
+    monkeypatch: pytest.MonkeyPatch,
+    service: str,
+    env: Mapping[str, str],
+    where: str,
+    files: Mapping[str, str] | None = None,
+    mounted: Mapping[str, Path] | None = None,
 ) -> Any:
+    """`files`: the settings the container gets as files in SPOC_SECRETS_DIR (name → value);
+    they are written to a directory of that name for the settings to read, as in the pod.
+    `mounted`: the files <NAME>_FILE variables may name (path in the container → here)."""
+    files, mounted = files or {}, mounted or {}
     accepted = accepted_env_names(settings_class(service))
-    unknown = sorted(n for n in env if n.upper().startswith("SPOC_") and n.upper() not in accepted)
+    accepted |= {f"{name}_FILE" for name in accepted} | {"SPOC_SECRETS_DIR"}
+    unknown = sorted(
+        n for n in [*env, *files] if n.upper().startswith("SPOC_") and n.upper() not in accepted
+    )
     assert not unknown, (
         f"{where}: {service}'s settings do not read {unknown}; they read {sorted(accepted)}"
     )
     prefix = f"SPOC_{service.upper()}_"
     foreign = sorted(
-        n for n in env if any(n.startswith(f"SPOC_{o.upper()}_") for o in SERVICES if o != service)
+        n
+        for n in [*env, *files]
+        if any(n.startswith(f"SPOC_{o.upper()}_") for o in SERVICES if o != service)
     )
     assert not foreign, f"{where}: {service} is given another service's settings {foreign}"
-    assert f"{prefix}DATABASE_URL" in env, f"{where}: no {prefix}DATABASE_URL"
+    assert f"{prefix}DATABASE_URL" in {**env, **files}, f"{where}: no {prefix}DATABASE_URL"
+    env = dict(env)
+    for name, path in env.items():
+        if name.endswith("_FILE") and name.startswith("SPOC_"):
+            assert path in mounted, f"{where}: {name}={path}, but no secret is mounted there"
+            env[name] = str(mounted[path])
+    if files:
+        assert "SPOC_SECRETS_DIR" in env, f"{where}: secret files but no SPOC_SECRETS_DIR"
+        directory = Path(tempfile.mkdtemp(prefix="spoc-secrets-"))
+        for name, value in files.items():
+            (directory / name).write_text(value + "\n")
+        env["SPOC_SECRETS_DIR"] = str(directory)
     settings = construct_settings(monkeypatch, service, env)
     if settings.environment == "production":
         assert "guest:guest@" not in settings.amqp_url, f"{where}: guest account in production"
@@ -214,18 +240,37 @@ def interpolate_tree(node: Any, env: Mapping[str, str]) -> Any:
 
 @cache
 def compose() -> dict[str, Any]:
-    """The compose file as Compose sees it with only the required variables set (the access-key
-    pair, which has no default): every default applies."""
+    """The compose file as Compose sees it with only the required variables set (the secrets
+    and the access-key pair, which have no default): every other default applies."""
     raw = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
     assert isinstance(raw, dict) and isinstance(raw.get("services"), dict)
     return dict(interpolate_tree(raw, COMPOSE_REQUIRED))
 
 
+# The secrets compose requires (no default: a published one would be everyone's).
+COMPOSE_SECRET_VARIABLES = (
+    "RABBITMQ_PASSWORD",
+    "POSTGRES_PASSWORD",
+    "GRAFANA_ADMIN_PASSWORD",
+    *(f"SPOC_{s.upper()}_DB_PASSWORD" for s in SERVICES),
+    "SPOC_METRICS_TOKEN_FILE",
+)
+
+
 def _required_compose_variables() -> dict[str, str]:
+    """What an operator sets, as deploy/compose/generate-env makes it: random passwords, a
+    token file, the access-key pair."""
+    import secrets
+
     from spoc_platform.sealing import generate_key_pair
 
     pair = generate_key_pair()
+    token_file = Path(tempfile.mkdtemp(prefix="spoc-compose-")) / "metrics-token"
+    token_file.write_text(secrets.token_hex(32) + "\n")
+    passwords = {name: secrets.token_hex(24) for name in COMPOSE_SECRET_VARIABLES}
     return {
+        **passwords,
+        "SPOC_METRICS_TOKEN_FILE": str(token_file),
         "SPOC_INTAKE_ACCESS_KEY_RECIPIENT": pair.recipient,
         "SPOC_NOTIFY_ACCESS_KEY_SECRET": pair.secret,
     }
@@ -246,6 +291,23 @@ def compose_env(service: Mapping[str, Any]) -> dict[str, str]:
         str(k): "" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
         for k, v in env.items()
     }
+
+
+def compose_secrets(service: Mapping[str, Any]) -> dict[str, Path]:
+    """The Compose secrets a service gets: path in the container → the file here."""
+    defined = compose().get("secrets", {})
+    mounted: dict[str, Path] = {}
+    for entry in service.get("secrets", []):
+        name, target = (
+            (entry, None) if isinstance(entry, str) else (entry["source"], entry.get("target"))
+        )
+        assert name in defined, f"secret {name} is not defined at the top level"
+        assert "file" in defined[name], f"secret {name}: a file, so it exists before `up`"
+        container_path = (
+            target if target and target.startswith("/") else f"/run/secrets/{target or name}"
+        )
+        mounted[container_path] = ROOT / defined[name]["file"]
+    return mounted
 
 
 def compose_command(service: Mapping[str, Any]) -> list[str] | None:
@@ -449,7 +511,9 @@ def test_compose_environment_is_read_by_the_service_settings(
     assert parsed is not None
     _, target = parsed
     env = compose_env(service)
-    settings = check_env_against_settings(monkeypatch, target, env, f"docker-compose.yml {name}")
+    settings = check_env_against_settings(
+        monkeypatch, target, env, f"docker-compose.yml {name}", mounted=compose_secrets(service)
+    )
     # One database and one user per service: spoc_<svc> on both counts.
     url = urlsplit(settings.database_url)
     assert url.scheme == "postgresql+asyncpg", f"{name}: {url.scheme}"
@@ -506,24 +570,67 @@ def test_compose_database_users_match_the_postgres_init_script() -> None:
     ) == len(SERVICES), "a database URL is shared"
 
 
-def test_compose_uses_no_guest_account_and_marks_local_secrets() -> None:
+def test_compose_uses_no_guest_account_and_has_no_default_secrets() -> None:
     text = json.dumps(compose())
     assert "guest:guest" not in text
     rabbit = compose_env(compose_services()["rabbitmq"])
     assert rabbit.get("RABBITMQ_DEFAULT_USER") not in (None, "", "guest")
     assert rabbit.get("RABBITMQ_DEFAULT_VHOST") == "spoc"
     raw = COMPOSE_FILE.read_text()
-    for variable in (
-        "RABBITMQ_PASSWORD",
-        "POSTGRES_PASSWORD",
-        "GRAFANA_ADMIN_PASSWORD",
-        *(f"SPOC_{s.upper()}_DB_PASSWORD" for s in SERVICES),
-    ):
-        defaults = re.findall(rf"\$\{{{variable}:-([^}}]*)\}}", raw)
-        assert defaults, f"{variable} is not taken from the environment"
-        assert all(d.endswith("-local-only") for d in defaults), (
-            f"{variable}'s default must say it is for local use only: {defaults}"
-        )
+    for variable in COMPOSE_SECRET_VARIABLES:
+        uses = re.findall(rf"\$\{{{variable}(:?[-?+]?)[^}}]*\}}", raw)
+        assert uses, f"{variable} is not taken from the environment"
+        assert set(uses) == {":?"}, f"{variable} must be required (${{{variable}:?…}}): {uses}"
+        # And Compose indeed refuses to start without it.
+        with pytest.raises(ValueError, match=f"compose requires {variable}"):
+            interpolate_tree(
+                yaml.safe_load(raw),
+                {k: v for k, v in COMPOSE_REQUIRED.items() if k != variable},
+            )
+    # No secret is published in the repository for compose to fall back on.
+    assert not list((DEPLOY / "compose" / "secrets").glob("*local-only*"))
+
+
+def test_compose_generate_env_makes_every_required_variable(tmp_path: Path) -> None:
+    """deploy/compose/generate-env, run in a copy of the layout it expects, writes a value for
+    every variable compose requires, none weak, and a token file the containers can read."""
+    script = tmp_path / "deploy" / "compose" / "generate-env"
+    script.parent.mkdir(parents=True)
+    (script.parent / "secrets").mkdir()
+    shutil.copy2(DEPLOY / "compose" / "generate-env", script)
+    (tmp_path / ".venv").symlink_to(ROOT / ".venv")
+    done = subprocess.run([str(script)], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    written = dict(
+        line.split("=", 1) for line in (tmp_path / ".env").read_text().splitlines() if line
+    )
+    required = set(re.findall(r"\$\{([A-Z_]+):\?", COMPOSE_FILE.read_text()))
+    assert required <= set(written), f"generate-env leaves out {sorted(required - set(written))}"
+    from spoc_platform.weak_secrets import weak_credentials, weak_token
+
+    for name in COMPOSE_SECRET_VARIABLES:
+        if name != "SPOC_METRICS_TOKEN_FILE":
+            assert weak_credentials(f"x://u:{written[name]}@h", password_required=True) is None
+    token = tmp_path / written["SPOC_METRICS_TOKEN_FILE"]
+    assert token.stat().st_mode & 0o777 == 0o644
+    assert weak_token(token.read_text().strip()) is None and len(token.read_text().strip()) >= 32
+    # Run twice, it keeps the first secrets: the databases were created with them.
+    again = subprocess.run([str(script)], capture_output=True, text=True, timeout=60, check=False)
+    assert again.returncode != 0 and ".env exists" in again.stderr
+
+
+def test_forwarded_headers_are_believed_from_no_one_by_default() -> None:
+    for name, service in compose_services().items():
+        allowed = compose_env(service).get("SPOC_FORWARDED_ALLOW_IPS")
+        assert allowed in (None, "127.0.0.1"), f"compose {name} trusts {allowed} by default"
+    for source in K8S_BASE.glob("*.yaml"):
+        text = source.read_text()
+        if source.name == "intake.yaml":
+            [value] = re.findall(r"SPOC_FORWARDED_ALLOW_IPS\n\s*value: \"([^\"]*)\"", text)
+            assert value == "127.0.0.1", f"the base's intake trusts {value}: set it in an overlay"
+        else:
+            # Only intake is behind the ingress: nothing else may believe forwarded headers.
+            assert "SPOC_FORWARDED_ALLOW_IPS" not in text, source.name
 
 
 def test_compose_notify_sends_to_the_mail_catcher() -> None:
@@ -547,6 +654,28 @@ def test_compose_mounted_files_exist() -> None:
                 source = volume.get("source")
             if source and source.startswith("./"):
                 assert (ROOT / source).exists(), f"{name} mounts missing {source}"
+        for path in compose_secrets(service).values():
+            assert path.is_file(), f"{name}'s secret {path} is missing"
+
+
+def test_metrics_are_scraped_with_the_token_the_services_read() -> None:
+    services = compose_services()
+    prometheus_secrets = compose_secrets(services["prometheus"])
+    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    spoc = next(job for job in config["scrape_configs"] if job["job_name"] == "spoc")
+    credentials = spoc["authorization"]["credentials_file"]
+    assert spoc["authorization"].get("type", "Bearer") == "Bearer"
+    assert credentials in prometheus_secrets, f"Prometheus has nothing at {credentials}"
+    for target in SERVICES:
+        serve = next(
+            s for s in services.values() if service_command(compose_command(s)) == ("serve", target)
+        )
+        token_file = compose_env(serve).get(f"SPOC_{target.upper()}_METRICS_TOKEN_FILE")
+        assert token_file is not None, f"{target} is given no metrics token"
+        assert compose_secrets(serve)[token_file] == prometheus_secrets[credentials], target
+    cluster = yaml.safe_load((PROMETHEUS_DIR / "kubernetes-scrape.yml").read_text())
+    in_cluster = next(job for job in cluster["scrape_configs"] if job["job_name"] == "spoc")
+    assert in_cluster["authorization"]["credentials_file"], "the cluster's scrape sends no token"
 
 
 # ================================================================================================
@@ -679,7 +808,10 @@ def runbook_sections() -> dict[str, str]:
     return {markdown_anchor(s.splitlines()[0]): s for s in sections}
 
 
-UPGRADE_RUNBOOKS = {"queues-from-the-first-release"}
+UPGRADE_RUNBOOKS = {
+    "queues-from-the-first-release",
+    "upgrading-settings-this-release-refuses-or-changes",
+}
 
 
 def test_every_alert_links_a_runbook_section_saying_what_it_means_what_to_look_at_and_do() -> None:
@@ -824,7 +956,21 @@ def test_promtool_accepts_config_rules_rule_tests_and_dashboard_queries(tmp_path
         )
         assert done.returncode == 0, f"promtool {' '.join(args)}:\n{done.stdout}{done.stderr}"
 
-    promtool("check", "config", "prometheus.yml")
+    # The config names the token file Compose mounts (/run/secrets/...), and promtool reads
+    # every file a config names: check a copy naming a token file that exists here.
+    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    token_files = 0
+    for job in config["scrape_configs"]:
+        if "credentials_file" in job.get("authorization", {}):
+            token = tmp_path / f"{job['job_name']}-token"
+            token.write_text("a-token-for-promtool\n")
+            job["authorization"]["credentials_file"] = str(token)
+            token_files += 1
+    assert token_files, "the config names no token file: is /metrics scraped without one?"
+    # Paths in the config are relative to it: the rules stay where they are.
+    config["rule_files"] = [str(PROMETHEUS_DIR / f) for f in config.get("rule_files", [])]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    promtool("check", "config", "prometheus.yml", cwd=tmp_path)
     promtool("check", "rules", "alerts.yml")
     promtool("test", "rules", "alerts.test.yml")
     # Grafana's queries must parse too: wrap each as a recording rule and let promtool parse it.
@@ -903,6 +1049,14 @@ def test_desk_files_given_to_the_containers_are_valid() -> None:
         check_desk_file(ROOT / sources[0])
 
 
+def operator_secrets(values: Mapping[str, str]) -> dict[str, str]:
+    """`values` with every "example-only..." placeholder replaced by a secret of one's own."""
+    return {
+        name: re.sub(r"example-only[A-Za-z0-9-]*", "k3" * 20, value)
+        for name, value in values.items()
+    }
+
+
 @pytest.mark.parametrize("source", ["base", "overlay"])
 def test_kubernetes_workloads(source: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Containers' commands, probes, limits and environment; a Service, PDB, ScaledObject each."""
@@ -933,7 +1087,8 @@ def test_kubernetes_workloads(source: str, monkeypatch: pytest.MonkeyPatch) -> N
     for name, deployment in by_kind.get("Deployment", {}).items():
         spec = pod_spec(deployment)
         assert spec is not None
-        assert deployment["spec"].get("replicas", 1) >= 2, f"{name}: fewer than 2 replicas"
+        # KEDA's HPA sets the count (minReplicaCount, below): a fixed one would fight it.
+        assert "replicas" not in deployment["spec"], f"{name}: fixed replicas fight the autoscaler"
         migrated = serving = None
         for kind, container in containers(spec):
             where = f"{source} Deployment {name} {kind[:-1]} {container['name']}"
@@ -969,7 +1124,22 @@ def test_kubernetes_workloads(source: str, monkeypatch: pytest.MonkeyPatch) -> N
                         env[item["name"]] = lookup("ConfigMap", value_from["configMapKeyRef"])
                 else:  # the base has no Secrets: a stand-in of the right shape
                     env[item["name"]] = placeholder(item["name"], target)
-            check_env_against_settings(monkeypatch, target, env, where)
+            secret_settings = {n for n in env if n.endswith(SECRET_SETTINGS)}
+            assert not secret_settings, (
+                f"{where}: secrets as variables, not files: {secret_settings}"
+            )
+            files = {
+                path: value if value is not None else placeholder(path, target)
+                for path, value in secret_files(spec, container, env, lookup, source).items()
+            }
+            assert f"SPOC_{target.upper()}_METRICS_TOKEN" in files, f"{where}: no metrics token"
+            if source == "overlay":
+                # The example's secrets are published: production refuses them as they are...
+                with pytest.raises(pytest.fail.Exception, match="published placeholder"):
+                    check_env_against_settings(monkeypatch, target, env, where, files)
+                # ...and takes the overlay once an operator has put their own in their place.
+                env, files = operator_secrets(env), operator_secrets(files)
+            check_env_against_settings(monkeypatch, target, env, where, files)
             if verb == "migrate":
                 assert kind == "initContainers", f"{where}: migrations run before the service"
                 migrated = target
@@ -1046,12 +1216,60 @@ def test_kubernetes_objects_match_the_api_schemas(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+# Settings that are secrets: containers get them as files (SPOC_SECRETS_DIR), never variables.
+SECRET_SETTINGS = (
+    "_DATABASE_URL",
+    "SPOC_AMQP_URL",
+    "_SMTP_URL",
+    "_ACCESS_KEY_SECRET",
+    "_ADMIN_TOKEN",
+    "_METRICS_TOKEN",
+)
+
+
+def secret_files(
+    spec: Mapping[str, Any],
+    container: Mapping[str, Any],
+    env: Mapping[str, str],
+    lookup: Any,
+    source: str,
+) -> dict[str, str | None]:
+    """The files a container finds in its SPOC_SECRETS_DIR (a projected volume of Secrets):
+    name → value (the overlay's Secrets), or None where the base leaves the value to an
+    overlay. Optional Secrets the overlay does not define are left out, as Kubernetes does."""
+    directory = env.get("SPOC_SECRETS_DIR")
+    if directory is None:
+        return {}
+    mounts = [m for m in container.get("volumeMounts", []) if m["mountPath"] == directory]
+    assert mounts, f"{container['name']}: SPOC_SECRETS_DIR={directory} but nothing is mounted there"
+    assert mounts[0].get("readOnly") is True, f"{container['name']}: mount the secrets read-only"
+    volume = next(v for v in spec["volumes"] if v["name"] == mounts[0]["name"])
+    files: dict[str, str | None] = {}
+    for projected in volume["projected"]["sources"]:
+        secret = projected["secret"]
+        for item in secret["items"]:
+            ref = {"name": secret["name"], "key": item["key"]}
+            if source == "base":
+                files[item["path"]] = None
+                continue
+            try:
+                files[item["path"]] = lookup("Secret", ref)
+            except AssertionError:
+                if not secret.get("optional"):
+                    raise
+    return files
+
+
 def placeholder(name: str, service: str) -> str:
     """A value of the right shape for an environment variable the base fills from a Secret."""
+    if name.endswith("_TOKEN"):
+        return "placeholder-token-of-at-least-32-characters"
     if name == "SPOC_AMQP_URL":
-        return "amqp://spoc:placeholder@rabbitmq:5672/spoc?heartbeat=30&reconnect_interval=2"
+        return "amqp://spoc:placeholder-secret@rabbitmq:5672/spoc?heartbeat=30&reconnect_interval=2"
     if name.endswith("_DATABASE_URL"):
-        return f"postgresql+asyncpg://spoc_{service}:placeholder@postgres:5432/spoc_{service}"
+        return (
+            f"postgresql+asyncpg://spoc_{service}:placeholder-secret@postgres:5432/spoc_{service}"
+        )
     if name.endswith("_SMTP_URL"):
         return "smtp://mail:25"
     if name.endswith("_MAIL_FROM"):

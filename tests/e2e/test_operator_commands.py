@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from spoc.localstack import _free_port
+from tests.localstack import _free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -65,7 +65,10 @@ def spoc(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_spoc_status_shows_every_embedded_service_ready_and_exits_zero(embedded_desk: str) -> None:
-    done = spoc("status", "--url", embedded_desk)
+    # The desk was started with an admin token: /metrics wants it too.
+    refused = spoc("status", "--url", embedded_desk)
+    assert "/metrics wants a token" in refused.stdout, refused.stdout
+    done = spoc("status", "--url", embedded_desk, "--token", TOKEN)
 
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()

@@ -11,13 +11,13 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from spoc.localstack import SERVICE_NAMES, MailSink, ProcessStack
 from tests.e2e.journey import (
     acknowledged_view,
     assert_acknowledgement,
     assert_requester_view,
     open_ticket,
 )
+from tests.localstack import SERVICE_NAMES, MailSink, ProcessStack
 from tests.support import (
     RabbitAdmin,
     create_postgres_database,

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import mailbox
 import os
 import signal
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 
-from spoc.localstack import _free_port
 from tests.e2e.journey import acknowledged_view, assert_requester_view, open_ticket
 from tests.e2e.stored_time import an_hour_passes
+from tests.localstack import _free_port
 from tests.support import eventually, until_notify_is_idle
 
 pytestmark = pytest.mark.e2e
@@ -152,3 +154,28 @@ def _mail_count(data: Path) -> int:
 def _acknowledged(data: Path) -> list[tuple[str, str]]:
     box = mailbox.Maildir(data / "mail", create=True)
     return [(str(m["X-Spoc-Ticket"]), str(m["Message-ID"])) for m in box]
+
+
+async def test_spoc_up_prints_its_banner_first_and_logs_utc_json_without_colour(
+    tmp_path: Path,
+) -> None:
+    """A fresh data directory migrates four databases: quietly, so the banner comes first."""
+    port = _free_port()
+    process = spoc_up(tmp_path / "desk", port)  # output piped: JSON log lines
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+            await wait_ready(client, process)
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=20) == 0
+    assert process.stdout is not None
+    lines = process.stdout.read().decode().splitlines()
+
+    assert lines[0].startswith(f"Spoc embedded default on http://127.0.0.1:{port}"), lines[:3]
+    assert not [line for line in lines if "alembic" in line]
+    logged = [json.loads(line) for line in lines[1:]]
+    assert any(entry["logger"] == "uvicorn.error" for entry in logged)
+    for entry in logged:
+        assert "color_message" not in entry and "\x1b" not in json.dumps(entry)
+        moment = datetime.fromisoformat(entry["time"])
+        assert entry["time"].endswith("Z") and moment.utcoffset() == timedelta(0)

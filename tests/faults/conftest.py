@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import pytest_asyncio
 
-from spoc.localstack import SERVICE_NAMES, MailSink, ProcessStack
 from tests.faults.load import Tally, extras
 from tests.faults.rabbit_node import RabbitNode
+from tests.localstack import SERVICE_NAMES, MailSink, ProcessStack
 from tests.support import create_postgres_database, drop_postgres_database, unavailable
 from tests.tcp_proxy import CuttingProxy
 

@@ -14,8 +14,8 @@ from email.message import Message
 import asyncpg
 import httpx
 
-from spoc.localstack import MailSink
 from spoc_platform.db import create_engine
+from tests.localstack import MailSink
 from tests.support import mail_owed
 
 TICKETS_PATH = "/api/v1/tickets"

@@ -19,11 +19,11 @@ from email.message import Message
 import httpx
 import pytest
 
-from spoc.localstack import SERVICE_NAMES, MailSink, ProcessStack
 from spoc_notify.settings import NotifySettings
 from tests.faults.conftest import RESULTS
 from tests.faults.load import Tally, count, mail_by_ticket, open_tickets, unfinished_work
 from tests.faults.rabbit_node import RabbitNode
+from tests.localstack import SERVICE_NAMES, MailSink, ProcessStack
 from tests.support import eventually
 from tests.tcp_proxy import CuttingProxy
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib import metadata
 from typing import Annotated, Any
 
 import httpx
@@ -274,14 +275,88 @@ def test_the_openapi_document_names_the_service_its_version_and_the_operations_e
     document = create_service_app(
         service="documented", title="Spoc documented", readiness=ready
     ).openapi()
-    assert document["info"] == {"title": "Spoc documented", "version": "1.0.0"}
+    # A service passes its own package's version; the plumbing's own is the default.
+    assert document["info"] == {
+        "title": "Spoc documented",
+        "version": metadata.version("spoc-platform"),
+    }
     for path in ("/healthz", "/readyz", "/metrics"):
         assert document["paths"][path]["get"]["tags"] == ["operations"], path
 
 
 async def test_by_default_a_body_over_sixty_four_kib_is_refused() -> None:
+    json_type = {"content-type": "application/json"}
     async with failing_app() as http:
-        at_limit = await http.post("/items", content=b" " * 65_536)
-        over = await http.post("/items", content=b" " * 65_537)
-    assert at_limit.status_code == 422  # read, and found not to be a Thing
+        at_limit = await http.post("/items", content=b" " * 65_536, headers=json_type)
+        over = await http.post("/items", content=b" " * 65_537, headers=json_type)
+    assert at_limit.status_code == 422  # read, and found not to be JSON at all
+    assert at_limit.json()["error"]["details"][0]["type"] == "json_invalid"
     assert over.status_code == 413
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "application/x-www-form-urlencoded", "application/jsonx", "text/json"],
+)
+async def test_a_body_sent_as_another_type_than_json_is_a_415(content_type: str) -> None:
+    async with failing_app() as http:
+        answer = await http.post(
+            "/items",
+            content=b'{"name": "a", "size": 1}',
+            headers={"content-type": content_type},
+        )
+    assert answer.status_code == 415
+    assert answer.json() == {
+        "error": {
+            "code": "unsupported_media_type",
+            "message": "request body must be JSON (Content-Type: application/json)",
+            "details": [],
+        }
+    }
+
+
+@pytest.mark.parametrize(
+    "content_type", [None, "application/json; charset=utf-8", "application/merge-patch+json"]
+)
+async def test_json_by_any_json_media_type_or_none_is_read(content_type: str | None) -> None:
+    # No Content-Type at all is read as JSON, as it always has been: clients that send
+    # requests.post(url, data=json.dumps(body)) say nothing of the type.
+    headers = {"content-type": content_type} if content_type else {}
+    async with failing_app() as http:
+        answer = await http.post("/items", content=b'{"name": "a", "size": 1}', headers=headers)
+        unparseable = await http.post("/items", content=b'{"name": ', headers=headers)
+    assert (answer.status_code, answer.json()) == (200, {"name": "a"})
+    assert unparseable.status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        pytest.param(
+            b'{"name": "a",\n "size": }',
+            "Expecting value: line 2 column 10 (char 23)",
+            id="syntax",
+        ),
+        pytest.param(
+            b'{"name": "\xff"}', "not UTF-8 text: byte 10 cannot be decoded", id="not-utf8"
+        ),
+        pytest.param(b"[" * 30_000 + b"]" * 30_000, "nested too deeply", id="deep"),
+    ],
+)
+async def test_a_body_that_is_not_valid_json_gets_one_422_that_names_no_field(
+    body: bytes, message: str
+) -> None:
+    # The 422 `validation_error` a syntax error has always been; the position is in the
+    # message: an offset in the body is no field.
+    async with failing_app() as http:
+        answer = await http.post(
+            "/items", content=body, headers={"content-type": "application/json"}
+        )
+    assert answer.status_code == 422
+    assert answer.json() == {
+        "error": {
+            "code": "validation_error",
+            "message": "invalid request: body is not valid JSON",
+            "details": [{"type": "json_invalid", "message": message}],
+        }
+    }

@@ -207,6 +207,24 @@ async def test_an_international_domain_is_kept_in_the_form_mail_servers_take(
     assert created.data["requester"]["email"] == "jorg@xn--bcher-kva.de"
 
 
+@pytest.mark.parametrize(
+    ("email", "status"),
+    [
+        ("ann@desk.test", 201),  # RFC 2606 keeps .test for testing: an address all the same
+        ("root@intranet", 201),  # a dotless domain: well-formed, and the desk's to reach
+        ("Ann <ann@example.org>", 201),
+        ("ann@desk.localhost", 422),
+        ("ann@desk.invalid", 422),
+    ],
+)
+async def test_a_well_formed_address_is_accepted_and_a_special_use_name_refused(
+    client: httpx.AsyncClient, email: str, status: int
+) -> None:
+    body = ticket(requester={"name": "Ann", "email": email})
+    response = await client.post("/api/v1/tickets", json=body)
+    assert response.status_code == status, response.json()
+
+
 async def test_free_text_keeps_its_line_breaks(
     client: httpx.AsyncClient, intake: ServiceUnderTest
 ) -> None:
@@ -216,12 +234,48 @@ async def test_free_text_keeps_its_line_breaks(
     assert created.data["description"] == "Line one\nLine two\twith a tab"
 
 
-async def test_a_body_that_is_not_json_is_a_422(client: httpx.AsyncClient) -> None:
+async def test_a_body_that_is_not_json_is_a_422_that_names_no_field(
+    client: httpx.AsyncClient,
+) -> None:
     response = await client.post(
         "/api/v1/tickets", content=b"{oops", headers={"content-type": "application/json"}
     )
     assert response.status_code == 422
-    assert response.json()["error"]["code"] == "validation_error"
+    error = response.json()["error"]
+    assert error["code"] == "validation_error"
+    [detail] = error["details"]
+    assert detail["type"] == "json_invalid" and "field" not in detail
+    assert "line 1 column 2" in detail["message"]
+
+
+async def test_json_sent_without_a_content_type_opens_a_ticket(
+    client: httpx.AsyncClient,
+) -> None:
+    # As requests.post(url, data=json.dumps(body)) sends it: no Content-Type at all.
+    response = await client.post("/api/v1/tickets", content=json.dumps(ticket()).encode())
+    assert response.status_code == 201
+
+
+async def test_surrounding_whitespace_is_accepted_and_not_kept(
+    client: httpx.AsyncClient, intake: ServiceUnderTest
+) -> None:
+    subject = " " + "s" * 200 + "\t "  # 200 characters once stripped: the limit counts those
+    body = ticket(
+        subject=subject,
+        requester={
+            "name": " Ann ",
+            "email": " ann@example.org ",
+            "phone": " +48 600 700 800 ",
+            "locale": " pl ",
+            "preferred_channel": "sms",
+        },
+    )
+    assert (await client.post("/api/v1/tickets", json=body)).status_code == 201
+    async with intake.runtime.engine.connect() as conn:
+        row = (await conn.execute(select(Ticket.__table__))).mappings().one()
+    assert row["subject"] == "s" * 200
+    assert (row["requester_name"], row["requester_email"]) == ("Ann", "ann@example.org")
+    assert (row["requester_phone"], row["requester_locale"]) == ("+48 600 700 800", "pl")
 
 
 async def test_an_oversized_body_is_refused_before_it_is_read(client: httpx.AsyncClient) -> None:

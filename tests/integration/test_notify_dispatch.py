@@ -16,7 +16,6 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from spoc.localstack import _free_port
 from spoc_contracts import Envelope
 from spoc_notify import repository
 from spoc_notify.dispatcher import DeliveryDispatcher
@@ -24,6 +23,7 @@ from spoc_notify.mail import OutgoingMail, SmtpTransport
 from spoc_notify.models import MESSAGING, Base
 from spoc_platform.db import create_engine
 from spoc_platform.unit_of_work import UnitOfWork, UnitOfWorkFactory
+from tests.localstack import _free_port
 from tests.support import eventually
 
 pytestmark = pytest.mark.integration

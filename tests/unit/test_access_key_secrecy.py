@@ -151,7 +151,7 @@ async def test_a_delivery_that_fails_for_good_keeps_no_message(sqlite_url: str) 
 PRODUCTION = {
     "environment": "production",
     "database_url": "postgresql+asyncpg://spoc@db/spoc",
-    "amqp_url": "amqp://spoc:s3cret@rabbitmq:5672/spoc",
+    "amqp_url": "amqp://spoc:a-long-broker-secret@rabbitmq:5672/spoc",
 }
 
 

@@ -81,7 +81,8 @@ async def test_the_acknowledgement_waits_for_both_halves_in_any_order(
         text = mail.get_body(("plain",)).get_content()
         assert "SD-000042" in text and "P2" in text
         assert "http://127.0.0.1:8000/t/SD-000042?key=secret-key-123" in text
-        assert "First response by: Mon 23 Nov 2026 12:00 UTC" in text
+        # Ala reads Polish: the date is hers, on the desk's clock (UTC by default).
+        assert "First response by: pon., 23 lis 2026, 12:00 (uniwersalny czas koordynowany)" in text
         [sent] = await notify.published("notification.sent")
         assert NotificationSent.model_validate(sent.data).recipient == "ala@example.org"
 
@@ -407,8 +408,8 @@ contact us about it.
 
   Subject:           Laptop will not boot
   Priority:          P2
-  First response by: Mon 23 Nov 2026 12:00 UTC
-  Resolution by:     Tue 24 Nov 2026 12:00 UTC
+  First response by: pon., 23 lis 2026, 12:00 (uniwersalny czas koordynowany)
+  Resolution by:     wt., 24 lis 2026, 12:00 (uniwersalny czas koordynowany)
 
 Follow your request, see who is handling it and add information at any time:
 http://127.0.0.1:8000/t/SD-000042?key=secret-key-123

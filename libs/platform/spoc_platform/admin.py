@@ -13,11 +13,12 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from spoc_platform import metrics
 from spoc_platform.bus import DeadLetter, MessageBus
 from spoc_platform.bus.memory import MemoryBus
+from spoc_platform.openapi import error_response, error_responses
 from spoc_platform.web import ApiError
 
 T = TypeVar("T")
@@ -65,10 +66,18 @@ class ReplayRequest(BaseModel):
 class PurgeRequest(BaseModel):
     """Purging everything must be said in so many words: `{"all": true}`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        # The rule `_one_of` enforces, said in the schema too: "all": true without ids, or ids.
+        json_schema_extra={
+            "if": {"properties": {"all": {"const": True}}, "required": ["all"]},
+            "then": {"properties": {"ids": {"type": "null"}}},
+            "else": {"properties": {"ids": {"type": "array"}}, "required": ["ids"]},
+        },
+    )
 
     ids: list[str] | None = Field(default=None, max_length=SHOW_SCAN_LIMIT)
-    all: bool = False
+    all: StrictBool = False  # 0 or "yes" is not a way to say "everything"
 
     @model_validator(mode="after")
     def _one_of(self) -> PurgeRequest:
@@ -157,7 +166,18 @@ def bearer_guard(token: str) -> Callable[[Request], None]:
 
 
 def admin_router(service: str, bus: MessageBus, token: str) -> APIRouter:
-    router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(bearer_guard(token))])
+    router = APIRouter(
+        prefix="/admin",
+        tags=["admin"],
+        dependencies=[Depends(bearer_guard(token))],
+        responses={
+            401: error_response(
+                401,
+                headers={"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}},
+            ),
+            **error_responses(503),
+        },
+    )
 
     @router.get("/dead-letters", summary="The service's dead letters, oldest first")
     async def list_dead_letters(
@@ -167,14 +187,6 @@ def admin_router(service: str, bus: MessageBus, token: str) -> APIRouter:
         now = datetime.now(UTC)
         described = [describe(letter, now) for letter in letters]
         return DeadLetterList(service=service, count=len(described), dead_letters=described)
-
-    @router.get("/dead-letters/{message_id}", summary="One dead letter with its whole envelope")
-    async def show_dead_letter(message_id: str) -> DeadLetterDetail:
-        letters = await _bus_call(bus.dead_letters(service, limit=SHOW_SCAN_LIMIT))
-        for letter in letters:
-            if letter.message_id == message_id:
-                return detail(letter)
-        raise ApiError(404, "not_found", f"no dead letter {message_id} in {service}")
 
     @router.post(
         "/dead-letters/replay",
@@ -190,6 +202,20 @@ def admin_router(service: str, bus: MessageBus, token: str) -> APIRouter:
         purged = await _bus_call(bus.purge_dead_letters(service, request.ids))
         return PurgeResult(service=service, purged=purged)
 
+    # Last: declared before them, its template would match /replay and /purge too, and a wrong
+    # method there would be told "Allow: GET".
+    @router.get(
+        "/dead-letters/{message_id}",
+        summary="One dead letter with its whole envelope",
+        responses=error_responses(404),
+    )
+    async def get_dead_letter(message_id: str) -> DeadLetterDetail:
+        letters = await _bus_call(bus.dead_letters(service, limit=SHOW_SCAN_LIMIT))
+        for letter in letters:
+            if letter.message_id == message_id:
+                return detail(letter)
+        raise ApiError(404, "not_found", f"no dead letter {message_id} in {service}")
+
     return router
 
 
@@ -202,5 +228,8 @@ async def _bus_call(call: Awaitable[T]) -> T:
         # PublishError, a closed channel, a dropped connection (aio-pika's AMQPError family is
         # not an OSError): the caller may try again; a 500 would say the desk is broken.
         raise ApiError(
-            503, "service_unavailable", f"the message bus did not answer: {error!r}"
+            503,
+            "service_unavailable",
+            f"the message bus did not answer: {error!r}",
+            headers={"Retry-After": "2"},
         ) from error

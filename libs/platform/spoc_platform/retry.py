@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_before_delay,
+    stop_never,
+)
 
 from spoc_platform.db import is_outage
 
@@ -54,18 +60,19 @@ async def through_outages(
     """Runs `work` again, with back-off, for as long as it fails because the database is
     unreachable (spoc_platform.db.is_outage) — for ever, or for `patience` seconds; any other
     error goes straight to the caller. `on_outage(error, attempts)` is told before each wait."""
-    deadline = None if patience is None else time.monotonic() + patience
-    attempts = 0
-    while True:
-        try:
-            return await work()
-        except Exception as error:
-            if not is_outage(error):
-                raise
-            attempts += 1
-            delay = backoff.delay(attempts)
-            if deadline is not None and time.monotonic() + delay > deadline:
-                raise
-            if on_outage is not None:
-                on_outage(error, attempts)
-            await asyncio.sleep(delay)
+
+    def tell(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        if on_outage is not None and error is not None:
+            on_outage(error, state.attempt_number)
+
+    retrying = AsyncRetrying(
+        retry=retry_if_exception(is_outage),
+        # Spoc's own pauses (doubling, ceiling, jitter), so every retry in Spoc keeps one pace.
+        wait=lambda state: backoff.delay(state.attempt_number),
+        # Never a pause that would end past the patience: the last failure is raised instead.
+        stop=stop_never if patience is None else stop_before_delay(patience),
+        before_sleep=tell,
+        reraise=True,
+    )
+    return await retrying(work)

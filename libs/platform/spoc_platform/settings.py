@@ -1,4 +1,10 @@
-"""Typed settings every service shares; each service adds its own prefix SPOC_<SERVICE>_."""
+"""Typed settings every service shares; each service adds its own prefix SPOC_<SERVICE>_.
+
+Any setting may come from a file instead of the environment, as secrets are handed to
+containers: `<NAME>_FILE=/path` (e.g. SPOC_INTAKE_DATABASE_URL_FILE), or a file named like the
+variable in the directory SPOC_SECRETS_DIR (e.g. /run/secrets/SPOC_INTAKE_ADMIN_TOKEN). The
+environment variable itself wins over both; giving a variable and its _FILE at once is refused.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +12,19 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from spoc_platform.logs import LogLevel, LogLevelSetting
+from spoc_platform.secret_files import FileVariablesSource, secrets_dir_source
+from spoc_platform.weak_secrets import MIN_TOKEN_LENGTH, weak_credentials, weak_token
 
 
 class ServiceSettings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore", validate_default=True)
+    # Errors never echo the input: a model-level error would otherwise print every setting,
+    # tokens and URLs with passwords included, to the log or terminal of whoever starts it.
+    model_config = SettingsConfigDict(
+        extra="ignore", validate_default=True, hide_input_in_errors=True
+    )
 
     environment: Literal["development", "production"] = "development"
     database_url: str = ""
@@ -53,17 +67,75 @@ class ServiceSettings(BaseSettings):
     desk_config: Path | None = Field(
         default=None, validation_alias=AliasChoices("SPOC_DESK_CONFIG", "desk_config")
     )
-    log_level: str = "INFO"
+    log_level: LogLevelSetting = LogLevel.INFO
     log_json: bool | None = None
     max_body_bytes: int = Field(default=65_536, ge=1024)
     # Bearer token of the admin API (/admin/...: dead letters), long enough not to be guessed
     # online. Unset: that API does not exist.
-    admin_token: SecretStr | None = Field(default=None, min_length=32)
+    admin_token: SecretStr | None = Field(default=None, min_length=MIN_TOKEN_LENGTH)
+    # Bearer token Prometheus scrapes /metrics with (the admin token works too), so the
+    # scraper never holds a credential that can purge dead letters. Without either token,
+    # /metrics is open in development and absent (404) in production.
+    metrics_token: SecretStr | None = Field(default=None, min_length=MIN_TOKEN_LENGTH)
+    # Addresses (or networks, CIDR) of the proxies whose X-Forwarded-For/-Proto are believed:
+    # the scheme and client address then are the ones the proxy saw. "*" trusts any peer,
+    # only right when nothing but the proxy can reach the service. Shared: one proxy in front.
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        validation_alias=AliasChoices("SPOC_FORWARDED_ALLOW_IPS", "forwarded_allow_ips"),
+    )
+    # The path prefix a proxy serves this service under (and strips), e.g. /desk: the links
+    # and redirects the service makes start with it.
+    root_path: str = Field(default="", pattern=r"^(/[A-Za-z0-9._~-]+)*$")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Earlier wins: explicit arguments, the environment, <NAME>_FILE, SPOC_SECRETS_DIR.
+        return (
+            init_settings,
+            env_settings,
+            FileVariablesSource(settings_cls),
+            dotenv_settings,
+            *secrets_dir_source(settings_cls),
+        )
 
     @model_validator(mode="after")
     def _database_is_named(self) -> ServiceSettings:
         if not self.database_url:
             raise ValueError("database_url is required (SPOC_<SERVICE>_DATABASE_URL)")
-        if self.environment == "production" and "guest:guest@" in self.amqp_url:
-            raise ValueError("the default RabbitMQ credentials are refused in production")
+        return self
+
+    @model_validator(mode="after")
+    def _no_weak_credentials_in_production(self) -> ServiceSettings:
+        """PostgreSQL and RabbitMQ reached with a password anyone could guess, and tokens
+        anyone could guess, are refused in production: the development default guest:guest,
+        and the placeholders published in Spoc's compose file and Kubernetes example."""
+        if self.environment != "production":
+            return self
+        prefix = str(self.model_config.get("env_prefix") or "SPOC_<SERVICE>_")
+        urls = {f"{prefix}DATABASE_URL": self.database_url}
+        if self.bus == "amqp":
+            urls["SPOC_AMQP_URL"] = self.amqp_url
+            if self.rabbitmq_management_url:
+                urls["SPOC_RABBITMQ_MANAGEMENT_URL"] = self.rabbitmq_management_url
+        for name, url in urls.items():
+            problem = weak_credentials(url, password_required=name == "SPOC_AMQP_URL")
+            if problem:
+                raise ValueError(f"{name}: {problem}; weak credentials are refused in production")
+        tokens = {
+            f"{prefix}ADMIN_TOKEN": self.admin_token,
+            f"{prefix}METRICS_TOKEN": self.metrics_token,
+        }
+        for name, token in tokens.items():
+            problem = weak_token(token.get_secret_value()) if token is not None else None
+            if problem:
+                raise ValueError(f"{name}: {problem}; weak credentials are refused in production")
         return self

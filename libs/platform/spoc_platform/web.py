@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import email.message
 import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from importlib import metadata
+from typing import Any, Literal
 
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -22,6 +24,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from spoc_platform import metrics
 from spoc_platform.bus import MessageBus
 from spoc_platform.db import is_outage
+from spoc_platform.openapi import (
+    document_errors,
+    error_response,
+    install_offline_docs,
+    operation_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +79,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, error: RequestValidationError) -> JSONResponse:
+        syntax = next((e for e in error.errors() if e["type"] == "json_invalid"), None)
+        if syntax is not None:
+            return _unparseable_json(_syntax_error_message(syntax, error.body))
         details = [
             {"field": _field_path(tuple(e["loc"])), "message": e["msg"], "type": e["type"]}
             for e in error.errors()
@@ -82,6 +93,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        if error.status_code == 400 and isinstance(error.__cause__, UNREADABLE_JSON):
+            # FastAPI's own 400 for a body json.loads gave up on before any syntax error: the
+            # same answer as a syntax error, whatever made the JSON unreadable.
+            return _unparseable_json(_unreadable_message(error.__cause__))
         code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
         return JSONResponse(
             error_body(code, str(error.detail)), error.status_code, headers=error.headers
@@ -102,6 +117,68 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse(error_body("internal_error", "an unexpected error occurred"), 500)
+
+
+# Raised while decoding a JSON body, before any syntax error could be found.
+UNREADABLE_JSON = (UnicodeDecodeError, RecursionError)
+
+
+def _unparseable_json(message: str) -> JSONResponse:
+    """One answer whatever is wrong with a body's JSON, the 422 `validation_error` a syntax
+    error has always been: the position is in the message, never in `field`, which names
+    fields only."""
+    return JSONResponse(
+        error_body(
+            "validation_error",
+            "invalid request: body is not valid JSON",
+            [{"type": "json_invalid", "message": message}],
+        ),
+        422,
+    )
+
+
+def _syntax_error_message(error: Any, document: Any) -> str:
+    reason = str(error.get("ctx", {}).get("error", "syntax error"))
+    position = error["loc"][-1] if isinstance(error["loc"][-1], int) else None
+    if position is None or not isinstance(document, str):
+        return reason
+    line = document.count("\n", 0, position) + 1
+    column = position - document.rfind("\n", 0, position)
+    return f"{reason}: line {line} column {column} (char {position})"
+
+
+def _unreadable_message(cause: BaseException) -> str:
+    if isinstance(cause, UnicodeDecodeError):
+        return f"not UTF-8 text: byte {cause.start} cannot be decoded"
+    return "nested too deeply"
+
+
+def _is_json(content_type: str | None) -> bool:
+    # As FastAPI decides whether to parse a body as JSON: application/json, application/*+json,
+    # or no type at all (clients that send JSON without saying so have always been served).
+    if not content_type:
+        return True
+    message = email.message.Message()
+    message["content-type"] = content_type
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (
+        subtype == "json" or subtype.endswith("+json")
+    )
+
+
+async def require_json_body(request: Request) -> None:
+    """Every route that takes a body takes JSON: a body explicitly of another type is a 415,
+    not a 422 that calls the raw bytes an invalid object; a body without a type is read as
+    JSON. Runs after FastAPI has read the body (it is cached), before it is validated."""
+    route = request.scope.get("route")
+    if getattr(route, "body_field", None) is None or not await request.body():
+        return
+    if not _is_json(request.headers.get("content-type")):
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            "request body must be JSON (Content-Type: application/json)",
+        )
 
 
 def _unavailable(request: Request, error: Exception) -> JSONResponse:
@@ -234,15 +311,49 @@ def _route_template(scope: Scope) -> str:
 ReadinessCheck = Callable[[], Awaitable[dict[str, str]]]
 
 
-def ops_router(readiness: ReadinessCheck) -> APIRouter:
+class Liveness(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "degraded", "not_ready"]
+    # Each dependency: "ok", "degraded: …" (serving without it for now) or what is wrong.
+    checks: dict[str, str]
+
+
+class PrometheusText(Response):
+    """The Prometheus text exposition format, as prometheus_client writes it."""
+
+    media_type = CONTENT_TYPE_LATEST
+
+
+# What a route behind spoc_platform.access may answer besides its own: 401 without the token,
+# 404 in production while no token is configured.
+_GUARDED_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: error_response(
+        401, headers={"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}}
+    ),
+    404: error_response(404),
+}
+
+
+def ops_router(readiness: ReadinessCheck, metrics_access: Sequence[Any] = ()) -> APIRouter:
+    """/healthz and /readyz for anyone (probes); /metrics behind `metrics_access`."""
     router = APIRouter(tags=["operations"])
 
     @router.get("/healthz", summary="Liveness: the process answers")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    async def get_liveness() -> Liveness:
+        return Liveness(status="ok")
 
-    @router.get("/readyz", summary="Readiness: database and bus reachable")
-    async def readyz() -> JSONResponse:
+    @router.get(
+        "/readyz",
+        summary="Readiness: database and bus reachable",
+        response_model=Readiness,
+        responses={
+            503: {"model": Readiness, "description": "Not ready: `checks` says what is down"}
+        },
+    )
+    async def get_readiness() -> JSONResponse:
         checks = await readiness()
         # "degraded": serving, with a dependency down that the service can do without for now.
         degraded = any(v.startswith("degraded") for v in checks.values())
@@ -250,10 +361,19 @@ def ops_router(readiness: ReadinessCheck) -> APIRouter:
         status = ("degraded" if degraded else "ready") if ready else "not_ready"
         return JSONResponse({"status": status, "checks": checks}, 200 if ready else 503)
 
-    @router.get("/metrics", summary="Prometheus metrics")
-    async def prometheus_metrics() -> Response:
+    @router.get(
+        "/metrics",
+        summary="Prometheus metrics",
+        response_class=PrometheusText,
+        responses={
+            200: {"description": "The Prometheus text exposition format"},
+            **_GUARDED_RESPONSES,
+        },
+        dependencies=list(metrics_access),
+    )
+    async def get_metrics() -> PrometheusText:
         await metrics.refresh_gauges()
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return PrometheusText(generate_latest())
 
     return router
 
@@ -277,14 +397,22 @@ def create_service_app(
     max_body_bytes: int = 65_536,
     start: Callable[[], Awaitable[None]] | None = None,
     stop: Callable[[], Awaitable[None]] | None = None,
-    version: str = "1.0.0",
+    version: str | None = None,
     bus: MessageBus | None = None,
     admin_token: SecretStr | str | None = None,
+    metrics_token: SecretStr | str | None = None,
+    staff_routers: Sequence[APIRouter] = (),
+    open_without_token: bool = True,
 ) -> FastAPI:
     """The FastAPI app every service shares the shape of; `start`/`stop` run in its lifespan.
     Given the service's `bus`, it exports its dead-letter count where the bus can tell it
-    cheaply, and with an `admin_token` too, it serves the admin API (spoc_platform.admin)."""
+    cheaply, and with an `admin_token` too, it serves the admin API (spoc_platform.admin).
+    `version`, the API's in OpenAPI, is the service package's (spoc_platform's by default).
+    /metrics takes the `metrics_token` or the admin token, `staff_routers` (views that name
+    the desk's people) the admin token; without one they are open only if `open_without_token`
+    (development), see spoc_platform.access."""
     from spoc_platform import admin  # imports this module: here to keep the import one-way
+    from spoc_platform.access import guarded_by
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -296,11 +424,36 @@ def create_service_app(
             if stop is not None:
                 await stop()
 
-    app = FastAPI(title=title, version=version, lifespan=lifespan)
+    app = FastAPI(
+        title=title,
+        version=version or metadata.version("spoc-platform"),
+        lifespan=lifespan,
+        generate_unique_id_function=operation_id,
+        # A route that takes a body takes JSON (415 otherwise); on the rest it does nothing.
+        dependencies=[Depends(require_json_body)],
+        # A body without a Content-Type is read as JSON, as clients sending
+        # requests.post(url, data=json.dumps(...)) expect. FastAPI refuses it by default against
+        # cross-site requests riding on a browser's ambient credentials; no Spoc route takes
+        # any (admin is Bearer-only, opening a ticket needs none), and text/plain, the other
+        # type a page may send without asking, is still a 415.
+        strict_content_type=False,
+        docs_url=None,
+        redoc_url=None,
+    )
     install_error_handlers(app)
-    app.include_router(ops_router(readiness))
+    install_offline_docs(app, title)
+    document_errors(app)
+    metrics_access = guarded_by(
+        (metrics_token, admin_token), open_without_token=open_without_token, realm="spoc-metrics"
+    )
+    app.include_router(ops_router(readiness, metrics_access))
     for router in routers:
         app.include_router(router)
+    staff_access = guarded_by(
+        (admin_token,), open_without_token=open_without_token, realm="spoc-admin"
+    )
+    for router in staff_routers:
+        app.include_router(router, dependencies=staff_access, responses=_GUARDED_RESPONSES)
     if bus is not None:
         admin.export_in_process_bus(service, bus)
         token = (

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from importlib import metadata
+
 from fastapi import FastAPI
 
 from spoc_intake.api import portal, tickets
@@ -21,11 +23,14 @@ def create_app(
     app = create_service_app(
         service="intake",
         title="Spoc intake",
+        version=metadata.version("spoc-intake"),
         readiness=runtime.readiness,
         routers=[tickets.router, portal.router],
         max_body_bytes=settings.max_body_bytes,
         bus=runtime.bus,
         admin_token=settings.admin_token,
+        metrics_token=settings.metrics_token,
+        open_without_token=settings.environment != "production",
         start=runtime.start if manage_runtime else None,
         stop=runtime.stop if manage_runtime else None,
     )

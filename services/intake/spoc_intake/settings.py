@@ -3,6 +3,7 @@
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from spoc_platform.dates import TimeZoneSetting
 from spoc_platform.sealing import DEVELOPMENT_RECIPIENT, check_key
 from spoc_platform.settings import ServiceSettings
 
@@ -18,6 +19,8 @@ class IntakeSettings(ServiceSettings):
     # Notify's public key (base64, `spoc keys generate`): requesters' access keys are sealed to
     # it before they leave intake, so only notify can turn one into a link.
     access_key_recipient: str = DEVELOPMENT_RECIPIENT
+    # The desk's time zone (IANA): the requester's page shows due times on its clock.
+    time_zone: TimeZoneSetting = "UTC"
 
     @field_validator("access_key_recipient")
     @classmethod

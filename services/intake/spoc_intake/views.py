@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from spoc_intake import repository
 from spoc_intake.schemas import PersonRead, TargetsRead, TeamRead, TicketRead, TimelineEntryRead
 from spoc_intake.tracking import access_key_matches, format_number, parse_number
+from spoc_platform.dates import for_people
 from spoc_platform.web import ApiError
 
 
@@ -15,9 +21,23 @@ def not_found(number: str) -> ApiError:
     return ApiError(404, "ticket_not_found", f"no ticket {number} that you can see")
 
 
+@dataclass(frozen=True)
+class RequesterPage:
+    """What the requester's page shows, and the language they asked to be answered in."""
+
+    ticket: TicketRead
+    locale: str | None
+
+
 async def ticket_for_requester(
     engine: AsyncEngine, prefix: str, number: str, access_key: str | None
 ) -> TicketRead:
+    return (await page_for_requester(engine, prefix, number, access_key)).ticket
+
+
+async def page_for_requester(
+    engine: AsyncEngine, prefix: str, number: str, access_key: str | None
+) -> RequesterPage:
     sequence = parse_number(prefix, number)
     if sequence is None:
         raise not_found(number)
@@ -26,6 +46,19 @@ async def ticket_for_requester(
         if row is None or not access_key_matches(access_key, row.access_key_hash):
             raise not_found(number)
         entries = await repository.public_timeline(conn, row.id)
+    return RequesterPage(_ticket_read(prefix, row, entries), row.requester_locale)
+
+
+def dates_for(locale: str | None, zone: str) -> Callable[[datetime | None], str]:
+    """How the page writes a moment: in `locale` (else English), on the clock of `zone`."""
+
+    def when(value: datetime | None) -> str:
+        return for_people(value, locale=locale, zone=zone) if value else "not set yet"
+
+    return when
+
+
+def _ticket_read(prefix: str, row: Any, entries: Any) -> TicketRead:
     return TicketRead(
         id=row.id,
         number=format_number(prefix, row.number),

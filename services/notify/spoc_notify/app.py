@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from importlib import metadata
+
 from fastapi import FastAPI
 
 from spoc_notify.bootstrap import NotifyContainer, bootstrap
@@ -20,10 +22,13 @@ def create_app(
     app = create_service_app(
         service="notify",
         title="Spoc notify",
+        version=metadata.version("spoc-notify"),
         readiness=runtime.readiness,
         max_body_bytes=settings.max_body_bytes,
         bus=runtime.bus,
         admin_token=settings.admin_token,
+        metrics_token=settings.metrics_token,
+        open_without_token=settings.environment != "production",
         start=runtime.start if manage_runtime else None,
         stop=runtime.stop if manage_runtime else None,
     )

@@ -31,7 +31,12 @@ class NotifyContainer:
 def mail_transport(settings: NotifySettings) -> MailTransport:
     if settings.maildir is not None:
         return MaildirTransport(settings.maildir)
-    return SmtpTransport(settings.smtp_url, concurrency=settings.send_concurrency)
+    return SmtpTransport(
+        settings.smtp_url,
+        concurrency=settings.send_concurrency,
+        allow_insecure_auth=settings.smtp_allow_insecure_auth,
+        ca_file=settings.smtp_ca_file,
+    )
 
 
 def bootstrap(

@@ -13,6 +13,8 @@ from urllib.parse import quote
 
 from jinja2 import Environment, PackageLoader, TemplateNotFound, select_autoescape
 
+from spoc_platform.dates import for_people
+
 _templates = Environment(
     loader=PackageLoader("spoc_notify", "templates"),
     autoescape=select_autoescape(["html.j2"]),
@@ -36,6 +38,9 @@ class Acknowledgement:
     priority: str
     access_key: str
     targets: dict[str, datetime]
+    # Due times are shown on this clock (an IANA zone): the desk's, as no event says the
+    # requester's own.
+    time_zone: str = "UTC"
 
 
 def _render(locale: str | None, template: str, **context: object) -> str:
@@ -65,7 +70,9 @@ def acknowledgement_message(ack: Acknowledgement, *, sender: str, portal_url: st
         "targets": [
             {
                 "label": TARGET_LABELS.get(metric, metric),
-                "due": due.strftime("%a %d %b %Y %H:%M %Z"),
+                # In the requester's language and on the desk's clock, the zone spelt out.
+                "due": for_people(due, locale=ack.locale, zone=ack.time_zone),
+                "at": due.isoformat(),
             }
             for metric, due in sorted(ack.targets.items(), key=lambda item: item[1])
         ],

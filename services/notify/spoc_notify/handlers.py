@@ -131,6 +131,7 @@ async def _acknowledge_when_complete(
                 priority=record.priority,
                 access_key=access_key,
                 targets=targets,
+                time_zone=settings.time_zone,
             ),
             sender=settings.mail_from,
             portal_url=settings.portal_url,

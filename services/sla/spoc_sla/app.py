@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from importlib import metadata
+
 from fastapi import FastAPI
 
 from spoc_platform.web import create_service_app
@@ -18,11 +20,15 @@ def create_app(
     app = create_service_app(
         service="sla",
         title="Spoc sla",
+        version=metadata.version("spoc-sla"),
         readiness=runtime.readiness,
-        routers=[desk_router(container.desk)],
+        # The desk configuration (routing's names groups and agents): for staff only.
+        staff_routers=[desk_router(container.desk)],
         max_body_bytes=settings.max_body_bytes,
         bus=runtime.bus,
         admin_token=settings.admin_token,
+        metrics_token=settings.metrics_token,
+        open_without_token=settings.environment != "production",
         start=runtime.start if manage_runtime else None,
         stop=runtime.stop if manage_runtime else None,
     )

@@ -3,13 +3,46 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 # Far enough for any real target; a calendar with no working time at all is refused earlier.
 MAX_DAYS_AHEAD = 3 * 366
+
+# "09:00" or "17:30:00": a wall-clock time, read in the calendar's own time zone. JSON Schema's
+# `format: time` is RFC 3339's full-time, which requires an offset, so it is not claimed.
+TIME_OF_DAY_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?$"
+
+
+def _wall_clock(value: time) -> time:
+    if value.tzinfo is not None:
+        raise ValueError("a time of day takes no offset: the calendar's timezone says where")
+    return value
+
+
+TimeOfDay = Annotated[
+    time,
+    AfterValidator(_wall_clock),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": TIME_OF_DAY_PATTERN,
+            "description": "HH:MM[:SS] in the calendar's time zone, without an offset",
+            "examples": ["09:00", "17:30:00"],
+        }
+    ),
+]
 
 
 class WorkingCalendar(BaseModel):
@@ -20,8 +53,8 @@ class WorkingCalendar(BaseModel):
     timezone: str = "UTC"
     # Empty means round the clock, every day.
     work_days: tuple[str, ...] = WEEKDAYS
-    opens: time = time(0, 0)
-    closes: time | None = None
+    opens: TimeOfDay = time(0, 0)
+    closes: TimeOfDay | None = None
     holidays: frozenset[date] = Field(default_factory=frozenset)
 
     @field_validator("timezone")

@@ -24,6 +24,7 @@ from aio_pika.abc import (
 from aio_pika.exceptions import AMQPError, ChannelPreconditionFailed, DeliveryError
 
 from spoc_platform.bus import amqp_policies
+from spoc_platform.bus.cloudevents import cloud_event_headers, cloud_event_headers_of
 from spoc_platform.bus.port import (
     DEAD_EXCHANGE,
     EVENTS_EXCHANGE,
@@ -252,6 +253,8 @@ class AmqpBus:
             correlation_id=message.correlation_id,
             content_type="application/json",
             type=message.routing_key,
+            # Additive: CloudEvents-aware consumers read these, Spoc's read the body.
+            headers=cloud_event_headers(message.body),
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         )
         try:
@@ -326,6 +329,7 @@ class AmqpBus:
         broker blocks publishers during an alarm), the broker dead-letters it instead."""
         if self._dead_exchange is not None:
             headers: dict[str, Any] = {
+                **cloud_event_headers_of(message.headers),
                 "x-spoc-error": reason[:1000],
                 # A replayed letter arrives by its queue's name: keep where it first came from.
                 "x-spoc-original-routing-key": message.headers.get(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -79,15 +79,25 @@ async def list_dead_letters(
 
 
 async def replay_dead_letters(
-    connection: AbstractRobustConnection, service: str, message_ids: Sequence[str] | None
+    connection: AbstractRobustConnection,
+    service: str,
+    message_ids: Sequence[str] | None,
+    *,
+    on_total: Callable[[int], None] | None = None,
+    on_replayed: Callable[[str], None] | None = None,
 ) -> int:
     """Re-publishes dead letters (all, or those ids) to `<service>.events` only, through the
     default exchange, each confirmed by the broker before its dead copy is acknowledged: a
     failure leaves the rest dead, never lost. The consumer's inbox makes replaying handled work
-    a no-op, and a replayed id is no longer dead, so repeating a replay does nothing more."""
+    a no-op, and a replayed id is no longer dead, so repeating a replay does nothing more.
+
+    `on_total` hears how many letters there are to replay at most, `on_replayed` each id
+    replayed (a long replay shows its progress)."""
     wanted = None if message_ids is None else set(message_ids)
     replayed = 0
     async with _dead_messages(connection, service, confirms=True) as dead:
+        if on_total is not None:
+            on_total(dead.present if wanted is None else min(len(wanted), dead.present))
         async for message in dead.messages():
             if wanted is not None and message.message_id not in wanted:
                 continue
@@ -105,6 +115,8 @@ async def replay_dead_letters(
                 ) from error
             await dead.take(message)
             replayed += 1
+            if on_replayed is not None:
+                on_replayed(message.message_id or "")
     return replayed
 
 

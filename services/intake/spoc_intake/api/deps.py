@@ -10,7 +10,6 @@ from typing import Annotated
 from fastapi import Depends, Header, Path, Query, Request
 
 from spoc_intake.bootstrap import IntakeContainer
-from spoc_platform.web import ApiError
 
 
 async def get_container(request: Request) -> IntakeContainer:
@@ -43,27 +42,25 @@ async def requester_key(
 RequesterKey = Annotated[str | None, Depends(requester_key)]
 
 
+# Visible ASCII, spaces only inside: what an HTTP header carries unchanged (no obs-text, no
+# whitespace a proxy may trim), as the IETF Idempotency-Key draft's sf-string allows.
+IDEMPOTENCY_KEY_PATTERN = r"^[!-~]([ -~]*[!-~])?$"
+
+
 async def idempotency_key(
     value: Annotated[
         str | None,
-        Header(alias="Idempotency-Key", description="Same key and body → the same ticket."),
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=255,
+            pattern=IDEMPOTENCY_KEY_PATTERN,
+            description="Same key and body → the same ticket: 1–255 visible ASCII characters "
+            "(spaces only between them); another body under a used key is a 422.",
+            examples=["portal-form-7f3a"],
+        ),
     ] = None,
 ) -> str | None:
-    if value is None:
-        return None
-    if not 1 <= len(value) <= 255 or not value.isprintable():
-        raise ApiError(
-            422,
-            "validation_error",
-            "Idempotency-Key must be 1–255 printable characters",
-            [
-                {
-                    "field": "header.Idempotency-Key",
-                    "message": "1–255 printable characters",
-                    "type": "value_error",
-                }
-            ],
-        )
     return value
 
 

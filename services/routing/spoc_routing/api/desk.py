@@ -9,7 +9,7 @@ def desk_router(desk: RoutingDesk) -> APIRouter:
     router = APIRouter(prefix="/api/v1/routing", tags=["routing"])
 
     @router.get("/desk", summary="The priority matrix, groups and agents in force")
-    async def read_desk() -> RoutingDesk:
+    async def get_routing_desk() -> RoutingDesk:
         return desk
 
     return router

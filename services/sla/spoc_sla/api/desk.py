@@ -9,7 +9,7 @@ def desk_router(desk: SlaDesk) -> APIRouter:
     router = APIRouter(prefix="/api/v1/sla", tags=["sla"])
 
     @router.get("/desk", summary="Calendars and targets per priority")
-    async def read_desk() -> SlaDesk:
+    async def get_sla_desk() -> SlaDesk:
         return desk
 
     return router

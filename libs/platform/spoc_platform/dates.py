@@ -1,0 +1,78 @@
+"""Dates as people read them: in their language's words and order, on their clock.
+
+Events and the database keep UTC; a person sees a moment in the recipient's locale (Babel's
+CLDR data: `wt., 1 gru 2026, 20:05`, `سه‌شنبه 1 دسامبر 2026`) and in a named time zone, with
+that zone spelt out, so "by 17:00" is never read on the wrong clock."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from babel import Locale, UnknownLocaleError
+from babel.dates import format_datetime, format_skeleton, format_time, get_datetime_format
+from pydantic import AfterValidator
+
+DEFAULT_LOCALE = "en"
+
+
+def zone_named(name: str) -> ZoneInfo:
+    """The IANA zone `name` (`Europe/Warsaw`); ValueError if there is no such zone."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as error:
+        raise ValueError(f"unknown time zone {name!r} (an IANA name: Europe/Warsaw)") from error
+
+
+def _known_zone(name: str) -> str:
+    zone_named(name)
+    return name
+
+
+# A setting naming a time zone: refused at start-up unless the IANA database knows it.
+TimeZoneSetting = Annotated[str, AfterValidator(_known_zone)]
+
+
+def locale_for(tag: str | None) -> Locale:
+    """Babel's locale for a BCP 47 tag (`fa-IR`, `pl`, `pt_BR`); English when unknown."""
+    if tag:
+        try:
+            return Locale.parse(tag.strip().replace("-", "_"))
+        except (UnknownLocaleError, ValueError):
+            pass
+    return Locale.parse(DEFAULT_LOCALE)
+
+
+def preferred_locale(accept_language: str | None) -> str | None:
+    """The first language of an Accept-Language header that Babel knows, by quality."""
+    ranked: list[tuple[float, int, str]] = []
+    for position, item in enumerate((accept_language or "").split(",")):
+        tag, _, params = item.strip().partition(";")
+        quality = 1.0
+        if params.strip().startswith("q="):
+            try:
+                quality = float(params.strip()[2:])
+            except ValueError:
+                continue
+        if tag and tag != "*" and quality > 0:
+            ranked.append((-quality, position, tag))
+    for _, _, tag in sorted(ranked):
+        try:
+            Locale.parse(tag.replace("-", "_"))
+        except (UnknownLocaleError, ValueError):
+            continue
+        return tag
+    return None
+
+
+def for_people(moment: datetime, *, locale: str | None, zone: str) -> str:
+    """`moment` (timezone-aware) for a person reading `locale`, on the clock of `zone`: the
+    locale's medium date with the weekday, its short time, and the zone's name."""
+    language = locale_for(locale)
+    tz = zone_named(zone)
+    day = format_skeleton("yMMMEd", moment, tzinfo=tz, locale=language)
+    clock = format_time(moment, "short", tzinfo=tz, locale=language)
+    zone_name = format_datetime(moment, "zzzz", tzinfo=tz, locale=language)
+    combined = str(get_datetime_format("medium", locale=language))
+    return combined.replace("{1}", day).replace("{0}", f"{clock} ({zone_name})")
