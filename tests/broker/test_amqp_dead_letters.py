@@ -571,3 +571,86 @@ async def test_a_replayed_copy_names_the_key_it_was_first_published_with_not_its
     queue = await channel.get_queue("routing.events")
     replayed = await eventually(lambda: queue.get(no_ack=True, fail=False))
     assert replayed.headers["x-spoc-original-routing-key"] == "ticket.created"
+
+
+async def test_a_replay_reports_how_many_it_may_move_and_each_id_it_moved(
+    rabbit: RabbitAdmin, connection: AbstractRobustConnection, channel: AbstractChannel
+) -> None:
+    """A long replay shows its progress: the total first, then every id as it is moved (a
+    letter without an id is reported as "")."""
+    dead = await channel.get_exchange("spoc.dead")
+    for message_id in ("m-1", "m-2", "m-3"):
+        await dead.publish(aio_pika.Message(b"{}", message_id=message_id), "routing")
+    # aio-pika gives every message it sends an id; another client may send none.
+    async with httpx.AsyncClient(base_url=RABBITMQ_API, auth=RABBITMQ_AUTH) as api:
+        response = await api.post(
+            f"/exchanges/{rabbit.vhost}/spoc.dead/publish",
+            json={
+                "properties": {},
+                "routing_key": "routing",
+                "payload": "{}",
+                "payload_encoding": "string",
+            },
+        )
+        response.raise_for_status()
+        assert response.json() == {"routed": True}
+    assert await depth(rabbit, "routing.dead") == 4
+
+    totals: list[int] = []
+    moved: list[str] = []
+    replayed = await replay_dead_letters(
+        connection,
+        "routing",
+        ["m-3", "m-404"],
+        on_total=totals.append,
+        on_replayed=moved.append,
+    )
+    assert (replayed, totals, moved) == (1, [2], ["m-3"])
+
+    totals.clear()
+    moved.clear()
+    replayed = await replay_dead_letters(
+        connection, "routing", None, on_total=totals.append, on_replayed=moved.append
+    )
+    assert (replayed, totals, moved) == (3, [3], ["m-1", "m-2", ""])
+
+
+async def test_each_pass_returns_once_the_letters_it_left_are_back_without_waiting_longer(
+    rabbit: RabbitAdmin,
+    connection: AbstractRobustConnection,
+    channel: AbstractChannel,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A list, replay or purge by id hands back what it did not take before it returns, so the
+    operator's next look sees them; it returns as soon as they are back, not after the limit."""
+    from spoc_platform.bus import amqp_dead_letters
+
+    # A limit no healthy broker needs: a pass that waited for it would show.
+    monkeypatch.setattr(amqp_dead_letters, "SETTLE_TIMEOUT", 10.0)
+    dead = await channel.get_exchange("spoc.dead")
+    for n in range(1, 6):
+        await dead.publish(aio_pika.Message(b"{}", message_id=f"m-{n}"), "routing")
+
+    started = time.monotonic()
+    assert len(await list_dead_letters(connection, "routing", 10)) == 5
+    assert await depth(rabbit, "routing.dead") == 5
+    assert await replay_dead_letters(connection, "routing", ["m-1", "m-2"]) == 2
+    assert await depth(rabbit, "routing.dead") == 3
+    assert await purge_dead_letters(connection, "routing", ["m-3", "m-4"]) == 2
+    assert await depth(rabbit, "routing.dead") == 1
+    assert time.monotonic() - started < 9
+
+
+async def test_a_dead_letter_that_expires_while_the_queue_is_read_is_just_not_listed(
+    rabbit: RabbitAdmin, connection: AbstractRobustConnection, channel: AbstractChannel
+) -> None:
+    """The queue's count includes a letter that expired behind another (the broker drops it
+    only once it reaches the head): a pass that finds the queue empty early stops there."""
+    dead = await channel.get_exchange("spoc.dead")
+    await dead.publish(aio_pika.Message(b"{}", message_id="m-1"), "routing")
+    await dead.publish(aio_pika.Message(b"{}", message_id="m-2", expiration=0.001), "routing")
+    await asyncio.sleep(0.1)
+    assert await depth(rabbit, "routing.dead") == 2
+
+    assert [d.message_id for d in await list_dead_letters(connection, "routing", 10)] == ["m-1"]
+    assert await replay_dead_letters(connection, "routing", None) == 1

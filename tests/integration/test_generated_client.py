@@ -38,7 +38,11 @@ async def generate(document: dict[str, Any], into: Path) -> None:
     environment must not be held back by."""
     spec = into / "openapi.json"
     spec.write_text(json.dumps(document))
-    python = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    # The interpreter under this venv, by path: a bare `python3.12` may be a pyenv shim for a
+    # version pyenv has not selected, which cannot run.
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    base = Path(sys.base_prefix) / "bin" / version
+    python = str(base if base.exists() else Path(sys.executable))
     process = await asyncio.create_subprocess_exec(
         uv(),
         "tool",
