@@ -625,8 +625,9 @@ async def test_each_pass_returns_once_the_letters_it_left_are_back_without_waiti
     operator's next look sees them; it returns as soon as they are back, not after the limit."""
     from spoc_platform.bus import amqp_dead_letters
 
-    # A limit no healthy broker needs: a pass that waited for it would show.
-    monkeypatch.setattr(amqp_dead_letters, "SETTLE_TIMEOUT", 10.0)
+    # A limit no healthy broker needs: one pass that waited for it would show, and the bound
+    # below leaves the three honest passes room on a loaded machine.
+    monkeypatch.setattr(amqp_dead_letters, "SETTLE_TIMEOUT", 30.0)
     dead = await channel.get_exchange("spoc.dead")
     for n in range(1, 6):
         await dead.publish(aio_pika.Message(b"{}", message_id=f"m-{n}"), "routing")
@@ -638,7 +639,7 @@ async def test_each_pass_returns_once_the_letters_it_left_are_back_without_waiti
     assert await depth(rabbit, "routing.dead") == 3
     assert await purge_dead_letters(connection, "routing", ["m-3", "m-4"]) == 2
     assert await depth(rabbit, "routing.dead") == 1
-    assert time.monotonic() - started < 9
+    assert time.monotonic() - started < 25
 
 
 async def test_a_dead_letter_that_expires_while_the_queue_is_read_is_just_not_listed(
