@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 
-from spoc_platform.bus import QueueSpec
 from spoc_platform.bus.memory import MemoryBus
-from spoc_platform.db import create_engine
 from spoc_platform.relay import OutboxRelay, RelaySettings
 from tests.harness import ticket_created
 from tests.integration.test_outbox_and_inbox import Store, write_note
@@ -19,23 +16,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
 
 @pytest.fixture
-async def store(postgres_url: str) -> AsyncIterator[Store]:
-    engine = create_engine(postgres_url)
-    built = Store(engine)
-    async with engine.begin() as conn:
-        await conn.run_sync(built.metadata.create_all)
-    try:
-        yield built
-    finally:
-        await engine.dispose()
-
-
-@pytest.fixture
-async def bus() -> AsyncIterator[MemoryBus]:
-    memory = MemoryBus()
-    await memory.connect()
-    await memory.declare(QueueSpec("listener", ("#",)))
-    yield memory
+def database_url(postgres_url: str) -> str:
+    """The shared store and bus (tests/integration/conftest.py), on PostgreSQL only: these
+    tests are about its row locks and concurrent transactions."""
+    return postgres_url
 
 
 def relay(store: Store, bus: MemoryBus, window: int = 256) -> OutboxRelay:
