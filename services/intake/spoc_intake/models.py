@@ -86,4 +86,13 @@ class IdempotencyAnswer(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
 
 
+# Staff accounts, their passwords and sign-in sessions (staff_sign_in.py, migration 0004).
+
+
+# Bearer tokens, requesters' sign-in links and sessions (tokens.py, requester_links.py, 0005).
+
+
+# The conversation and the workflow: comments, owners, status history, feedback (0006).
+
+
 MESSAGING = define_messaging_tables(Base.metadata)

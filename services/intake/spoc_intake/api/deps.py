@@ -10,6 +10,10 @@ from typing import Annotated
 from fastapi import Depends, Header, Path, Query, Request
 
 from spoc_intake.bootstrap import IntakeContainer
+from spoc_intake.callers import ANONYMOUS, Caller
+from spoc_intake.requester_links import caller_from_requester_session
+from spoc_intake.staff_sign_in import caller_from_staff_session
+from spoc_intake.tokens import caller_from_bearer_token
 
 
 async def get_container(request: Request) -> IntakeContainer:
@@ -65,3 +69,19 @@ async def idempotency_key(
 
 
 IdempotencyKey = Annotated[str | None, Depends(idempotency_key)]
+
+
+async def current_caller(request: Request, container: Container) -> Caller:
+    """The caller this request speaks for, from the first credential it carries: a staff
+    session cookie, a bearer token, or a requester's sign-in session. Without one, the caller
+    is anonymous (and may still prove a ticket is theirs with its access key, per ticket)."""
+    engine = container.runtime.engine
+    return (
+        await caller_from_staff_session(request, engine)
+        or await caller_from_bearer_token(request, engine)
+        or await caller_from_requester_session(request, engine)
+        or ANONYMOUS
+    )
+
+
+CurrentCaller = Annotated[Caller, Depends(current_caller)]
