@@ -237,6 +237,7 @@ async def test_an_admin_call_the_bus_cannot_answer_is_a_503_to_retry() -> None:
                     }
                 },
             ), (method, path)
+            assert answer.headers["retry-after"] == "2", (method, path)
 
 
 DIED_AT = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
@@ -322,6 +323,19 @@ async def test_a_refused_admin_call_says_why_and_how_to_authenticate(sqlite_url:
         for path in admin_paths
         for operation in document["paths"][path].values()
     )
+    # The document says so too: every admin operation may answer 401 with the header that
+    # names the scheme, or 503 (the bus did not answer) with Retry-After.
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
+    for path in admin_paths:
+        for method, operation in document["paths"][path].items():
+            responses = operation["responses"]
+            assert responses["401"] == {
+                "description": "Missing or wrong credentials; code `unauthorized`",
+                "content": error,
+                "headers": {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}},
+            }, (method, path)
+            assert responses["503"]["content"] == error, (method, path)
+            assert "Retry-After" in responses["503"]["headers"], (method, path)
 
 
 def gauge(name: str, service: str) -> float | None:

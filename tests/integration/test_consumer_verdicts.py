@@ -4,10 +4,12 @@ delivery limit counted in the service's own database, unknown types given back, 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
@@ -244,6 +246,58 @@ async def test_handled_and_refused_events_are_counted_ok_and_dead_for_their_type
     with pytest.raises(PoisonMessage, match="can never apply"):
         await consumer(unit_of_work, handler).handle(delivery(refused))
     assert (ok._value.get(), dead._value.get()) == (before[0] + 1, before[1] + 1)
+
+
+async def test_a_failing_handler_is_counted_retry_until_its_last_delivery_then_dead(
+    unit_of_work: UnitOfWorkFactory,
+) -> None:
+    async def failing(event: Any, *, envelope: Envelope, uow: UnitOfWork) -> None:
+        raise RuntimeError("a dependency of the handler is down")
+
+    counted = {
+        outcome: metrics.events_consumed.labels("test", "ticket.updated", outcome)
+        for outcome in ("retry", "dead")
+    }
+
+    def counts() -> tuple[float, float]:
+        return (counted["retry"]._value.get(), counted["dead"]._value.get())
+
+    timed = {"service": "test", "type": "ticket.updated"}
+
+    def timing() -> tuple[float, float]:
+        count = REGISTRY.get_sample_value("spoc_event_handler_duration_seconds_count", timed)
+        total = REGISTRY.get_sample_value("spoc_event_handler_duration_seconds_sum", timed)
+        return (count or 0.0, total or 0.0)
+
+    before, timed_before = counts(), timing()
+    event = envelope(ticket_updated())
+    handling = consumer(unit_of_work, failing, limit=2)
+    handling.retry = FAST
+    with pytest.raises(RetryLater):
+        await handling.handle(delivery(event))
+    assert counts() == (before[0] + 1, before[1])
+    with pytest.raises(PoisonMessage):
+        await handling.handle(delivery(event, count=1))
+    assert counts() == (before[0] + 1, before[1] + 1)
+    # Failed runs are timed too, under the service and the event's type, for what they took.
+    count, total = timing()
+    assert count == timed_before[0] + 2
+    assert 0 < total - timed_before[1] < 5
+
+
+async def test_an_event_published_by_a_handler_continues_the_handled_event_s_story(
+    unit_of_work: UnitOfWorkFactory,
+) -> None:
+    published: list[Envelope] = []
+
+    async def following_up(event: Any, *, envelope: Envelope, uow: UnitOfWork) -> None:
+        published.append(await uow.publish(ticket_updated(), ticket_id=envelope.ticket_id))
+
+    cause = envelope(ticket_updated(), correlation_id=uuid.uuid4())
+    await consumer(unit_of_work, following_up).handle(delivery(cause))
+
+    [follows] = published
+    assert (follows.correlation_id, follows.causation_id) == (cause.correlation_id, cause.id)
 
 
 async def test_the_failure_count_keeps_the_start_of_a_long_error_only(

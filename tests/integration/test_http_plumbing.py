@@ -338,6 +338,16 @@ async def test_json_by_any_json_media_type_or_none_is_read(content_type: str | N
             id="syntax",
         ),
         pytest.param(
+            b'\n{"size": }',
+            "Expecting value: line 2 column 10 (char 10)",
+            id="syntax-after-a-leading-line-break",
+        ),
+        pytest.param(
+            b'{"name": "a",\n\n "size": }\n',
+            "Expecting value: line 3 column 10 (char 24)",
+            id="syntax-between-line-breaks",
+        ),
+        pytest.param(
             b'{"name": "\xff"}', "not UTF-8 text: byte 10 cannot be decoded", id="not-utf8"
         ),
         pytest.param(b"[" * 30_000 + b"]" * 30_000, "nested too deeply", id="deep"),

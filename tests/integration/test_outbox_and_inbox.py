@@ -56,11 +56,13 @@ class FlakyBus(MemoryBus):
     def __init__(self) -> None:
         super().__init__()
         self.down = False
+        self.confirmed: list[OutgoingMessage] = []
 
     async def publish(self, message: OutgoingMessage) -> None:
         if self.down:
             raise PublishError("broker unreachable")
         await super().publish(message)
+        self.confirmed.append(message)
 
 
 async def write_note(store: Store, text: str) -> Envelope:
@@ -162,6 +164,13 @@ async def test_the_relay_publishes_pending_rows_and_marks_them(store: Store, bus
     assert await relay.relay_once() == 3
     assert await relay.relay_once() == 0
     assert bus.depth("listener") == 3
+    # Each as written: its id, its type to route by, and the envelope itself.
+    published = {message.message_id: message for message in bus.confirmed}
+    assert set(published) == {str(event.id) for event in sent}
+    for event in sent:
+        message = published[str(event.id)]
+        assert message.routing_key == event.type
+        assert Envelope.model_validate_json(message.body) == event
     outbox = store.tables.outbox
     assert await store.count(outbox, outbox.c.published_at.is_(None)) == 0
     assert await store.count(outbox, outbox.c.event_id.in_([e.id for e in sent])) == 3
@@ -187,6 +196,9 @@ async def test_an_unconfirmed_publish_is_retried_later_not_lost(
         await conn.execute(update(outbox).values(next_attempt_at=datetime(2000, 1, 1, tzinfo=UTC)))
     assert await relay.relay_once() == 1
     assert bus.depth("listener") == 1
+    async with store.engine.connect() as conn:
+        row = (await conn.execute(select(outbox))).one()
+    assert row.published_at is not None and row.last_error is None  # the outage is over
 
 
 async def test_an_event_nobody_listens_to_waits_instead_of_vanishing(store: Store) -> None:

@@ -4,8 +4,11 @@ pass after pass, survives a failed pass, and tells operators what it published a
 from __future__ import annotations
 
 import asyncio
+import importlib
 import uuid
-from datetime import timedelta
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
@@ -14,6 +17,7 @@ from sqlalchemy import select, text, update
 from spoc_platform.bus import OutgoingMessage, PublishError, QueueSpec
 from spoc_platform.db import create_engine, utc_now
 from spoc_platform.relay import OutboxRelay
+from tests.integration.test_claims_clock import SKEW, run_clock_ahead
 from tests.integration.test_outbox_and_inbox import FlakyBus, Store, relay_for, write_note
 from tests.support import eventually
 
@@ -266,3 +270,208 @@ async def test_a_relay_whose_database_is_down_tries_once_per_poll_not_in_a_tight
         await engine.dispose()
     failed = [r for r in caplog.records if r.getMessage().startswith("outbox relay pass failed")]
     assert 1 <= len(failed) <= 10, len(failed)
+
+
+async def outbox_rows(store: Store) -> dict[str, Any]:
+    outbox = store.tables.outbox
+    async with store.engine.connect() as conn:
+        rows = (await conn.execute(select(outbox).order_by(outbox.c.id))).all()
+    return {row.event_type: row for row in rows}
+
+
+async def test_a_failed_publish_reschedules_only_its_own_row_and_only_while_it_holds_it(
+    store: Store,
+) -> None:
+    """A failure is written back to the row that failed, and only if no other relay took the
+    row over meanwhile (its lease ran out, another claimed it): that relay's lease stands."""
+    outbox = store.tables.outbox
+    far = utc_now() + timedelta(days=365)
+
+    class TakenOverBus(FlakyBus):
+        """While this relay publishes, another relay claims the row (an attempt more, its own
+        lease); then this broker refuses."""
+
+        async def publish(self, message: OutgoingMessage) -> None:
+            async with store.engine.begin() as conn:
+                await conn.execute(
+                    update(outbox)
+                    .where(outbox.c.event_id == uuid.UUID(message.message_id))
+                    .values(attempts=outbox.c.attempts + 1, next_attempt_at=far)
+                )
+            raise PublishError("broker unreachable")
+
+    # A row that failed before and backs off for a long while, untouched by what follows.
+    await write_event(store, "backing.off")
+    bus = FlakyBus()
+    await bus.connect()
+    bus.down = True
+    assert await relay_for(store, bus).relay_once() == 0
+    async with store.engine.begin() as conn:
+        await conn.execute(
+            update(outbox).values(next_attempt_at=far, last_error="an older failure")
+        )
+
+    await write_event(store, "taken.over")
+    taken = TakenOverBus()
+    await taken.connect()
+    assert await relay_for(store, taken).relay_once() == 0
+
+    rows = await outbox_rows(store)
+    backing_off, taken_over = rows["backing.off"], rows["taken.over"]
+    assert (backing_off.attempts, backing_off.next_attempt_at) == (1, far)
+    assert backing_off.last_error == "an older failure"
+    # The other relay's claim (attempt 2, its lease) is left as it wrote it.
+    assert (taken_over.attempts, taken_over.next_attempt_at) == (2, far)
+    assert taken_over.last_error is None
+
+
+async def write_event(store: Store, event_type: str) -> None:
+    """An outbox row as any service writes it, due at once."""
+    now = utc_now()
+    async with store.engine.begin() as conn:
+        await conn.execute(
+            store.tables.outbox.insert().values(
+                event_id=uuid.uuid4(),
+                event_type=event_type,
+                body="{}",
+                created_at=now,
+                attempts=0,
+                next_attempt_at=now,
+            )
+        )
+
+
+@pytest.fixture
+async def postgres_store(postgres_url: str) -> AsyncIterator[Store]:
+    engine = create_engine(postgres_url)
+    built = Store(engine)
+    async with engine.begin() as conn:
+        await conn.run_sync(built.metadata.create_all)
+    try:
+        yield built
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_a_relay_whose_clock_runs_ahead_marks_and_reschedules_by_the_database_s_clock(
+    postgres_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Published and due times are PostgreSQL's: a replica's clock that runs ahead neither
+    pushes a retry back nor dates a publish in the future."""
+    store = postgres_store
+    await write_event(store, "test.noted")
+    bus = FlakyBus()
+    await bus.connect()
+    await bus.declare(QueueSpec("listener", ("#",)))
+    relay = relay_for(store, bus)
+    run_clock_ahead(monkeypatch)  # SKEW (20 s) ahead from now on
+
+    bus.down = True
+    before = utc_now()
+    assert await relay.relay_once() == 0
+    failed = (await outbox_rows(store))["test.noted"]
+    # The first back-off step (0.5 s) from the database's now, not from this replica's.
+    assert failed.next_attempt_at < before + SKEW / 2, failed.next_attempt_at - before
+
+    bus.down = False
+    outbox = store.tables.outbox
+    async with store.engine.begin() as conn:
+        await conn.execute(update(outbox).values(next_attempt_at=before - timedelta(hours=1)))
+    assert await relay.relay_once() == 1
+    published = (await outbox_rows(store))["test.noted"]
+    assert published.published_at < utc_now() + SKEW / 2, published.published_at - before
+    assert published.last_error is None  # the earlier failure is over
+
+
+async def test_a_replay_starts_published_rows_over_ahead_of_newer_ones(
+    store: Store, bus: FlakyBus
+) -> None:
+    """What the embedded default's first start with a journal does: rows the outbox still keeps
+    are sent again, due at once and first in line, and retried as if never tried before."""
+    outbox = store.tables.outbox
+    relay = relay_for(store, bus, window=1)
+    assert await relay.replay_published() == 0, "an empty outbox has nothing to replay"
+    await write_event(store, "sent.before")
+    assert await relay.relay_once() == 1
+    # As a relay leaves a row the broker confirmed on its fifth attempt: due a lease ahead.
+    async with store.engine.begin() as conn:
+        await conn.execute(
+            update(outbox).values(attempts=5, next_attempt_at=utc_now() + timedelta(seconds=15))
+        )
+
+    assert await relay.replay_published() == 1
+    await write_event(store, "written.after")
+    bus.confirmed.clear()
+    assert await relay.relay_once() == 1
+    assert [message.routing_key for message in bus.confirmed] == ["sent.before"]
+
+    # Both replayed, and refused: the first failure waits the first back-off step (0.5 s).
+    assert await relay.relay_once() == 1
+    assert await relay.replay_published() == 2
+    bus.down = True
+    before = utc_now()
+    assert await relay.relay_once() == 0
+    refused = (await outbox_rows(store))["sent.before"]
+    assert refused.published_at is None and refused.attempts == 1
+    # (A quarter second either side: PostgreSQL's clock decides there, not this process's.)
+    assert refused.next_attempt_at <= utc_now() + timedelta(seconds=0.75)  # not the second step
+    assert refused.next_attempt_at >= before + timedelta(seconds=0.25)
+
+
+async def test_a_row_never_tried_is_due_at_once_whatever_due_time_its_writer_gave_it(
+    store: Store, bus: FlakyBus
+) -> None:
+    """A writer whose clock runs ahead dates its rows' first due time in the future: a row not
+    yet tried goes out at once all the same."""
+    await write_event(store, "ahead.of.time")
+    async with store.engine.begin() as conn:
+        await conn.execute(
+            update(store.tables.outbox).values(next_attempt_at=utc_now() + timedelta(hours=1))
+        )
+    assert await relay_for(store, bus).relay_once() == 1
+
+
+class HeldBus(FlakyBus):
+    """A broker that holds every publish until released: its relay keeps its claim meanwhile."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.holding = asyncio.Event()
+
+    async def publish(self, message: OutgoingMessage) -> None:
+        self.holding.set()
+        await self.release.wait()
+        await super().publish(message)
+
+
+@pytest.mark.postgres
+async def test_a_relay_whose_clock_runs_behind_still_holds_its_claim_for_the_whole_lease(
+    postgres_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lease ends by PostgreSQL's clock: a replica whose clock runs behind by more than the
+    lease does not hand its rows to the next relay while it is still publishing them."""
+    store = postgres_store
+    await write_event(store, "test.noted")
+    held = HeldBus()
+    await held.connect()
+    await held.declare(QueueSpec("listener", ("#",)))
+    holder = relay_for(store, held, lease=15.0)
+
+    def behind() -> datetime:
+        return utc_now() - SKEW * 2  # 40 s: more than the lease
+
+    for name in ("spoc_platform.db", "spoc_platform.claims", "spoc_platform.relay"):
+        module = importlib.import_module(name)
+        if hasattr(module, "utc_now"):
+            monkeypatch.setattr(module, "utc_now", behind)
+    first = asyncio.create_task(holder.relay_once())
+    await held.holding.wait()  # claimed, its publish under way
+
+    other = FlakyBus()
+    await other.connect()
+    await other.declare(QueueSpec("listener", ("#",)))
+    assert await relay_for(store, other).relay_once() == 0, "another relay took a held row"
+    held.release.set()
+    assert await first == 1

@@ -594,3 +594,39 @@ async def test_a_running_service_housekeeps_again_and_again_even_after_a_failed_
         await eventually(housekept_after_failing, timeout=5, message="housekeeping stopped")
     finally:
         await runtime.stop()
+
+
+class PoliteWorker:
+    """A background worker that ends its run when asked to stop."""
+
+    def __init__(self) -> None:
+        self.asked_to_stop = 0
+        self._stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        await self._stopping.wait()
+
+    async def stop(self) -> None:
+        self.asked_to_stop += 1
+        self._stopping.set()
+
+
+async def test_a_stop_asks_each_worker_to_stop_and_leaves_none_of_the_service_s_tasks_running(
+    store: Store, bus: FlakyBus
+) -> None:
+    worker = PoliteWorker()
+    runtime = runtime_for(store, bus, Handled(), workers=[worker])
+    await runtime.start()
+    ours = {task for task in asyncio.all_tasks() if task.get_name().startswith("desk-")}
+    # Named after the service and their role, as a task dump shows them.
+    assert {"desk-relay", "desk-housekeeping", "desk-PoliteWorker"} <= {
+        task.get_name() for task in ours
+    }
+
+    await runtime.stop()
+
+    assert worker.asked_to_stop == 1, "the worker was cancelled instead of asked to stop"
+    still_running = [task.get_name() for task in ours if not task.done()]
+    assert still_running == [], "stop() returned before the service's tasks ended"
+    await runtime.stop()  # a second stop (a signal after the lifespan's) is harmless
+    assert worker.asked_to_stop == 2
