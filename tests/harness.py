@@ -83,7 +83,9 @@ def envelope(
 
 def ticket_created(access_key: str = "secret-key-123", **overrides: Any) -> TicketCreated:
     """A creation as intake publishes it: the key sealed to notify's (development) key."""
-    values = _creation(access_key_sealed=seal_for(DEVELOPMENT_RECIPIENT, access_key))
+    values = _creation(
+        access_key_sealed=seal_for(DEVELOPMENT_RECIPIENT, access_key), requester_known=True
+    )
     values.update(overrides)
     return TicketCreated(**values)
 

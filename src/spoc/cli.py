@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 from typing import Annotated, Literal, TypedDict
@@ -14,6 +15,8 @@ from spoc.contracts_cli import contracts
 from spoc.keys import keys
 from spoc.operator import dead_letters, status_command
 from spoc.services import SERVICES, ServiceName
+from spoc.staff_cli import staff
+from spoc.token_cli import token
 from spoc.topology import topology
 from spoc_platform.logs import LogLevel, configure_logging
 from spoc_platform.settings import ServiceSettings
@@ -30,6 +33,8 @@ app.add_typer(dead_letters, name="dead-letters")
 app.command("status")(status_command)
 app.add_typer(keys, name="keys")
 app.add_typer(topology, name="topology")
+app.add_typer(staff, name="staff")
+app.add_typer(token, name="token")
 
 
 def _print_version(asked: bool) -> None:
@@ -58,16 +63,25 @@ class _UvicornOptions(TypedDict, total=False):
     log_config: None
     lifespan: Literal["on"]
     loop: str
-    http: str
+    http: str | type[asyncio.Protocol]
+    h11_max_incomplete_event_size: int
     proxy_headers: bool
     forwarded_allow_ips: str
     root_path: str
+    timeout_keep_alive: int
+    limit_concurrency: int
+
+
+# Connections and requests one process holds at once; beyond, uvicorn answers 503 at once
+# rather than let a flood of sockets exhaust memory and file descriptors.
+CONCURRENCY_LIMIT = 1000
 
 
 def _uvicorn_options(settings: ServiceSettings) -> _UvicornOptions:
     # Behind a proxy, X-Forwarded-Proto/-For from the addresses SPOC_FORWARDED_ALLOW_IPS names
     # give the scheme (https: Secure cookies, right links) and the client's address; from
     # anyone else they are ignored. The root path is the prefix the proxy serves us under.
+    # The client address is what the front door's limits count by (spoc_platform.web).
     options: _UvicornOptions = {
         "access_log": False,
         "log_config": None,
@@ -75,15 +89,21 @@ def _uvicorn_options(settings: ServiceSettings) -> _UvicornOptions:
         "proxy_headers": True,
         "forwarded_allow_ips": settings.forwarded_allow_ips,
         "root_path": settings.root_path,
+        # An idle kept-alive connection is closed after this long (uvicorn's default, said).
+        "timeout_keep_alive": 5,
+        "limit_concurrency": CONCURRENCY_LIMIT,
     }
-    # uvloop and httptools roughly double what one worker serves; fall back if absent.
+    # uvloop and httptools roughly double what one worker serves; fall back if absent. Either
+    # way a request's head is bounded in size and fields (and, with httptools, in time).
     try:
-        import httptools  # noqa: F401
         import uvloop  # noqa: F401
 
-        options.update({"loop": "uvloop", "http": "httptools"})
+        from spoc.guarded_http import GuardedHttpToolsProtocol
     except ImportError:
-        pass
+        # h11 limits the head itself: to 16 KiB, as spoc.guarded_http does (said here).
+        options.update({"http": "h11", "h11_max_incomplete_event_size": 16 * 1024})
+    else:
+        options.update({"loop": "uvloop", "http": GuardedHttpToolsProtocol})
     return options
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from email import message_from_string
 from email.policy import default
 from typing import Any
@@ -68,3 +70,118 @@ def assert_acknowledgement(message: Any, created: dict[str, Any], portal_url: st
     text = parsed.get_body(("plain",)).get_content()
     assert created["number"] in text
     assert f"{portal_url}/t/{created['number']}?key={created['access_key']}" in text
+
+
+# The agent of the second half of the journey, created as an operator would (`spoc staff`). In
+# the default desk's service-desk group, where routing sends NEW_TICKET.
+AGENT = {"id": "sara", "name": "Sara Ahmadi", "email": "sara@example.org"}
+AGENT_PASSWORD = "long-enough-password-1"
+INTERNAL_NOTE = "Looks like the 4.2 client bug; network knows it."
+
+
+def operator_creates_agent(where: list[str], env: dict[str, str] | None = None) -> None:
+    """`spoc staff create` then `spoc staff set-password --password-stdin`, as commands: `where`
+    is `--data-dir …` for the embedded default, or nothing with SPOC_INTAKE_* in `env`."""
+    spoc = [sys.executable, "-m", "spoc.cli", "staff"]
+    create = [*spoc, "create", "--id", AGENT["id"], "--name", AGENT["name"]]
+    create += ["--email", AGENT["email"], "--role", "agent", "--group", "service-desk", *where]
+    commands = [
+        (create, None),
+        ([*spoc, "set-password", AGENT["id"], "--password-stdin", *where], f"{AGENT_PASSWORD}\n"),
+    ]
+    for command, given in commands:
+        run = subprocess.run(
+            command, input=given, env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+        assert run.returncode == 0, f"{command[3:5]}: {run.stderr}"
+
+
+async def agent_works_the_ticket(client: httpx.AsyncClient, created: dict[str, Any]) -> None:
+    """Issue 7's journey, after the acknowledgement: the agent signs in, lists, replies (and
+    notes internally), sets pending; the requester replies; the agent resolves; the requester
+    confirms and rates, and never sees the internal note."""
+    number = created["number"]
+    ticket = f"/api/v1/tickets/{number}"
+    # A browser sends its page's Origin on unsafe requests; the cookie session insists on it.
+    origin = str(client.base_url).rstrip("/")
+    requester = {"X-Access-Key": created["access_key"]}
+
+    signed_in = await client.post(
+        "/api/v1/session",
+        json={"email": AGENT["email"], "password": AGENT_PASSWORD},
+        headers={"Origin": origin},
+    )
+    assert signed_in.status_code == 200, signed_in.text
+    assert signed_in.json()["role"] == "agent" and signed_in.json()["id"] == AGENT["id"]
+    cookie = signed_in.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "samesite=strict" in cookie.lower()
+    session = signed_in.cookies["spoc_session"]
+    # Kept apart from the client: the requester's calls below must not ride on it.
+    client.cookies.clear()
+    agent = {"Cookie": f"spoc_session={session}", "Origin": origin}
+
+    listed = await client.get("/api/v1/tickets", params={"status": "open"}, headers=agent)
+    assert listed.status_code == 200, listed.text
+    assert number in [item["number"] for item in listed.json()["items"]]
+
+    async def agent_says(path: str, body: dict[str, Any], expected: int) -> dict[str, Any]:
+        answer = await client.post(f"{ticket}/{path}", json=body, headers=agent)
+        assert answer.status_code == expected, answer.text
+        result: dict[str, Any] = answer.json()
+        return result
+
+    reply = await agent_says(
+        "comments", {"body": "Which VPN client version do you run?", "visibility": "public"}, 201
+    )
+    assert reply["visibility"] == "public" and reply["author"]["kind"] == "agent"
+    await agent_says("comments", {"body": INTERNAL_NOTE, "visibility": "internal"}, 201)
+    pending = await agent_says(
+        "status", {"to": "pending", "reason": "Tell us the VPN client's version"}, 200
+    )
+    assert (pending["from_status"], pending["to_status"]) == ("open", "pending")
+
+    answered = await client.post(
+        f"{ticket}/comments", json={"body": "Version 4.2.1"}, headers=requester
+    )
+    assert answered.status_code == 201, answered.text
+    assert answered.json()["author"]["kind"] == "requester"
+    after_reply = await client.get(ticket, headers=agent)
+    assert after_reply.json()["status"] == "in_progress"  # the requester's answer resumes it
+
+    resolved = await agent_says("status", {"to": "resolved", "reason": "Client upgraded"}, 200)
+    assert resolved["to_status"] == "resolved"
+
+    confirmed = await client.post(f"{ticket}/status", json={"to": "closed"}, headers=requester)
+    assert confirmed.status_code == 200, confirmed.text
+    assert (confirmed.json()["from_status"], confirmed.json()["to_status"]) == (
+        "resolved",
+        "closed",
+    )
+    rated = await client.post(
+        f"{ticket}/feedback", json={"rating": 5, "comment": "Quick and clear"}, headers=requester
+    )
+    assert rated.status_code == 201, rated.text
+    assert rated.json()["rating"] == 5
+
+    seen_by_agent = (await client.get(ticket, headers=agent)).json()
+    assert INTERNAL_NOTE in [c["body"] for c in seen_by_agent["comments"]]
+    view = await client.get(ticket, headers=requester)
+    assert view.status_code == 200, view.text
+    public = view.json()
+    assert public["status"] == "closed"
+    assert [c["body"] for c in public["comments"]] == [
+        "Which VPN client version do you run?",
+        "Version 4.2.1",
+    ]
+    kinds = [entry["kind"] for entry in public["timeline"]]
+    assert kinds.count("commented") == 2 and "feedback" in kinds
+    assert [
+        e["summary"].split(" by ")[0] for e in public["timeline"] if e["kind"] == "status_changed"
+    ] == [
+        "open → pending",
+        "pending → in progress",
+        "in progress → resolved",
+        "resolved → closed",
+    ]
+    assert "internal_note" not in kinds
+    assert INTERNAL_NOTE not in view.text and '"internal"' not in view.text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import mailbox
 import uuid
 from collections.abc import AsyncIterator
@@ -19,9 +20,11 @@ from spoc_intake.schemas import TicketCreate
 from spoc_platform.bus import DeadLetter, OutgoingMessage
 from tests.e2e.journey import (
     acknowledged_view,
+    agent_works_the_ticket,
     assert_acknowledgement,
     assert_requester_view,
     open_ticket,
+    operator_creates_agent,
 )
 from tests.e2e.stored_time import an_hour_passes
 from tests.support import eventually, until_notify_is_idle
@@ -64,6 +67,17 @@ async def test_a_new_ticket_is_routed_clocked_and_acknowledged_once(
     sent = mails(desk)
     assert len(sent) == 1
     assert_acknowledgement(sent[0], created, PORTAL)
+
+
+async def test_an_agent_works_the_ticket_and_the_requester_confirms_and_rates_it(
+    desk: EmbeddedDesk, client: httpx.AsyncClient
+) -> None:
+    # On the running desk's own data folder, as an operator beside `spoc up` would.
+    await asyncio.to_thread(operator_creates_agent, ["--data-dir", str(desk.data_dir)])
+    created = await open_ticket(client)
+    await acknowledged_view(client, created)
+
+    await agent_works_the_ticket(client, created)
 
 
 async def test_redelivered_events_do_not_send_a_second_acknowledgement(

@@ -150,10 +150,17 @@ def test_spoc_migrate_reports_each_revision_instead_of_alembics_lines(
     )
     assert run.returncode == 0, run.stderr
     lines = run.stderr.splitlines()
-    assert lines[0] == "sla: migrating: 1/2 0001 initial schema"
-    assert lines[1].startswith("sla: migrating: 2/2 0002 ")
-    assert lines[2].startswith("sla: migrating: done, 2 in ")
-    assert lines[3] == "sla: database at head"
+    # One line per revision, counted against however many sla has, then a summary.
+    revisions = len(
+        list(
+            (Path(__file__).parents[2] / "services/sla/spoc_sla/migrations/versions").glob("0*.py")
+        )
+    )
+    assert lines[0] == f"sla: migrating: 1/{revisions} 0001 initial schema"
+    for step in range(2, revisions + 1):
+        assert lines[step - 1].startswith(f"sla: migrating: {step}/{revisions} {step:04d} ")
+    assert lines[revisions].startswith(f"sla: migrating: done, {revisions} in ")
+    assert lines[revisions + 1] == "sla: database at head"
     assert "alembic" not in run.stderr
 
 

@@ -379,6 +379,7 @@ async def test_the_requesters_record_gathers_what_each_half_brings(sqlite_url: s
             "preferred_channel": "sms",
             "access_key_sealed": ticket.access_key_sealed,
             "access_key": None,
+            "requester_known": True,
             "created_event_id": created.id,
         }
         no_targets_yet = {

@@ -1,8 +1,10 @@
 """Spoc's event contracts: the envelope and every event, the single source of truth for the bus."""
 
+from spoc_contracts.credentials import CredentialFeedHeartbeat, TokenIssued, TokenRevoked
 from spoc_contracts.envelope import Envelope, Event, InvalidEnvelope
 from spoc_contracts.notification import NotificationFailed, NotificationSent
 from spoc_contracts.registry import REGISTRY, event_class, open_envelope
+from spoc_contracts.requesters import RequesterSignInRequested
 from spoc_contracts.routing import TicketAssigned, TicketEscalated, TicketRouted
 from spoc_contracts.sla import (
     ClockTarget,
@@ -12,6 +14,7 @@ from spoc_contracts.sla import (
     SlaMet,
     SlaWarning,
 )
+from spoc_contracts.staff import StaffUpdated
 from spoc_contracts.tickets import (
     FeedbackSubmitted,
     Requester,
@@ -26,6 +29,7 @@ from spoc_contracts.tickets import (
 __all__ = [
     "REGISTRY",
     "ClockTarget",
+    "CredentialFeedHeartbeat",
     "Envelope",
     "Event",
     "FeedbackSubmitted",
@@ -33,11 +37,13 @@ __all__ = [
     "NotificationFailed",
     "NotificationSent",
     "Requester",
+    "RequesterSignInRequested",
     "SlaBreached",
     "SlaClockStarted",
     "SlaClockUpdated",
     "SlaMet",
     "SlaWarning",
+    "StaffUpdated",
     "TicketAssigned",
     "TicketCommented",
     "TicketCreated",
@@ -47,6 +53,8 @@ __all__ = [
     "TicketRouted",
     "TicketStatusChanged",
     "TicketUpdated",
+    "TokenIssued",
+    "TokenRevoked",
     "event_class",
     "open_envelope",
 ]

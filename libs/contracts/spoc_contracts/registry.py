@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
+from spoc_contracts.credentials import CredentialFeedHeartbeat, TokenIssued, TokenRevoked
 from spoc_contracts.envelope import Envelope, Event, InvalidEnvelope
 from spoc_contracts.notification import NotificationFailed, NotificationSent
+from spoc_contracts.requesters import RequesterSignInRequested
 from spoc_contracts.routing import TicketAssigned, TicketEscalated, TicketRouted
 from spoc_contracts.sla import SlaBreached, SlaClockStarted, SlaClockUpdated, SlaMet, SlaWarning
+from spoc_contracts.staff import StaffUpdated
 from spoc_contracts.tickets import (
     FeedbackSubmitted,
     TicketCommented,
@@ -36,6 +39,11 @@ EVENT_CLASSES: tuple[type[Event], ...] = (
     SlaMet,
     NotificationSent,
     NotificationFailed,
+    RequesterSignInRequested,
+    StaffUpdated,
+    TokenIssued,
+    TokenRevoked,
+    CredentialFeedHeartbeat,
 )
 
 REGISTRY: dict[tuple[str, int], type[Event]] = {(c.TYPE, c.VERSION): c for c in EVENT_CLASSES}

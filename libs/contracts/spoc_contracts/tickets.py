@@ -66,6 +66,11 @@ class TicketCreated(_TicketCreatedFacts):
     # The requester's secret for the portal link, sealed to notify's public key (libsodium
     # sealed box, base64): routing, sla, the broker and any dead letter see only ciphertext.
     access_key_sealed: str
+    # Whether the desk had heard from the requester's address before this ticket (an earlier
+    # ticket for it), or the ticket came from staff, an integration, the address's own signed-in
+    # requester or a trusted network. False (and absent, from older producers): a stranger may
+    # have typed the subject and name, so the acknowledgement keeps them out of its headers.
+    requester_known: bool = False
 
 
 class TicketUpdated(Event):

@@ -19,9 +19,20 @@ SUBSCRIPTIONS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
             "notification.sent",
             "notification.failed",
         ),
-        "routing": ("ticket.created",),
-        "sla": ("ticket.routed",),
-        "notify": ("ticket.created", "sla.clock_started"),
+        "routing": (
+            "ticket.created",
+            "staff.updated",
+            "credential.token_issued",
+            "credential.token_revoked",
+            "credential.heartbeat",
+        ),
+        "sla": (
+            "ticket.routed",
+            "credential.token_issued",
+            "credential.token_revoked",
+            "credential.heartbeat",
+        ),
+        "notify": ("ticket.created", "sla.clock_started", "requester.sign_in_requested"),
     }
 )
 """service → the event types (routing keys) bound to its queue `<service>.events`."""

@@ -1,7 +1,10 @@
 """Every service's admin API: its dead letters, to look at, replay or purge, behind a token.
 
 Without a token configured (SPOC_<SVC>_ADMIN_TOKEN) the routes do not exist at all: a desk
-that never chose to expose them answers 404, as for any unknown path.
+that never chose to expose them answers 404, as for any unknown path. Where they exist, a
+service that keeps a projection of intake's bearer tokens (its container's `bearer_tokens`,
+spoc_platform.token_projection) also takes a live `spoc_` token of role admin: revoked,
+expired or unknown tokens, and any token while intake's feed is over a minute stale, are 401.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from spoc_platform import metrics
 from spoc_platform.bus import DeadLetter, MessageBus
 from spoc_platform.bus.memory import MemoryBus
 from spoc_platform.openapi import error_response, error_responses
+from spoc_platform.token_projection import TOKEN_PREFIX, TokenProjection
 from spoc_platform.web import ApiError
 
 T = TypeVar("T")
@@ -165,16 +169,57 @@ def bearer_guard(token: str) -> Callable[[Request], None]:
     return guard
 
 
+# Dead letters carry whole envelopes (requesters' addresses, internal comments) and replay
+# and purge change what the desk does next: operators' work, so admin only, as the configured
+# token is; a manager's token is refused (403) like an agent's.
+ADMIN_ROLES = frozenset({"admin"})
+
+
+def _bearer_tokens(request: Request) -> TokenProjection | None:
+    """The service's token projection, if its composition root keeps one (routing, sla)."""
+    container = getattr(request.app.state, "container", None)
+    found = getattr(container, "bearer_tokens", None)
+    return found if isinstance(found, TokenProjection) else None
+
+
+def admin_guard(token: str) -> Callable[[Request], Awaitable[None]]:
+    """The configured admin token, or else a live projected `spoc_` token of an admin."""
+    configured = bearer_guard(token)
+
+    async def guard(request: Request) -> None:
+        try:
+            configured(request)
+            return
+        except ApiError:
+            scheme, _, given = request.headers.get("authorization", "").partition(" ")
+            given = given.strip()
+            projection = _bearer_tokens(request)
+            if (
+                scheme.lower() != "bearer"
+                or projection is None
+                or not given.startswith(TOKEN_PREFIX)
+            ):
+                raise
+            holder = await projection.caller(given)
+            if holder is None:
+                raise
+        if holder.role not in ADMIN_ROLES:
+            raise ApiError(403, "forbidden", f"a {holder.role} token may not use the admin API")
+
+    return guard
+
+
 def admin_router(service: str, bus: MessageBus, token: str) -> APIRouter:
     router = APIRouter(
         prefix="/admin",
         tags=["admin"],
-        dependencies=[Depends(bearer_guard(token))],
+        dependencies=[Depends(admin_guard(token))],
         responses={
             401: error_response(
                 401,
                 headers={"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}},
             ),
+            403: error_response(403, "A live bearer token whose role may not use the admin API"),
             **error_responses(503),
         },
     )

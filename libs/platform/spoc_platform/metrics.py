@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 # twice the series for nothing a rule or panel reads.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
-PUBLISH_OUTCOMES = ("ok", "failed", "unroutable")
+PUBLISH_OUTCOMES = ("ok", "failed", "unroutable", "unsubscribed")
 CONSUME_OUTCOMES = ("ok", "duplicate", "retry", "dead", "unhandled")
 
 events_published = Counter(

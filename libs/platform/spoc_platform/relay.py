@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -33,7 +33,15 @@ class RelaySettings:
 
 class OutboxRelay:
     """Claims due rows (never "id > last seen": a late commit is never skipped), publishes up to
-    `window` of them at once with confirms, and marks only the confirmed ones published."""
+    `window` of them at once with confirms, and marks only the confirmed ones published.
+
+    `subscribed` (the desk's topology: every event type some service's queue is bound to), when
+    given, lets the relay tell a fact nobody subscribes to from a broken binding. The first is
+    marked published to nobody at once, as a topic exchange drops it: facts are published the
+    day they exist, and their consumers come in later releases (publishing them would only
+    come back unroutable, and retrying those every minute would crowd out live events). A type
+    that has subscribers but comes back unroutable is a missing queue: retried until it is
+    bound, never dropped."""
 
     def __init__(
         self,
@@ -43,8 +51,10 @@ class OutboxRelay:
         tables: MessagingTables,
         bus: MessageBus,
         settings: RelaySettings | None = None,
+        subscribed: Collection[str] | None = None,
     ) -> None:
         self.service = service
+        self._subscribed = frozenset(subscribed) if subscribed is not None else None
         self._engine = engine
         self._outbox = tables.outbox
         self._bus = bus
@@ -96,6 +106,11 @@ class OutboxRelay:
         self._last_claimed = len(rows)
         if not rows:
             return 0
+        if self._subscribed is not None:
+            unheard = [row for row in rows if row.event_type not in self._subscribed]
+            if unheard:
+                await self._mark_unheard(unheard)
+                rows = [row for row in rows if row.event_type in self._subscribed]
         results = await asyncio.gather(
             *(self._bus.publish(self._message(row)) for row in rows), return_exceptions=True
         )
@@ -143,6 +158,24 @@ class OutboxRelay:
                 failed[0][1],
             )
         return len(confirmed)
+
+    async def _mark_unheard(
+        self, rows: Sequence[Row[tuple[int, uuid.UUID, str, str, int]]]
+    ) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(self._outbox)
+                .where(
+                    self._outbox.c.id.in_([row.id for row in rows]),
+                    self._outbox.c.published_at.is_(None),
+                )
+                .values(
+                    published_at=database_now(self._engine.dialect.name),
+                    last_error="no service subscribes to this event type",
+                )
+            )
+        for row in rows:
+            metrics.events_published.labels(self.service, row.event_type, "unsubscribed").inc()
 
     async def _claim(self) -> Sequence[Row[tuple[int, uuid.UUID, str, str, int]]]:
         t = self._outbox

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import timedelta
 from typing import Protocol
 
@@ -62,6 +62,7 @@ class ServiceRuntime:
         ready_without_bus: bool = False,
         apply_broker_policies: bool = False,
         inbox_retention: timedelta = INBOX_RETENTION,
+        subscribed: Collection[str] | None = None,
     ) -> None:
         self.service = service
         self.inbox_retention = inbox_retention
@@ -70,7 +71,12 @@ class ServiceRuntime:
         self._owns_bus = owns_bus
         self.unit_of_work = UnitOfWorkFactory(engine, tables, service)
         self.relay = OutboxRelay(
-            service=service, engine=engine, tables=tables, bus=bus, settings=relay_settings
+            service=service,
+            engine=engine,
+            tables=tables,
+            bus=bus,
+            settings=relay_settings,
+            subscribed=subscribed,
         )
         self.unit_of_work.on_commit(self.relay.kick)
         self.tables = tables
@@ -292,6 +298,7 @@ def build_runtime(
         )
     elif bus is None:
         bus = MemoryBus()
+    own_bindings = SUBSCRIPTIONS.get(service, tuple(handlers)) if bindings is None else bindings
     return ServiceRuntime(
         service=service,
         engine=create_engine(
@@ -303,7 +310,7 @@ def build_runtime(
         bus=bus,
         owns_bus=owns_bus,
         handlers=handlers,
-        bindings=SUBSCRIPTIONS.get(service, tuple(handlers)) if bindings is None else bindings,
+        bindings=own_bindings,
         publishes=publishes,
         delivery_limit=settings.delivery_limit,
         prefetch=settings.prefetch,
@@ -318,4 +325,6 @@ def build_runtime(
         housekeeping=housekeeping,
         ready_without_bus=ready_without_bus,
         apply_broker_policies=settings.apply_broker_policies,
+        # The desk's whole topology: what no queue is bound to is a fact nobody hears yet.
+        subscribed={kind for kinds in SUBSCRIPTIONS.values() for kind in kinds} | set(own_bindings),
     )

@@ -70,6 +70,12 @@ class ServiceSettings(BaseSettings):
     log_level: LogLevelSetting = LogLevel.INFO
     log_json: bool | None = None
     max_body_bytes: int = Field(default=65_536, ge=1024)
+    # A flood from one address cannot take every worker: beyond this many requests in flight
+    # from one client, it is told to come back (429, Retry-After). 64 fits an office behind
+    # one NAT address and the benchmark's clients; 0 switches the cap off.
+    max_requests_per_client: int = Field(default=64, ge=0)
+    # How long a client may take to send a request's body before it is cut off (408).
+    body_read_seconds: float = Field(default=30.0, gt=0)
     # Bearer token of the admin API (/admin/...: dead letters), long enough not to be guessed
     # online. Unset: that API does not exist.
     admin_token: SecretStr | None = Field(default=None, min_length=MIN_TOKEN_LENGTH)

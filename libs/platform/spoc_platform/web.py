@@ -1,8 +1,11 @@
-"""HTTP plumbing for every service: JSON errors, body limits, request metrics, ops endpoints."""
+"""HTTP plumbing for every service: JSON errors, body limits and read timeouts, a cap on each
+client's concurrent requests, request metrics, ops endpoints."""
 
 from __future__ import annotations
 
+import asyncio
 import email.message
+import ipaddress
 import json
 import logging
 import time
@@ -12,8 +15,9 @@ from importlib import metadata
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
-from fastapi.exceptions import RequestValidationError
+from fastapi.exceptions import HTTPException, RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, SecretStr
 from sqlalchemy.exc import DBAPIError
@@ -190,6 +194,28 @@ def _unavailable(request: Request, error: Exception) -> JSONResponse:
     )
 
 
+async def _send_error(
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    headers: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
+    body = json.dumps(error_body(code, message)).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
 class BodyLimitMiddleware:
     """Refuses bodies over `max_bytes` with 413 before the app reads them, chunked ones too."""
 
@@ -232,24 +258,135 @@ class BodyLimitMiddleware:
             await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
-        body = json.dumps(
-            error_body("body_too_large", f"request body is larger than {self.max_bytes} bytes")
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
+        await _send_error(
+            send, 413, "body_too_large", f"request body is larger than {self.max_bytes} bytes"
         )
-        await send({"type": "http.response.body", "body": body})
 
 
 class _BodyTooLarge(Exception):
     pass
+
+
+class BodyReadTimeoutMiddleware:
+    """Answers 408 and closes the connection when a request's body has not all arrived within
+    `seconds` of the app first asking for it: a client trickling a body byte by byte would
+    otherwise hold a request (and a slot of its cap) for as long as it likes."""
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        deadline: float | None = None
+        body_read = False
+        timed_out = False
+        answered = False
+
+        async def timed_receive() -> Message:
+            nonlocal deadline, body_read, timed_out
+            if body_read:
+                # Past the body, the app only listens for the client going away.
+                return await receive()
+            loop = asyncio.get_running_loop()
+            deadline = deadline if deadline is not None else loop.time() + self.seconds
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                timed_out = True
+                raise _BodyTimedOut from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_read = True
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal answered
+            # The app may catch the timeout and answer on its own (FastAPI says 400).
+            if timed_out:
+                return
+            answered = answered or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, timed_receive, guarded_send)
+        except _BodyTimedOut:
+            pass
+        if timed_out and not answered:
+            await _send_error(
+                send,
+                408,
+                "body_timeout",
+                f"the request body did not arrive within {self.seconds:g} s",
+                [(b"connection", b"close")],
+            )
+
+
+class _BodyTimedOut(Exception):
+    pass
+
+
+# An IPv6 subscriber is given a /64 (or more) to pick addresses from: one client for all of it.
+IPV6_CLIENT_PREFIX = 64
+
+
+def client_key(address: str | None) -> str:
+    """Who a client is for limits: its IPv4 address, or its IPv6 /64. The address is the one
+    the server puts in the ASGI scope, which uvicorn takes from X-Forwarded-For only when the
+    peer is a proxy SPOC_FORWARDED_ALLOW_IPS trusts."""
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        # No address (a Unix socket, a test transport): one client, never none.
+        return "unknown"
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/{IPV6_CLIENT_PREFIX}", strict=False))
+    return str(ip)
+
+
+class ClientConcurrencyMiddleware:
+    """At most `limit` requests in flight per client (see `client_key`); beyond it a 429 with
+    Retry-After at once, before the body is read. One client's flood then waits on itself
+    while everyone else's requests are served as before."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self._in_flight: dict[str, int] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        key = client_key(client[0] if client else None)
+        in_flight = self._in_flight.get(key, 0)
+        if in_flight >= self.limit:
+            await _send_error(
+                send,
+                429,
+                "too_many_requests",
+                f"more than {self.limit} requests at once from this client",
+                [(b"retry-after", b"1")],
+            )
+            return
+        self._in_flight[key] = in_flight + 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            left = self._in_flight[key] - 1
+            if left:
+                self._in_flight[key] = left
+            else:
+                del self._in_flight[key]
+
+
+# The methods a label may name; any other (a caller may send any token) counts as "other".
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 # Probes and scrapes are not the service's work: a /readyz answering 503 during an outage is
@@ -258,8 +395,8 @@ OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 class HttpMetricsMiddleware:
-    """Counts and times requests by route template (never by raw path: bounded label values);
-    the operations endpoints are left out."""
+    """Counts and times requests by route template (never by raw path) and method (never one
+    the caller made up): bounded label values. The operations endpoints are left out."""
 
     def __init__(self, app: ASGIApp, service: str) -> None:
         self.app = app
@@ -286,7 +423,7 @@ class HttpMetricsMiddleware:
 
     def _record(self, scope: Scope, status: int, seconds: float) -> None:
         route = _route_template(scope)
-        method = scope["method"]
+        method = scope["method"] if scope["method"] in KNOWN_METHODS else "other"
         metrics.http_requests.labels(self.service, method, route, str(status)).inc()
         metrics.http_duration.labels(self.service, method, route).observe(seconds)
         if status >= 400:
@@ -403,6 +540,8 @@ def create_service_app(
     metrics_token: SecretStr | str | None = None,
     staff_routers: Sequence[APIRouter] = (),
     open_without_token: bool = True,
+    max_requests_per_client: int | None = 64,
+    body_read_seconds: float | None = 30.0,
 ) -> FastAPI:
     """The FastAPI app every service shares the shape of; `start`/`stop` run in its lifespan.
     Given the service's `bus`, it exports its dead-letter count where the bus can tell it
@@ -410,7 +549,8 @@ def create_service_app(
     `version`, the API's in OpenAPI, is the service package's (spoc_platform's by default).
     /metrics takes the `metrics_token` or the admin token, `staff_routers` (views that name
     the desk's people) the admin token; without one they are open only if `open_without_token`
-    (development), see spoc_platform.access."""
+    (development), see spoc_platform.access. Each client has at most
+    `max_requests_per_client` requests in flight, and `body_read_seconds` to send a body."""
     from spoc_platform import admin  # imports this module: here to keep the import one-way
     from spoc_platform.access import guarded_by
 
@@ -462,7 +602,26 @@ def create_service_app(
         if token:
             app.include_router(admin.admin_router(service, bus, token))
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
-    # Added last, so outermost: it also counts the 413s the body limit answers.
+    if body_read_seconds is not None:
+        app.add_middleware(BodyReadTimeoutMiddleware, seconds=body_read_seconds)
+    if max_requests_per_client is not None:
+        # Outside the body limit and timeout: a request over the cap costs no body read.
+        app.add_middleware(ClientConcurrencyMiddleware, limit=max_requests_per_client)
+    # Added last, so outermost: it also counts the 413s, 408s and 429s the above answer.
     app.add_middleware(HttpMetricsMiddleware, service=service)
     metrics.initialise_http_series(service, api_routes(app))
     return app
+
+
+class SharedPathRoute(APIRoute):
+    """A route whose 405 names every method of its path in `Allow`, not only its own: Starlette
+    answers a method no route takes from the first route of the path, as if it were alone."""
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.methods and scope["method"] not in self.methods:
+            allowed: set[str] = set()
+            for route in scope["app"].router.routes:
+                if isinstance(route, APIRoute) and route.path == self.path:
+                    allowed |= route.methods or set()
+            raise HTTPException(405, headers={"Allow": ", ".join(sorted(allowed))})
+        await super().handle(scope, receive, send)

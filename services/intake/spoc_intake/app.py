@@ -6,7 +6,7 @@ from importlib import metadata
 
 from fastapi import FastAPI
 
-from spoc_intake.api import portal, tickets
+from spoc_intake.api import my_requests, portal, requester, session, staff, tickets
 from spoc_intake.bootstrap import IntakeContainer, bootstrap
 from spoc_intake.settings import IntakeSettings
 from spoc_platform.web import create_service_app
@@ -25,8 +25,18 @@ def create_app(
         title="Spoc intake",
         version=metadata.version("spoc-intake"),
         readiness=runtime.readiness,
-        routers=[tickets.router, portal.router],
+        routers=[
+            tickets.router,
+            portal.router,
+            session.router,
+            staff.router,
+            requester.router,
+            requester.pages,
+            my_requests.router,
+        ],
         max_body_bytes=settings.max_body_bytes,
+        max_requests_per_client=settings.max_requests_per_client or None,
+        body_read_seconds=settings.body_read_seconds,
         bus=runtime.bus,
         admin_token=settings.admin_token,
         metrics_token=settings.metrics_token,

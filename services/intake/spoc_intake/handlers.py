@@ -49,8 +49,10 @@ async def on_ticket_routed(event: TicketRouted, *, envelope: Envelope, uow: Unit
         sequence=envelope.sequence,
         now=utc_now(),
         priority=event.priority,
+        group_id=event.group.id,
         group_name=event.group.name,
         group_tier=event.group.tier,
+        owner_id=event.owner.id if event.owner else None,
         owner_name=event.owner.name if event.owner else None,
     )
     owner = f", owner {event.owner.name}" if event.owner else ""
@@ -70,7 +72,9 @@ async def on_ticket_assigned(event: TicketAssigned, *, envelope: Envelope, uow: 
         ticket_id,
         sequence=envelope.sequence,
         now=utc_now(),
+        owner_id=event.owner.id,
         owner_name=event.owner.name,
+        group_id=event.group.id,
         group_name=event.group.name,
         group_tier=event.group.tier,
     )
@@ -93,6 +97,7 @@ async def on_ticket_escalated(
         ticket_id,
         sequence=envelope.sequence,
         now=utc_now(),
+        group_id=event.to_group.id,
         group_name=event.to_group.name,
         group_tier=event.to_group.tier,
     )
@@ -169,4 +174,16 @@ HANDLERS: dict[str, Handler] = {
     NotificationSent.TYPE: on_notification_sent,
     NotificationFailed.TYPE: on_notification_failed,
 }
-PUBLISHES = ["ticket.created"]
+PUBLISHES = [
+    "ticket.created",
+    "ticket.commented",
+    "ticket.status_changed",
+    "ticket.updated",
+    "ticket.escalation_requested",
+    "feedback.submitted",
+    "staff.updated",
+    "requester.sign_in_requested",
+    "credential.token_issued",
+    "credential.token_revoked",
+    "credential.heartbeat",
+]

@@ -17,3 +17,16 @@ idempotent_replays = Counter(
 for _channel in get_args(Channel):
     for _type in get_args(TicketType):
         tickets_created.labels(_channel, _type)
+
+# The front door's refusals (spoc_intake.front_door): labels take fixed values only.
+FRONT_DOOR_ACTIONS = ("create", "reply", "sign_in_link", "sign_in")
+FRONT_DOOR_SCOPES = ("client", "recipient", "blocked_client", "blocked_recipient")
+front_door_refusals = Counter(
+    "spoc_intake_front_door_refusals_total",
+    "Anonymous requests refused by the rate limits (scope client or recipient) or the block "
+    "list (blocked_client, blocked_recipient), by action.",
+    ["action", "scope"],
+)
+for _action in FRONT_DOOR_ACTIONS:
+    for _scope in FRONT_DOOR_SCOPES:
+        front_door_refusals.labels(_action, _scope)

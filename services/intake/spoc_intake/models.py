@@ -56,6 +56,12 @@ class Ticket(Base):
     sla_sequence: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # The conversation and the workflow (0006): routing's ids for who may see the ticket, and
+    # the moments the first response and the resolution (which opens the reopen window) came.
+    group_id: Mapped[str | None] = mapped_column(String(100))
+    owner_id: Mapped[str | None] = mapped_column(String(100))
+    first_responded_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    resolved_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class TimelineEntry(Base):
@@ -89,10 +95,122 @@ class IdempotencyAnswer(Base):
 # Staff accounts, their passwords and sign-in sessions (staff_sign_in.py, migration 0004).
 
 
+class StaffAccount(Base):
+    """A person who works tickets (agent, manager, admin), under the id routing knows them by."""
+
+    __tablename__ = "staff_account"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str] = mapped_column(String(320))
+    # The address lower-cased: one account per address however it is typed.
+    email_key: Mapped[str] = mapped_column(String(320), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    groups: Mapped[list[str]] = mapped_column(Json)
+    active: Mapped[bool] = mapped_column(default=True)
+    # argon2id (PHC string); None until a password is set: such an account cannot sign in.
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    # Consecutive failed sign-ins, and the lock they earned (see staff_sign_in.py).
+    failed_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class StaffSession(Base):
+    """A signed-in browser: only a digest of its cookie's random value is kept."""
+
+    __tablename__ = "staff_session"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("staff_account.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # The absolute end, whatever the activity; the idle end follows from last_seen_at.
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+
+
 # Bearer tokens, requesters' sign-in links and sessions (tokens.py, requester_links.py, 0005).
+# Every secret here is 256 random bits kept only as its SHA-256: nothing to brute-force, and
+# a copy of the database signs nobody in.
+
+
+class ApiToken(Base):
+    """A bearer token for a script or an integration (`spoc token create`)."""
+
+    __tablename__ = "api_token"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(16))
+    # The staff account a staff-role token acts as; None for an integration (it is itself).
+    subject_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # Written at most once a minute per token: a trace of use, not a write per request.
+    last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class RequesterLink(Base):
+    """A one-time sign-in link mailed to a requester's address."""
+
+    __tablename__ = "requester_link"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    email: Mapped[str] = mapped_column(String(320))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class RequesterSession(Base):
+    """A requester signed in by a link: sees all the tickets of their address."""
+
+    __tablename__ = "requester_session"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    email: Mapped[str] = mapped_column(String(320))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # Ends after idle_seconds without use (last_seen_at is refreshed at most once a minute),
+    # and at expires_at whatever happens; both fixed by the settings when it was opened.
+    last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    idle_seconds: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
 
 
 # The conversation and the workflow: comments, owners, status history, feedback (0006).
+
+
+class Comment(Base):
+    """One message of the conversation; `internal` ones are for staff only, on every path."""
+
+    __tablename__ = "comment"
+    __table_args__ = (Index("ix_comment_ticket_id_at", "ticket_id", "at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    ticket_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("ticket.id"))
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    author_kind: Mapped[str] = mapped_column(String(16))
+    # The staff account's id, or the requester's address.
+    author_id: Mapped[str | None] = mapped_column(String(320))
+    author_name: Mapped[str] = mapped_column(String(200))
+    visibility: Mapped[str] = mapped_column(String(8))
+    body: Mapped[str] = mapped_column(Text)
+
+
+class Feedback(Base):
+    """The requester's rating of a resolution: one per ticket, so the key is the ticket."""
+
+    __tablename__ = "feedback"
+
+    ticket_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("ticket.id"), primary_key=True)
+    rating: Mapped[int] = mapped_column(Integer)
+    comment: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 MESSAGING = define_messaging_tables(Base.metadata)

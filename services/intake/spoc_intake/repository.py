@@ -5,24 +5,29 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import (
+    ColumnElement,
     Executable,
     Row,
     Table,
+    and_,
     bindparam,
     case,
     delete,
+    exists,
     func,
     insert,
+    or_,
     select,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from spoc_intake.models import IdempotencyAnswer, Ticket, TimelineEntry
+from spoc_intake.models import Comment, Feedback, IdempotencyAnswer, Ticket, TimelineEntry
 from spoc_platform.db import insert_for
 
 # Declarative models type __table__ as FromClause; these are plain Tables.
@@ -60,6 +65,18 @@ async def insert_ticket(conn: AsyncConnection, **values: Any) -> int:
     """Inserts the ticket (every column but `number` given) and returns its number."""
     result = await conn.execute(_insert_ticket(conn.dialect.name), values)
     return int(result.scalar_one())
+
+
+# Built once: it runs for every anonymous ticket from an untrusted network.
+_REQUESTER_HAS_TICKET = select(
+    exists().where(ticket.c.requester_email == bindparam("b_requester_email"))
+)
+
+
+async def requester_has_ticket(conn: AsyncConnection, requester_email: str) -> bool:
+    """Whether any ticket was opened for this address before (ix_ticket_requester_email)."""
+    result = await conn.execute(_REQUESTER_HAS_TICKET, {"b_requester_email": requester_email})
+    return bool(result.scalar_one())
 
 
 async def add_timeline(
@@ -179,3 +196,146 @@ async def apply_targets(
     await conn.execute(
         _APPLY_TARGETS, {"b_ticket_id": ticket_id, "b_seq": sequence, "updated_at": now, **values}
     )
+
+
+# --- The conversation and the workflow (work.py, views.py) -----------------------------------
+
+comment: Table = cast(Table, Comment.__table__)
+feedback: Table = cast(Table, Feedback.__table__)
+
+
+async def ticket_for_change(conn: AsyncConnection, number: int) -> Row[Any] | None:
+    """The ticket, locked until the transaction ends (on PostgreSQL; SQLite has one writer):
+    two status changes at once must not both start from the same status."""
+    query = select(ticket).where(ticket.c.number == number).with_for_update()
+    return (await conn.execute(query)).first()
+
+
+async def update_ticket(conn: AsyncConnection, ticket_id: uuid.UUID, **values: Any) -> None:
+    await conn.execute(update(ticket).where(ticket.c.id == ticket_id).values(**values))
+
+
+async def record_first_response(conn: AsyncConnection, ticket_id: uuid.UUID, at: datetime) -> None:
+    # Only the first: a later reply never moves it.
+    await conn.execute(
+        update(ticket)
+        .where(ticket.c.id == ticket_id, ticket.c.first_responded_at.is_(None))
+        .values(first_responded_at=at)
+    )
+
+
+async def add_comment(conn: AsyncConnection, **values: Any) -> None:
+    await conn.execute(insert(comment), values)
+
+
+async def comments_of(
+    conn: AsyncConnection, ticket_id: uuid.UUID, *, public_only: bool
+) -> Sequence[Row[Any]]:
+    query = select(comment).where(comment.c.ticket_id == ticket_id)
+    if public_only:
+        query = query.where(comment.c.visibility == "public")
+    return (await conn.execute(query.order_by(comment.c.at, comment.c.id))).all()
+
+
+async def whole_timeline(
+    conn: AsyncConnection, ticket_id: uuid.UUID
+) -> Sequence[Row[datetime, str, str, bool]]:
+    return (
+        await conn.execute(
+            select(timeline.c.at, timeline.c.kind, timeline.c.summary, timeline.c.public)
+            .where(timeline.c.ticket_id == ticket_id)
+            .order_by(timeline.c.at, timeline.c.id)
+        )
+    ).all()
+
+
+@dataclass(frozen=True)
+class TicketFilter:
+    """What a list asks for. `visible_groups` None: every group; otherwise those groups' tickets,
+    the unrouted ones and `visible_owner`'s own (wherever an escalation took them).
+    `requester_email`: that requester's tickets only."""
+
+    visible_groups: frozenset[str] | None = None
+    visible_owner: str | None = None
+    requester_email: str | None = None
+    status: tuple[str, ...] = ()
+    group: str | None = None
+    owner: str | None = None
+    priority: str | None = None
+    type: str | None = None
+    category: str | None = None
+    channel: str | None = None
+    text: str | None = None
+
+
+# Sortable columns. A ticket without a priority yet sorts as "~" (after P1…P5 byte-wise; a
+# collation may place it elsewhere, but the same place in ORDER BY and in the cursor's WHERE).
+SORT_KEYS: dict[str, Any] = {
+    "created_at": ticket.c.created_at,
+    "updated_at": ticket.c.updated_at,
+    "priority": func.coalesce(ticket.c.priority, "~"),
+}
+
+
+def _like_escaped(text: str) -> str:
+    # The caller's text is matched as text: % and _ are not wildcards here.
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+async def list_tickets(
+    conn: AsyncConnection,
+    where: TicketFilter,
+    *,
+    sort: str,
+    descending: bool,
+    after: tuple[Any, int] | None,
+    limit: int,
+) -> Sequence[Row[Any]]:
+    """One page of tickets, keyset-paginated on (sort key, number): a page never repeats or
+    skips a ticket because others were added in between."""
+    key = SORT_KEYS[sort]
+    query = select(ticket, key.label("sort_key"))
+    if where.requester_email is not None:
+        query = query.where(ticket.c.requester_email == where.requester_email)
+    if where.visible_groups is not None:
+        visible: list[ColumnElement[bool]] = [
+            ticket.c.group_id.in_(sorted(where.visible_groups)),
+            ticket.c.group_id.is_(None),
+        ]
+        if where.visible_owner is not None:
+            visible.append(ticket.c.owner_id == where.visible_owner)
+        query = query.where(or_(*visible))
+    if where.status:
+        query = query.where(ticket.c.status.in_(where.status))
+    for column, value in (
+        (ticket.c.group_id, where.group),
+        (ticket.c.owner_id, where.owner),
+        (ticket.c.priority, where.priority),
+        (ticket.c.type, where.type),
+        (ticket.c.category, where.category),
+        (ticket.c.channel, where.channel),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    if where.text:
+        query = query.where(ticket.c.subject.ilike(f"%{_like_escaped(where.text)}%", escape="\\"))
+    if after is not None:
+        last_key, last_number = after
+        if descending:
+            query = query.where(
+                or_(key < last_key, and_(key == last_key, ticket.c.number < last_number))
+            )
+        else:
+            query = query.where(
+                or_(key > last_key, and_(key == last_key, ticket.c.number > last_number))
+            )
+    order = (key.desc(), ticket.c.number.desc()) if descending else (key.asc(), ticket.c.number)
+    return (await conn.execute(query.order_by(*order).limit(limit))).all()
+
+
+async def add_feedback(conn: AsyncConnection, **values: Any) -> None:
+    await conn.execute(insert(feedback), values)
+
+
+async def feedback_of(conn: AsyncConnection, ticket_id: uuid.UUID) -> Row[Any] | None:
+    return (await conn.execute(select(feedback).where(feedback.c.ticket_id == ticket_id))).first()

@@ -20,6 +20,7 @@ from pydantic import (
     WithJsonSchema,
     model_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 TicketType = Literal["incident", "request", "complaint", "suggestion"]
@@ -47,6 +48,8 @@ _STRIPPED = rf"\t\n\x0b\x0c\r\x1c-\x1f{_SPACES}"
 _CONTROLS = r"\x00-\x1f\x7f"
 _BLOCK_CONTROLS = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f"
 FIELD_TEXT_PATTERN = rf"^[^{_BLOCK_CONTROLS}]*$"
+# One line of any characters but control ones, for what is checked but never stripped.
+NO_CONTROLS_PATTERN = rf"^[^{_CONTROLS}]*$"
 
 
 def padded(core: str) -> str:
@@ -262,7 +265,10 @@ class TicketCreatedRead(BaseModel):
     id: uuid.UUID
     number: str
     status: str
-    access_key: str = Field(description="Shown once: the requester's key to this ticket.")
+    access_key: str | None = Field(
+        description="Shown once: the requester's key to this ticket. Null when an anonymous "
+        "request is replayed under its Idempotency-Key: the requester has the key by mail."
+    )
     created_at: datetime
 
 
@@ -286,6 +292,22 @@ class TimelineEntryRead(BaseModel):
     summary: str
 
 
+Visibility = Literal["public", "internal"]
+
+
+class AuthorRead(BaseModel):
+    name: str
+    kind: Literal["requester", "agent", "system"]
+
+
+class CommentRead(BaseModel):
+    id: uuid.UUID
+    at: datetime
+    author: AuthorRead
+    visibility: Visibility
+    body: str
+
+
 class TicketRead(BaseModel):
     """The requester's view (D6–D11): status, priority, owner, team, targets and history."""
 
@@ -307,3 +329,166 @@ class TicketRead(BaseModel):
     created_at: datetime
     updated_at: datetime
     timeline: list[TimelineEntryRead]
+    # The conversation: public replies only, in the requester's view.
+    comments: list[CommentRead] = Field(default_factory=list)
+
+
+# --- The conversation and the workflow (work.py) ----------------------------------------------
+
+TicketStatus = Literal["new", "open", "in_progress", "pending", "resolved", "closed"]
+MAX_REASON = 2000
+Reason = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_REASON),
+    Stripped,
+    AfterValidator(_refuse_block_controls),
+    WithJsonSchema(
+        {"type": "string", "pattern": _text_pattern(MAX_REASON, f"[^{_BLOCK_CONTROLS}]")}
+    ),
+]
+
+
+class RequesterCommentCreate(BaseModel):
+    """A requester's reply: always public, so there is nothing to choose."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    body: TextBlock
+
+
+class StaffCommentCreate(BaseModel):
+    """A reply by staff, to the requester (`public`) or to colleagues only (`internal`).
+    A requester sends `body` only: `visibility` from a requester is an unknown field (422)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    body: TextBlock
+    visibility: Visibility = "public"
+
+
+class StatusChange(BaseModel):
+    """A move along the workflow; `pending` needs a reason (what the requester must do)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "if": {"properties": {"to": {"const": "pending"}}, "required": ["to"]},
+            "then": {"required": ["reason"]},
+        },
+    )
+
+    to: TicketStatus
+    # Not null in the document: a `pending` with a null reason is as invalid as one without.
+    reason: Reason | SkipJsonSchema[None] = None
+
+    @model_validator(mode="after")
+    def _pending_says_why(self) -> StatusChange:
+        if self.to == "pending" and not self.reason:
+            raise ValueError("'pending' needs a reason: what the requester must do")
+        return self
+
+
+class StatusChangedRead(BaseModel):
+    number: str
+    from_status: TicketStatus
+    to_status: TicketStatus
+    at: datetime
+
+
+class RequesterRead(PersonRead):
+    email: str
+    phone: str | None
+
+
+class AgentTimelineEntryRead(TimelineEntryRead):
+    public: bool = Field(description="Shown to the requester; false: for staff only")
+
+
+class TicketAgentRead(TicketRead):
+    """The agent's view: everything, including internal notes, notifications and the
+    requester's contact details."""
+
+    requester: RequesterRead
+    impact: str | None
+    urgency: str | None
+    group_id: str | None
+    owner_id: str | None
+    first_responded_at: datetime | None
+    resolved_at: datetime | None
+    timeline: list[AgentTimelineEntryRead]  # type: ignore[assignment]
+
+
+class TicketSummaryRead(BaseModel):
+    """One line of a ticket list: the same shape for requesters and for staff."""
+
+    id: uuid.UUID
+    number: str
+    status: str
+    type: str
+    channel: str
+    subject: str
+    category: str | None
+    priority: str | None
+    owner: PersonRead | None
+    team: TeamRead | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class TicketList(BaseModel):
+    items: list[TicketSummaryRead]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null on the last page"
+    )
+
+
+class FeedbackCreate(BaseModel):
+    """The requester's rating of a resolution (D16): once per ticket."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rating: int = Field(ge=1, le=5)
+    comment: Reason | None = None
+
+
+class FeedbackRead(BaseModel):
+    number: str
+    rating: int
+    comment: str | None
+    at: datetime
+
+
+class TicketUpdate(BaseModel):
+    """What staff re-classify (D23, D24): only the fields sent change; null clears one."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
+
+    type: TicketType | SkipJsonSchema[None] = None
+    category: ShortText | None = None
+    subcategory: ShortText | None = None
+    item: ShortText | None = None
+    impact: Level | None = None
+    urgency: Level | None = None
+
+    @model_validator(mode="after")
+    def _says_what_changes(self) -> TicketUpdate:
+        if not self.model_fields_set:
+            raise ValueError("name at least one field to change")
+        if "type" in self.model_fields_set and self.type is None:
+            raise ValueError("a ticket always has a type: it can be changed, not cleared")
+        return self
+
+
+class EscalationCreate(BaseModel):
+    """A functional escalation: another group is asked to help; the owner stays (D3)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    to_group: ShortText = Field(description="The id of the group asked to help")
+    reason: Reason
+
+
+class EscalationRequestedRead(BaseModel):
+    number: str
+    to_group: str
+    requested_at: datetime

@@ -13,7 +13,8 @@ from sqlalchemy.exc import IntegrityError
 
 from spoc_contracts import Requester, TicketCreated
 from spoc_intake import metrics, repository
-from spoc_intake.answers import answer_digest, open_answer, seal_answer
+from spoc_intake.answers import INTERNAL_SCOPE, answer_digest, open_answer, seal_answer
+from spoc_intake.callers import Caller
 from spoc_intake.schemas import TicketCreate, TicketCreatedRead
 from spoc_intake.settings import IntakeSettings
 from spoc_intake.tracking import format_number, hash_access_key, new_access_key
@@ -29,6 +30,32 @@ class CreateOutcome:
     replayed: bool
 
 
+def idempotency_scope(caller: Caller | None, data: TicketCreate) -> str:
+    """Whose Idempotency-Keys a key is among: the credential's (a token's, a session's), or an
+    anonymous caller's for one requester address (anyone may call anonymously, but only the
+    requester reads that address's mail, where the access key goes). Without a caller (work
+    inside the desk), the key alone."""
+    if caller is None:
+        return INTERNAL_SCOPE
+    if caller.is_anonymous:
+        return f"anonymous:{str(data.requester.email).lower()}"
+    return f"credential:{caller.credential_id or f'{caller.role}:{caller.subject_id}'}"
+
+
+def known_by_credential(caller: Caller | None, data: TicketCreate, trusted_network: bool) -> bool:
+    """Whether the ticket's opener is vouched for without looking at earlier tickets: staff or
+    an integration (named by a credential), the address's own requester signed in by a mailed
+    link, or a client on a trusted network. Work inside the desk (no caller) is not: it may
+    relay what a stranger wrote, so the earlier tickets decide."""
+    if trusted_network:
+        return True
+    if caller is None or caller.is_anonymous:
+        return False
+    if caller.role == "requester":
+        return (caller.email or "").lower() == str(data.requester.email).lower()
+    return True
+
+
 def _request_hash(data: TicketCreate) -> str:
     canonical = json.dumps(data.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -39,25 +66,44 @@ class TicketService:
         self._unit_of_work = unit_of_work
         self._settings = settings
 
-    async def create(self, data: TicketCreate, *, idempotency_key: str | None) -> CreateOutcome:
+    async def create(
+        self,
+        data: TicketCreate,
+        *,
+        idempotency_key: str | None,
+        caller: Caller | None = None,
+        trusted_network: bool = False,
+    ) -> CreateOutcome:
+        """Opens a ticket, or replays the answer an earlier request with the same
+        Idempotency-Key (in the caller's scope, see `idempotency_scope`) and body got. An
+        anonymous caller's answer is kept without the access key: the requester has it by mail,
+        and whoever else knows the key, the address and the body gets the number only.
+        `trusted_network`: the client is on a network the desk trusts (the front door's)."""
         request_hash = _request_hash(data)
+        scope = idempotency_scope(caller, data)
+        keeps_access_key = caller is None or not caller.is_anonymous
+        vouched = known_by_credential(caller, data, trusted_network)
         if idempotency_key is not None:
-            earlier = await self._earlier_answer(idempotency_key, request_hash)
+            earlier = await self._earlier_answer(idempotency_key, scope, request_hash)
             if earlier is not None:
                 return earlier
         try:
-            return await self._create(data, idempotency_key, request_hash)
+            return await self._create(
+                data, idempotency_key, scope, request_hash, keeps_access_key, vouched
+            )
         except IntegrityError:
             # Two requests with one key raced; the other committed first. Answer as it did.
             if idempotency_key is None:
                 raise
-            earlier = await self._earlier_answer(idempotency_key, request_hash)
+            earlier = await self._earlier_answer(idempotency_key, scope, request_hash)
             if earlier is None:
                 raise
             return earlier
 
-    async def _earlier_answer(self, key: str, request_hash: str) -> CreateOutcome | None:
-        digest = answer_digest(key)
+    async def _earlier_answer(
+        self, key: str, scope: str, request_hash: str
+    ) -> CreateOutcome | None:
+        digest = answer_digest(key, scope)
         async with self._unit_of_work.engine.begin() as conn:
             row = await repository.find_idempotency(conn, digest)
             if row is None:
@@ -79,7 +125,7 @@ class TicketService:
                     }
                 ],
             )
-        body = open_answer(key, row.answer)
+        body = open_answer(key, row.answer, scope)
         if body is None:
             # Only a digest collision could get here (2^-256): never hand over another's answer.
             raise RuntimeError("a stored idempotent answer does not open with its own key")
@@ -87,13 +133,24 @@ class TicketService:
         return CreateOutcome(body=body, replayed=True)
 
     async def _create(
-        self, data: TicketCreate, idempotency_key: str | None, request_hash: str
+        self,
+        data: TicketCreate,
+        idempotency_key: str | None,
+        scope: str,
+        request_hash: str,
+        keeps_access_key: bool,
+        vouched: bool,
     ) -> CreateOutcome:
         ticket_id = uuid.uuid4()
         access_key = new_access_key()
         now = utc_now()
         requester = data.requester
         async with self._unit_of_work() as uow:
+            # Asked before the insert, which would make every address known. Only for callers
+            # nobody vouches for: one indexed EXISTS, and none on the others' path.
+            requester_known = vouched or await repository.requester_has_ticket(
+                uow.conn, str(requester.email)
+            )
             sequence = await repository.insert_ticket(
                 uow.conn,
                 id=ticket_id,
@@ -151,6 +208,7 @@ class TicketService:
                     # Sealed to notify, the only service that needs it (for the link it sends):
                     # the outbox, the broker and every other consumer see only ciphertext.
                     access_key_sealed=seal_for(self._settings.access_key_recipient, access_key),
+                    requester_known=requester_known,
                 ),
                 ticket_id=ticket_id,
             )
@@ -158,12 +216,14 @@ class TicketService:
                 id=ticket_id, number=number, status="new", access_key=access_key, created_at=now
             ).model_dump(mode="json")
             if idempotency_key is not None:
+                # Null on a replay: the key is not shown again (the requester has it by mail).
+                kept = body if keeps_access_key else {**body, "access_key": None}
                 await repository.save_idempotency(
                     uow.conn,
-                    key_digest=answer_digest(idempotency_key),
+                    key_digest=answer_digest(idempotency_key, scope),
                     request_hash=request_hash,
                     ticket_id=ticket_id,
-                    answer=seal_answer(idempotency_key, body),
+                    answer=seal_answer(idempotency_key, kept, scope),
                     created_at=now,
                 )
         metrics.tickets_created.labels(data.channel, data.type).inc()

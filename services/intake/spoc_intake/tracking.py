@@ -15,8 +15,12 @@ def format_number(prefix: str, sequence: int) -> str:
 
 
 def parse_number(prefix: str, number: str) -> int | None:
-    """The sequence in a tracking number written by a person: case and spaces forgiven."""
-    match = re.fullmatch(rf"\s*{re.escape(prefix)}-?(\d{{1,12}})\s*", number, re.IGNORECASE)
+    """The sequence in a tracking number written by a person: case and spaces forgiven.
+    ASCII only: in Unicode mode \\d reads other scripts' digits (SD-٢ as SD-000002) and case
+    folding reads ſ as s, giving one ticket many names."""
+    match = re.fullmatch(
+        rf"\s*{re.escape(prefix)}-?([0-9]{{1,12}})\s*", number, re.IGNORECASE | re.ASCII
+    )
     return int(match.group(1)) if match else None
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from spoc_contracts import SlaClockStarted, TicketCreated
+from spoc_contracts import RequesterSignInRequested, SlaClockStarted, TicketCreated
 from spoc_notify import handlers, repository
 from spoc_notify.dispatcher import DeliveryDispatcher
 from spoc_notify.mail import MaildirTransport, MailTransport, SmtpTransport
@@ -75,6 +75,9 @@ def bootstrap(
         handlers={
             TicketCreated.TYPE: bind_handler(handlers.on_ticket_created, **deps),
             SlaClockStarted.TYPE: bind_handler(handlers.on_sla_clock_started, **deps),
+            RequesterSignInRequested.TYPE: bind_handler(
+                handlers.on_requester_sign_in_requested, **deps
+            ),
         },
         publishes=PUBLISHES,
         bus=bus,

@@ -41,6 +41,11 @@ class Acknowledgement:
     # Due times are shown on this clock (an IANA zone): the desk's, as no event says the
     # requester's own.
     time_zone: str = "UTC"
+    # Whether the headers may carry what the ticket's opener wrote (its subject, the
+    # requester's name). Not to an address the desk has never heard from: anyone may open a
+    # ticket for any address, and a chosen subject line and display name are what phishing is
+    # made of. Then the subject is the desk's words and the number, and To the address alone.
+    opener_text_in_headers: bool = True
 
 
 def _render(locale: str | None, template: str, **context: object) -> str:
@@ -81,10 +86,14 @@ def acknowledgement_message(ack: Acknowledgement, *, sender: str, portal_url: st
     # notify writes one per ticket, so it shows at load.
     message = MIMEMultipart("alternative")
     message["From"] = _address(*parseaddr(sender))
-    message["To"] = _address(ack.name, ack.email)
-    message["Subject"] = _header(
-        _render(ack.locale, "acknowledgement.subject.j2", **context).strip()
-    )
+    if ack.opener_text_in_headers:
+        message["To"] = _address(ack.name, ack.email)
+        subject = _render(ack.locale, "acknowledgement.subject.j2", **context)
+    else:
+        # Through formataddr all the same: an address it cannot write is refused here too.
+        message["To"] = _address("", ack.email)
+        subject = _render(ack.locale, "acknowledgement.plain_subject.j2", number=ack.number)
+    message["Subject"] = _header(subject.strip())
     message["Date"] = format_datetime(datetime.now().astimezone())
     # The same ticket always gets the same Message-ID: should a crash make us send twice,
     # mail clients and servers fold the copies into one.
@@ -112,3 +121,42 @@ def _text(body: str, subtype: str) -> MIMENonMultipart:
     part = MIMENonMultipart("text", subtype)
     part.set_payload(body, charset=_UTF8_QP)
     return part
+
+
+@dataclass(frozen=True)
+class SignInLink:
+    """A requester's one-time sign-in link (requester.sign_in_requested)."""
+
+    # Fixes the Message-ID: should a crash make us send twice, the copies fold into one.
+    request_id: str
+    email: str
+    locale: str | None
+    token: str
+    expires_at: datetime
+    time_zone: str = "UTC"
+
+
+def sign_in_link(portal_url: str, token: str) -> str:
+    return f"{portal_url.rstrip('/')}/requester/sign-in?token={quote(token)}"
+
+
+def sign_in_message(link: SignInLink, *, sender: str, portal_url: str) -> MIMEMultipart:
+    """The mail with the link. Nothing a caller wrote reaches it: anyone may ask for a link
+    to any address, so its headers and text are the desk's own words and the address only."""
+    domain = sender.rsplit("@", 1)[-1].rstrip(">") or "spoc.localhost"
+    context = {
+        "link": sign_in_link(portal_url, link.token),
+        "expires": for_people(link.expires_at, locale=link.locale, zone=link.time_zone),
+        "expires_at": link.expires_at.isoformat(),
+    }
+    message = MIMEMultipart("alternative")
+    message["From"] = _address(*parseaddr(sender))
+    message["To"] = link.email
+    message["Subject"] = _header(_render(link.locale, "sign_in_link.subject.j2", **context).strip())
+    message["Date"] = format_datetime(datetime.now().astimezone())
+    message["Message-ID"] = f"<sign-in.{link.request_id}@{domain}>"
+    message["Auto-Submitted"] = "auto-generated"
+    message["X-Auto-Response-Suppress"] = "All"
+    message.attach(_text(_render(link.locale, "sign_in_link.txt.j2", **context), "plain"))
+    message.attach(_text(_render(link.locale, "sign_in_link.html.j2", **context), "html"))
+    return message

@@ -26,6 +26,11 @@ SETTLE_RETRY = Backoff(first=0.1, ceiling=5.0)
 # Seconds of lease kept in hand beyond the send limit, for scheduling delays.
 _LEASE_MARGIN = 0.2
 
+# A requester's sign-in link concerns no ticket: its delivery is recorded here but announces no
+# notification.* event, which intake would have to put on a ticket's timeline.
+SIGN_IN_LINK = "sign_in_link"
+ABOUT_NO_TICKET = frozenset({SIGN_IN_LINK})
+
 
 class DeliveryDispatcher:
     """Claims due deliveries with a lease, sends them, then marks each sent (with a
@@ -253,6 +258,10 @@ class DeliveryDispatcher:
                     # After a retry this may be our own first settle, committed as the
                     # connection broke: either way the outcome is recorded once.
                     return
+                if row.kind in ABOUT_NO_TICKET:
+                    metrics.deliveries.labels(row.kind, row.channel, "sent").inc()
+                    log.info("%s sent to %s", row.kind, row.recipient)
+                    return
                 await uow.publish(
                     NotificationSent(
                         number=row.number,
@@ -282,6 +291,10 @@ class DeliveryDispatcher:
             if not await repository.mark_failed_attempt(
                 uow.conn, row.id, claimed_attempts=row.attempts, error=error, retry_in=None
             ):
+                return
+            if row.kind in ABOUT_NO_TICKET:
+                metrics.deliveries.labels(row.kind, row.channel, "failed").inc()
+                log.error("%s to %s given up: %s", row.kind, row.recipient, error)
                 return
             await uow.publish(
                 NotificationFailed(

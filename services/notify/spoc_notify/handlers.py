@@ -12,15 +12,23 @@ from sqlalchemy import Row
 from spoc_contracts import (
     Envelope,
     NotificationFailed,
+    RequesterSignInRequested,
     SlaClockStarted,
     TicketCreated,
     TicketCreatedV1,
 )
 from spoc_notify import repository
-from spoc_notify.compose import Acknowledgement, acknowledgement_message
+from spoc_notify.compose import (
+    Acknowledgement,
+    SignInLink,
+    acknowledgement_message,
+    sign_in_message,
+)
+from spoc_notify.dispatcher import SIGN_IN_LINK
 from spoc_notify.sealing import NotifySecrets
 from spoc_notify.settings import NotifySettings
 from spoc_platform.consumer import PermanentError
+from spoc_platform.db import utc_now
 from spoc_platform.sealing import SealingError
 from spoc_platform.unit_of_work import UnitOfWork
 
@@ -42,8 +50,11 @@ async def on_ticket_created(
     if isinstance(event, TicketCreatedV1):
         # Published before keys were sealed: from here on it is kept as v2 would carry it.
         sealed_key = secrets.seal_access_key(event.access_key)
+        # v1 never said whether the desk knew the address: treated as a stranger's.
+        requester_known = False
     else:
         sealed_key = event.access_key_sealed
+        requester_known = event.requester_known
     record = await repository.merge_contact(
         uow.conn,
         ticket_id,
@@ -54,6 +65,7 @@ async def on_ticket_created(
         locale=event.requester.locale,
         preferred_channel=event.requester.preferred_channel,
         access_key_sealed=sealed_key,
+        requester_known=requester_known,
         created_event_id=envelope.id,
     )
     await _acknowledge_when_complete(uow, record, envelope, settings, kick, secrets)
@@ -132,6 +144,7 @@ async def _acknowledge_when_complete(
                 access_key=access_key,
                 targets=targets,
                 time_zone=settings.time_zone,
+                opener_text_in_headers=record.requester_known,
             ),
             sender=settings.mail_from,
             portal_url=settings.portal_url,
@@ -193,3 +206,58 @@ async def _record_failure(
             ),
             ticket_id=record.ticket_id,
         )
+
+
+async def on_requester_sign_in_requested(
+    event: RequesterSignInRequested,
+    *,
+    envelope: Envelope,
+    uow: UnitOfWork,
+    settings: NotifySettings,
+    kick: Any,
+    secrets: NotifySecrets,
+) -> None:
+    """Mails a requester their one-time sign-in link, once per request."""
+    if event.expires_at <= utc_now():
+        # Arrived too late (a backlog, a replayed dead letter): the link would not work.
+        log.warning("a sign-in link arrived after its expiry; not sent")
+        return
+    try:
+        token = secrets.open_access_key(event.link_token_sealed)
+    except SealingError as error:
+        # Sealed for another key: dead-letter it; once the keys agree, a replay within the
+        # link's lifetime still sends it.
+        raise PermanentError(
+            f"a sign-in link was not sealed for this notify's key: {error}"
+        ) from error
+    try:
+        rendered = sign_in_message(
+            SignInLink(
+                request_id=str(envelope.id),
+                email=event.email,
+                locale=event.locale,
+                token=token,
+                expires_at=event.expires_at,
+                time_zone=settings.time_zone,
+            ),
+            sender=settings.mail_from,
+            portal_url=settings.portal_url,
+        ).as_string()
+    except (UnicodeError, ValueError, MessageError) as error:
+        raise PermanentError(f"cannot compose a sign-in link: {error}") from error
+    owed = await repository.owe_delivery(
+        uow.conn,
+        # The link concerns no ticket: the request's event id stands in for one, so the one
+        # delivery per (ticket, kind) rule makes it one mail per request, however redelivered.
+        ticket_id=envelope.id,
+        number="",
+        kind=SIGN_IN_LINK,
+        channel="email",
+        recipient=event.email,
+        # Boxed: the message holds the link until the transport sends it.
+        message=secrets.box_message(rendered),
+        correlation_id=envelope.correlation_id,
+        causation_id=envelope.id,
+    )
+    if owed:
+        uow.after_commit.append(kick)

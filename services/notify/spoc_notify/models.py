@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Index, Integer, String, Text, UniqueConstraint, Uuid
+from sqlalchemy import Index, Integer, String, Text, UniqueConstraint, Uuid, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from spoc_platform.db import BigId, UtcDateTime, new_metadata
@@ -35,6 +35,9 @@ class TicketContact(Base):
     # Plaintext, from before keys were sealed (migration 0003): read if still there, never written.
     access_key: Mapped[str | None] = mapped_column(String(128))
     created_event_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    # Whether intake had heard from the address before (ticket.created v2 `requester_known`):
+    # only then may the acknowledgement's headers carry the opener's subject and name.
+    requester_known: Mapped[bool] = mapped_column(default=False, server_default=false())
     # From sla.clock_started
     priority: Mapped[str | None] = mapped_column(String(16))
     first_response_due_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from spoc_contracts import TicketCreated
+from spoc_contracts import (
+    CredentialFeedHeartbeat,
+    StaffUpdated,
+    TicketCreated,
+    TokenIssued,
+    TokenRevoked,
+)
 from spoc_platform.bus import MessageBus
 from spoc_platform.consumer import bind_handler
 from spoc_platform.desk_config import load_section
 from spoc_platform.runtime import ServiceRuntime, build_runtime
+from spoc_platform.token_projection import TokenProjection
 from spoc_routing import handlers, metrics, repository
 from spoc_routing.desk import RoutingDesk
-from spoc_routing.models import MESSAGING
+from spoc_routing.models import MESSAGING, TOKENS
 from spoc_routing.settings import RoutingSettings
 
 
@@ -20,6 +27,8 @@ class RoutingContainer:
     settings: RoutingSettings
     desk: RoutingDesk
     runtime: ServiceRuntime
+    # Intake's bearer tokens as routing last heard of them: the admin API honours them.
+    bearer_tokens: TokenProjection
 
 
 def bootstrap(settings: RoutingSettings, *, bus: MessageBus | None = None) -> RoutingContainer:
@@ -35,9 +44,22 @@ def bootstrap(settings: RoutingSettings, *, bus: MessageBus | None = None) -> Ro
         settings,
         service="routing",
         tables=MESSAGING,
-        handlers={TicketCreated.TYPE: bind_handler(handlers.on_ticket_created, desk=desk)},
+        handlers={
+            TicketCreated.TYPE: bind_handler(handlers.on_ticket_created, desk=desk),
+            StaffUpdated.TYPE: bind_handler(handlers.on_staff_updated, desk=desk),
+            TokenIssued.TYPE: bind_handler(handlers.on_token_issued, tables=TOKENS),
+            TokenRevoked.TYPE: bind_handler(handlers.on_token_revoked, tables=TOKENS),
+            CredentialFeedHeartbeat.TYPE: bind_handler(
+                handlers.on_credential_heartbeat, tables=TOKENS
+            ),
+        },
         publishes=handlers.PUBLISHES,
         bus=bus,
         on_start=[sync_agents],
     )
-    return RoutingContainer(settings=settings, desk=desk, runtime=runtime)
+    return RoutingContainer(
+        settings=settings,
+        desk=desk,
+        runtime=runtime,
+        bearer_tokens=TokenProjection(runtime.engine, TOKENS),
+    )

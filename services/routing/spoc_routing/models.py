@@ -5,11 +5,15 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Integer, String, Uuid
+from sqlalchemy import JSON, Integer, String, Uuid, true
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from spoc_platform.db import UtcDateTime, new_metadata
 from spoc_platform.messaging_tables import define_messaging_tables
+from spoc_platform.token_projection import define_token_projection
+
+Json = JSON().with_variant(JSONB(), "postgresql")
 
 
 class Base(DeclarativeBase):
@@ -37,8 +41,16 @@ class Agent(Base):
     name: Mapped[str] = mapped_column(String(200))
     group_id: Mapped[str] = mapped_column(String(64), index=True)
     position: Mapped[int] = mapped_column(Integer)
+    # Placed in a group by the desk file (or by intake's staff.updated, see handlers.py).
     active: Mapped[bool] = mapped_column(default=True)
     assigned_count: Mapped[int] = mapped_column(Integer, default=0)
+    # The person's account in intake, as its latest staff.updated said: an inactive account
+    # gets no tickets whatever the desk file says. NULL updated_at: intake has said nothing.
+    staff_active: Mapped[bool] = mapped_column(default=True, server_default=true())
+    staff_groups: Mapped[list[str] | None] = mapped_column(Json)
+    staff_updated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 MESSAGING = define_messaging_tables(Base.metadata)
+# What intake's credential.* events say of bearer tokens: for the admin API (token_projection).
+TOKENS = define_token_projection(Base.metadata)

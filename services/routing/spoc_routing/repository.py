@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Executable, Table, bindparam, select, update
@@ -19,11 +20,12 @@ agent: Table = cast(Table, Agent.__table__)
 
 
 async def sync_agents(conn: AsyncConnection, desk: RoutingDesk) -> None:
-    """Agents named in the desk file become (or stay) active; the rest are set inactive."""
+    """Agents named in the desk file become (or stay) active; the rest are set inactive,
+    except those intake placed through staff.updated (their account says who they are)."""
     configured: list[tuple[str, int, AgentConfig]] = [
         (group.id, position, a) for group in desk.groups for position, a in enumerate(group.agents)
     ]
-    await conn.execute(update(agent).values(active=False))
+    await conn.execute(update(agent).where(agent.c.staff_updated_at.is_(None)).values(active=False))
     for group_id, position, a in configured:
         stmt = insert_for(conn.dialect.name, agent).values(
             id=a.id,
@@ -46,7 +48,11 @@ _TAKE_LEAST_LOADED_AGENT = (
     .where(
         agent.c.id
         == select(agent.c.id)
-        .where(agent.c.group_id == bindparam("b_group_id"), agent.c.active.is_(True))
+        .where(
+            agent.c.group_id == bindparam("b_group_id"),
+            agent.c.active.is_(True),
+            agent.c.staff_active.is_(True),
+        )
         .order_by(agent.c.assigned_count, agent.c.position)
         .limit(1)
         .scalar_subquery()
@@ -74,3 +80,46 @@ async def take_least_loaded_agent(conn: AsyncConnection, group_id: str) -> tuple
 async def save_triage(conn: AsyncConnection, **values: Any) -> bool:
     """Records the triage; False if the ticket was already triaged (then nothing changes)."""
     return (await conn.execute(_save_triage(conn.dialect.name), values)).first() is not None
+
+
+async def apply_staff_profile(
+    conn: AsyncConnection,
+    *,
+    agent_id: str,
+    name: str,
+    groups: list[str],
+    active: bool,
+    updated_at: datetime,
+    placement: str | None,
+    fallback_group: str,
+) -> bool:
+    """Records what intake says of the person; False if a newer word was already recorded.
+    `placement`: a group of this desk among the account's groups, where an agent routing did
+    not know yet is placed (an existing agent moves only if its group left their groups)."""
+    row = (
+        await conn.execute(
+            select(agent.c.group_id, agent.c.staff_updated_at).where(agent.c.id == agent_id)
+        )
+    ).first()
+    profile = {"name": name, "staff_active": active, "staff_groups": groups}
+    if row is None:
+        await conn.execute(
+            agent.insert().values(
+                id=agent_id,
+                group_id=placement or fallback_group,
+                position=1_000,  # after the desk file's agents on a tie
+                active=placement is not None,
+                assigned_count=0,
+                staff_updated_at=updated_at,
+                **profile,
+            )
+        )
+        return True
+    if row.staff_updated_at is not None and row.staff_updated_at >= updated_at:
+        return False
+    if placement is not None and row.group_id not in groups:
+        profile["group_id"] = placement
+    await conn.execute(
+        update(agent).where(agent.c.id == agent_id).values(staff_updated_at=updated_at, **profile)
+    )
+    return True

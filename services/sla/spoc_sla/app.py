@@ -25,6 +25,8 @@ def create_app(
         # The desk configuration (routing's names groups and agents): for staff only.
         staff_routers=[desk_router(container.desk)],
         max_body_bytes=settings.max_body_bytes,
+        max_requests_per_client=settings.max_requests_per_client or None,
+        body_read_seconds=settings.body_read_seconds,
         bus=runtime.bus,
         admin_token=settings.admin_token,
         metrics_token=settings.metrics_token,

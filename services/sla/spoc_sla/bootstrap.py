@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from spoc_contracts import TicketRouted
+from spoc_contracts import CredentialFeedHeartbeat, TicketRouted, TokenIssued, TokenRevoked
 from spoc_platform import metrics as platform_metrics
 from spoc_platform.bus import MessageBus
 from spoc_platform.consumer import bind_handler
 from spoc_platform.db import utc_now
 from spoc_platform.desk_config import load_section
 from spoc_platform.runtime import ServiceRuntime, build_runtime
+from spoc_platform.token_projection import TokenProjection
 from spoc_sla import handlers, metrics, repository
 from spoc_sla.desk import SlaDesk
-from spoc_sla.models import MESSAGING
+from spoc_sla.models import MESSAGING, TOKENS
 from spoc_sla.settings import SlaSettings
 
 
@@ -22,6 +23,8 @@ class SlaContainer:
     settings: SlaSettings
     desk: SlaDesk
     runtime: ServiceRuntime
+    # Intake's bearer tokens as sla last heard of them: the admin API honours them.
+    bearer_tokens: TokenProjection
 
 
 def bootstrap(settings: SlaSettings, *, bus: MessageBus | None = None) -> SlaContainer:
@@ -31,7 +34,14 @@ def bootstrap(settings: SlaSettings, *, bus: MessageBus | None = None) -> SlaCon
         settings,
         service="sla",
         tables=MESSAGING,
-        handlers={TicketRouted.TYPE: bind_handler(handlers.on_ticket_routed, desk=desk)},
+        handlers={
+            TicketRouted.TYPE: bind_handler(handlers.on_ticket_routed, desk=desk),
+            TokenIssued.TYPE: bind_handler(handlers.on_token_issued, tables=TOKENS),
+            TokenRevoked.TYPE: bind_handler(handlers.on_token_revoked, tables=TOKENS),
+            CredentialFeedHeartbeat.TYPE: bind_handler(
+                handlers.on_credential_heartbeat, tables=TOKENS
+            ),
+        },
         publishes=handlers.PUBLISHES,
         bus=bus,
     )
@@ -42,4 +52,9 @@ def bootstrap(settings: SlaSettings, *, bus: MessageBus | None = None) -> SlaCon
 
     # Late work is a count of rows, cheaper to read when Prometheus asks than to keep current.
     platform_metrics.refresh_on_scrape("sla overdue clocks", count_overdue)
-    return SlaContainer(settings=settings, desk=desk, runtime=runtime)
+    return SlaContainer(
+        settings=settings,
+        desk=desk,
+        runtime=runtime,
+        bearer_tokens=TokenProjection(runtime.engine, TOKENS),
+    )

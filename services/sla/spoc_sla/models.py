@@ -10,6 +10,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from spoc_platform.db import BigId, UtcDateTime, new_metadata
 from spoc_platform.messaging_tables import define_messaging_tables
+from spoc_platform.token_projection import define_token_projection
 
 
 class Base(DeclarativeBase):
@@ -39,3 +40,5 @@ class Clock(Base):
 
 
 MESSAGING = define_messaging_tables(Base.metadata)
+# What intake's credential.* events say of bearer tokens: for the admin API (token_projection).
+TOKENS = define_token_projection(Base.metadata)

@@ -1,16 +1,67 @@
-"""/api/v1/tickets: open a ticket, and read it as its requester."""
+"""/api/v1/tickets: open, list and read tickets; reply on them and move them along the workflow."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from typing import Annotated, Literal
 
-from spoc_intake.api.deps import Container, IdempotencyKey, RequesterKey, TicketNumber
-from spoc_intake.schemas import TicketCreate, TicketCreatedRead, TicketRead
-from spoc_intake.views import ticket_for_requester
-from spoc_platform.openapi import error_response
-from spoc_platform.web import ApiError
+from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 
-router = APIRouter(prefix="/api/v1/tickets", tags=["tickets"])
+from spoc_intake.api.deps import (
+    Container,
+    CurrentCaller,
+    IdempotencyKey,
+    RequesterKey,
+    TicketNumber,
+)
+from spoc_intake.front_door import client_address
+from spoc_intake.schemas import (
+    Channel,
+    CommentRead,
+    EscalationCreate,
+    EscalationRequestedRead,
+    FeedbackCreate,
+    FeedbackRead,
+    RequesterCommentCreate,
+    StaffCommentCreate,
+    StatusChange,
+    StatusChangedRead,
+    TicketAgentRead,
+    TicketCreate,
+    TicketCreatedRead,
+    TicketList,
+    TicketRead,
+    TicketStatus,
+    TicketType,
+    TicketUpdate,
+)
+from spoc_intake.views import TicketFilter, list_for_caller, ticket_for_caller
+from spoc_platform.openapi import RETRY_AFTER, error_response
+from spoc_platform.web import ApiError, SharedPathRoute
+
+router = APIRouter(prefix="/api/v1/tickets", tags=["tickets"], route_class=SharedPathRoute)
+
+SortOrder = Literal[
+    "created_at", "-created_at", "updated_at", "-updated_at", "priority", "-priority"
+]
+DEFAULT_PAGE = 25
+MAX_PAGE = 100
+# Filters are matched as text; control characters (NUL above all) are never in a ticket.
+NO_CONTROLS = r"^[^\x00-\x1f\x7f]*$"
+
+# Every route that asks who is calling: a credential that is sent must be valid.
+BAD_CREDENTIALS = error_response(
+    401,
+    "A bearer token or session that is not valid (unknown, revoked or expired); code "
+    "`unauthenticated`",
+)
+NOT_FOUND = error_response(
+    404, "No such ticket, or not yours (the two are not told apart); code `ticket_not_found`"
+)
+
+# Channels only the desk itself receives on: a phone call an agent logs, a mail notify reads.
+ANONYMOUS_CANNOT_CLAIM = frozenset({"phone", "email"})
 
 
 @router.post(
@@ -19,6 +70,9 @@ router = APIRouter(prefix="/api/v1/tickets", tags=["tickets"])
     response_model=TicketCreatedRead,
     responses={
         401: error_response(401, "Anonymous intake is switched off; code `unauthenticated`"),
+        403: error_response(
+            403, "The requester's address or the client's network is blocked; code `blocked`"
+        ),
         422: error_response(
             422,
             "Invalid request (`error.details` names each bad field, or holds one `json_invalid` "
@@ -26,39 +80,325 @@ router = APIRouter(prefix="/api/v1/tickets", tags=["tickets"])
             "`validation_error`), or an Idempotency-Key already used with another body "
             "(`idempotency_key_reused`)",
         ),
+        429: error_response(
+            429,
+            "Too many tickets from this client or for this address; code `rate_limited`, "
+            "with Retry-After",
+            headers=RETRY_AFTER,
+        ),
         503: error_response(503),
     },
     summary="Open a ticket; the answer carries its tracking number and the requester's key",
 )
 async def create_ticket(
-    data: TicketCreate, container: Container, key: IdempotencyKey, response: Response
+    data: TicketCreate,
+    container: Container,
+    key: IdempotencyKey,
+    response: Response,
+    request: Request,
+    caller: CurrentCaller,
 ) -> dict[str, object]:
-    if not container.settings.anonymous_intake:
+    # Switched off, the desk takes tickets only from callers it knows: staff, integrations
+    # and requesters signed in by a mailed link.
+    if caller.is_anonymous and not container.settings.anonymous_intake:
         raise ApiError(401, "unauthenticated", "anonymous intake is switched off")
-    outcome = await container.tickets.create(data, idempotency_key=key)
+    # The public (anonymous, or a requester signed in by a mailed link) is limited and cannot
+    # speak for the desk; staff and integrations are named by their credential.
+    if caller.is_anonymous or caller.role == "requester":
+        if data.channel in ANONYMOUS_CANNOT_CLAIM:
+            # Only the desk's own staff and mail gateway take phone calls and mail.
+            raise ApiError(
+                422,
+                "validation_error",
+                "invalid request: channel",
+                [
+                    {
+                        "field": "channel",
+                        "message": f"only the desk opens a ticket by {data.channel}",
+                        "type": "channel_not_allowed",
+                    }
+                ],
+            )
+        await container.front_door.admit(
+            "create", client=client_address(request), recipient=str(data.requester.email)
+        )
+    trusted = container.front_door.trusts(client_address(request))
+    outcome = await container.tickets.create(
+        data, idempotency_key=key, caller=caller, trusted_network=trusted
+    )
     # Under the prefix a proxy serves intake at, like every link intake gives.
     root = container.settings.root_path
     response.headers["Location"] = f"{root}/api/v1/tickets/{outcome.body['number']}"
     if outcome.replayed:
         response.headers["Idempotent-Replayed"] = "true"
+    # The answer carries the requester's access key: no cache may keep it.
+    response.headers["Cache-Control"] = "no-store"
     return outcome.body
 
 
 @router.get(
-    "/{number}",
-    response_model=TicketRead,
+    "",
+    response_model=TicketList,
     responses={
-        404: error_response(
-            404,
-            "No such ticket, or not yours (the two are not told apart); code `ticket_not_found`",
+        401: error_response(
+            401,
+            "Anonymous callers cannot list tickets, or a credential is not valid; code "
+            "`unauthenticated`",
+        ),
+        422: error_response(
+            422,
+            "Invalid filter, page size above 100, or a cursor this list did not give out for "
+            "this sort (`invalid_cursor`); code `validation_error`",
         ),
         503: error_response(503),
     },
-    summary="A ticket as its requester sees it (X-Access-Key header or ?key=)",
+    summary="The tickets the caller may see (staff: their groups'; requesters: their own), "
+    "filtered, sorted and a page at a time",
+)
+async def list_tickets(
+    container: Container,
+    caller: CurrentCaller,
+    response: Response,
+    status: Annotated[
+        list[TicketStatus] | None, Query(description="Any of these statuses (repeatable)")
+    ] = None,
+    group: Annotated[str | None, Query(max_length=100, pattern=NO_CONTROLS)] = None,
+    owner: Annotated[str | None, Query(max_length=100, pattern=NO_CONTROLS)] = None,
+    priority: Annotated[str | None, Query(max_length=16, pattern=NO_CONTROLS)] = None,
+    type: Annotated[TicketType | None, Query()] = None,
+    category: Annotated[str | None, Query(max_length=100, pattern=NO_CONTROLS)] = None,
+    channel: Annotated[Channel | None, Query()] = None,
+    q: Annotated[
+        str | None,
+        Query(
+            max_length=200,
+            pattern=NO_CONTROLS,
+            description="Text in the subject (case-insensitive; % and _ are plain characters)",
+        ),
+    ] = None,
+    sort: Annotated[
+        SortOrder, Query(description="A field, descending with a leading '-'")
+    ] = "-created_at",
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
+    cursor: Annotated[
+        str | None, Query(max_length=500, pattern=NO_CONTROLS, description="From `next_cursor`")
+    ] = None,
+) -> TicketList:
+    chosen = TicketFilter(
+        status=tuple(status or ()),
+        group=group,
+        owner=owner,
+        priority=priority,
+        type=type,
+        category=category,
+        channel=channel,
+        text=q or None,
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return await list_for_caller(
+        container.runtime.engine,
+        container.settings.number_prefix,
+        caller,
+        chosen,
+        agents_see_all=container.settings.agents_see_all,
+        sort=sort.lstrip("-"),
+        descending=sort.startswith("-"),
+        cursor=cursor,
+        limit=limit,
+    )
+
+
+@router.get(
+    "/{number}",
+    # Staff get the agent's view (everything); requesters and integrations the public one.
+    response_model=TicketAgentRead | TicketRead,
+    responses={
+        401: BAD_CREDENTIALS,
+        404: NOT_FOUND,
+        503: error_response(503),
+    },
+    summary="A ticket: the requester's view (X-Access-Key header, ?key= or their session), "
+    "or the agent's view for staff",
 )
 async def get_ticket(
-    number: TicketNumber, container: Container, access_key: RequesterKey
-) -> TicketRead:
-    return await ticket_for_requester(
-        container.runtime.engine, container.settings.number_prefix, number, access_key
+    number: TicketNumber,
+    container: Container,
+    access_key: RequesterKey,
+    caller: CurrentCaller,
+    response: Response,
+) -> TicketRead | TicketAgentRead:
+    response.headers["Cache-Control"] = "no-store"
+    return await ticket_for_caller(
+        container.runtime.engine,
+        container.settings.number_prefix,
+        number,
+        caller,
+        access_key,
+        agents_see_all=container.settings.agents_see_all,
     )
+
+
+def _requesters_comment(data: StaffCommentCreate) -> RequesterCommentCreate:
+    """The requester's own input model: what staff may add (`visibility`) is an unknown field
+    from a requester, refused as any unknown field is."""
+    try:
+        return RequesterCommentCreate.model_validate(data.model_dump(include=data.model_fields_set))
+    except ValidationError as error:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in error.errors(include_url=False)]
+        ) from error
+
+
+@router.post(
+    "/{number}/comments",
+    status_code=status.HTTP_201_CREATED,
+    response_model=CommentRead,
+    responses={
+        401: BAD_CREDENTIALS,
+        403: error_response(
+            403, "An integration cannot reply, or a blocked network; code `forbidden`/`blocked`"
+        ),
+        404: NOT_FOUND,
+        409: error_response(
+            409, "The ticket is closed and takes no more replies (open a new one); `ticket_closed`"
+        ),
+        422: error_response(
+            422,
+            "Invalid body; from a requester `visibility` is an unknown field (replies are "
+            "public); code `validation_error`",
+        ),
+        429: error_response(
+            429, "Too many replies from this client; code `rate_limited`", headers=RETRY_AFTER
+        ),
+        503: error_response(503),
+    },
+    summary="Reply on a ticket: requesters (public), staff (`public` or `internal`)",
+)
+async def add_comment(
+    number: TicketNumber,
+    data: StaffCommentCreate,
+    container: Container,
+    access_key: RequesterKey,
+    caller: CurrentCaller,
+    request: Request,
+    response: Response,
+) -> CommentRead:
+    reply: StaffCommentCreate | RequesterCommentCreate = data
+    if not caller.is_staff:
+        reply = _requesters_comment(data)
+    if caller.is_anonymous:
+        await container.front_door.admit("reply", client=client_address(request), recipient=None)
+    response.headers["Cache-Control"] = "no-store"
+    return await container.work.comment(number, reply, caller=caller, access_key=access_key)
+
+
+@router.post(
+    "/{number}/status",
+    response_model=StatusChangedRead,
+    responses={
+        401: BAD_CREDENTIALS,
+        403: error_response(403, "An integration cannot change a status; code `forbidden`"),
+        404: NOT_FOUND,
+        409: error_response(
+            409,
+            "Not an allowed move from the current status (`transition_not_allowed`: the "
+            "detail's `allowed` lists the targets), or the requester's reopen window is over "
+            "(`reopen_window_over`)",
+        ),
+        422: error_response(422, "Invalid body; `pending` needs a `reason`"),
+        503: error_response(503),
+    },
+    summary="Move a ticket along the workflow (requesters: confirm or reopen a resolution)",
+)
+async def change_status(
+    number: TicketNumber,
+    data: StatusChange,
+    container: Container,
+    access_key: RequesterKey,
+    caller: CurrentCaller,
+) -> StatusChangedRead:
+    return await container.work.change_status(number, data, caller=caller, access_key=access_key)
+
+
+@router.patch(
+    "/{number}",
+    response_model=TicketAgentRead,
+    responses={
+        401: BAD_CREDENTIALS,
+        403: error_response(403, "Only staff re-classify a ticket; code `forbidden`"),
+        404: NOT_FOUND,
+        409: error_response(409, "The ticket is closed; code `ticket_closed`"),
+        422: error_response(422, "Invalid body, or no field to change; code `validation_error`"),
+        503: error_response(503),
+    },
+    summary="Re-classify a ticket (staff): type, category, subcategory, item, impact, urgency",
+)
+async def update_ticket(
+    number: TicketNumber,
+    data: TicketUpdate,
+    container: Container,
+    access_key: RequesterKey,
+    caller: CurrentCaller,
+    response: Response,
+) -> TicketRead | TicketAgentRead:
+    await container.work.update(number, data, caller=caller, access_key=access_key)
+    response.headers["Cache-Control"] = "no-store"
+    return await ticket_for_caller(
+        container.runtime.engine,
+        container.settings.number_prefix,
+        number,
+        caller,
+        access_key,
+        agents_see_all=container.settings.agents_see_all,
+    )
+
+
+@router.post(
+    "/{number}/escalations",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=EscalationRequestedRead,
+    responses={
+        401: BAD_CREDENTIALS,
+        403: error_response(403, "Only staff escalate; code `forbidden`"),
+        404: NOT_FOUND,
+        409: error_response(409, "The ticket is resolved or closed; code `ticket_not_active`"),
+        503: error_response(503),
+    },
+    summary="Ask another group to help (functional escalation); the owner stays. Routing "
+    "decides and answers with ticket.escalated",
+)
+async def request_escalation(
+    number: TicketNumber,
+    data: EscalationCreate,
+    container: Container,
+    access_key: RequesterKey,
+    caller: CurrentCaller,
+) -> EscalationRequestedRead:
+    return await container.work.request_escalation(
+        number, data, caller=caller, access_key=access_key
+    )
+
+
+@router.post(
+    "/{number}/feedback",
+    status_code=status.HTTP_201_CREATED,
+    response_model=FeedbackRead,
+    responses={
+        401: BAD_CREDENTIALS,
+        403: error_response(403, "Only the ticket's requester rates it; code `forbidden`"),
+        404: NOT_FOUND,
+        409: error_response(
+            409, "Not resolved yet (`not_resolved`), or rated already (`feedback_given`)"
+        ),
+        503: error_response(503),
+    },
+    summary="Rate a resolved ticket, once (its requester: key or session)",
+)
+async def give_feedback(
+    number: TicketNumber,
+    data: FeedbackCreate,
+    container: Container,
+    access_key: RequesterKey,
+    caller: CurrentCaller,
+) -> FeedbackRead:
+    return await container.work.give_feedback(number, data, caller=caller, access_key=access_key)

@@ -1,0 +1,185 @@
+"""What routing and sla know of intake's bearer tokens, so their admin APIs honour them with
+no call to intake: a projection of intake's token events, kept in each service's own database.
+
+Intake (spoc_intake.tokens) publishes credential.token_issued (the token's hash, role, subject
+and expiry, never the token) and credential.token_revoked in the same transaction as the
+change, announces every live token again when it starts (so an empty table fills without any
+call to intake), and publishes credential.heartbeat every 20 seconds (`TokenFeedHeartbeat`).
+Routing and sla keep the tables defined here (their models and migrations), apply those events
+in their handlers with `record_issued`, `record_revoked` and `record_heartbeat` (order-free: a
+revocation that overtakes its issue leaves a tombstone the issue cannot revive), and hand a
+`TokenProjection` to spoc_platform.admin, whose guard looks `spoc_` tokens of role admin up
+here. The promise, "a revoked token stops working within a minute", holds even when the bus
+does not: while the last heartbeat is older than `max_staleness`, no token works here at all
+(fail closed), since a revocation may be on its way."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Column, Integer, MetaData, String, Table, Uuid, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from spoc_platform.db import UtcDateTime, insert_for, utc_now
+
+# The bound on how late a revocation may take effect; heartbeats must come well within it.
+MAX_STALENESS = timedelta(minutes=1)
+# What intake's tokens look like (spoc_intake.tokens): anything else is not looked up.
+TOKEN_PREFIX = "spoc_"
+_FEED_ROW = 1
+
+
+@dataclass(frozen=True)
+class TokenProjectionTables:
+    token: Table
+    # One row: when intake's token feed was last heard from.
+    feed: Table
+
+
+@dataclass(frozen=True)
+class ProjectedCaller:
+    token_id: uuid.UUID
+    role: str
+    subject_id: str | None
+
+
+def define_token_projection(metadata: MetaData) -> TokenProjectionTables:
+    token = Table(
+        "token_projection",
+        metadata,
+        Column("token_hash", String(64), primary_key=True),
+        Column("token_id", Uuid, nullable=False, unique=True),
+        # None for a tombstone: revoked before its issue was heard of.
+        Column("role", String(16), nullable=True),
+        Column("subject_id", String(64), nullable=True),
+        Column("expires_at", UtcDateTime, nullable=True),
+        Column("revoked_at", UtcDateTime, nullable=True),
+    )
+    feed = Table(
+        "token_feed",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("heard_at", UtcDateTime, nullable=False),
+    )
+    return TokenProjectionTables(token=token, feed=feed)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def record_issued(
+    conn: AsyncConnection,
+    tables: TokenProjectionTables,
+    *,
+    token_id: uuid.UUID,
+    token_hash: str,
+    role: str,
+    subject_id: str | None,
+    expires_at: datetime | None,
+) -> None:
+    """Idempotent; never clears a revocation already recorded."""
+    insert = insert_for(conn.dialect.name, tables.token)
+    await conn.execute(
+        insert.values(
+            token_hash=token_hash,
+            token_id=token_id,
+            role=role,
+            subject_id=subject_id,
+            expires_at=expires_at,
+            revoked_at=None,
+        ).on_conflict_do_update(
+            index_elements=[tables.token.c.token_id],
+            set_={
+                "token_hash": insert.excluded.token_hash,
+                "role": insert.excluded.role,
+                "subject_id": insert.excluded.subject_id,
+                "expires_at": insert.excluded.expires_at,
+            },
+        )
+    )
+
+
+async def record_revoked(
+    conn: AsyncConnection, tables: TokenProjectionTables, *, token_id: uuid.UUID, at: datetime
+) -> None:
+    """Idempotent; before the issue is heard of, a tombstone keyed by the id stands in."""
+    changed = await conn.execute(
+        update(tables.token)
+        .where(tables.token.c.token_id == token_id, tables.token.c.revoked_at.is_(None))
+        .values(revoked_at=at)
+    )
+    if changed.rowcount:
+        return
+    insert = insert_for(conn.dialect.name, tables.token)
+    # The hash is unknown yet: a placeholder no SHA-256 hex digest can equal.
+    await conn.execute(
+        insert.values(
+            token_hash=f"revoked:{token_id}",
+            token_id=token_id,
+            role=None,
+            subject_id=None,
+            expires_at=None,
+            revoked_at=at,
+        ).on_conflict_do_nothing(index_elements=[tables.token.c.token_id])
+    )
+
+
+async def record_heartbeat(
+    conn: AsyncConnection, tables: TokenProjectionTables, *, heard_at: datetime
+) -> None:
+    insert = insert_for(conn.dialect.name, tables.feed)
+    await conn.execute(
+        insert.values(id=_FEED_ROW, heard_at=heard_at).on_conflict_do_update(
+            index_elements=[tables.feed.c.id],
+            set_={"heard_at": insert.excluded.heard_at},
+            where=tables.feed.c.heard_at < insert.excluded.heard_at,
+        )
+    )
+
+
+async def caller_of(
+    conn: AsyncConnection,
+    tables: TokenProjectionTables,
+    token: str,
+    *,
+    now: datetime,
+    max_staleness: timedelta = MAX_STALENESS,
+) -> ProjectedCaller | None:
+    """The live token's holder, or None: unknown, revoked, expired, or the feed too stale to
+    be sure it is not revoked."""
+    if not token.startswith(TOKEN_PREFIX) or len(token) > 100:
+        return None
+    heard = (
+        await conn.execute(select(tables.feed.c.heard_at).where(tables.feed.c.id == _FEED_ROW))
+    ).scalar_one_or_none()
+    if heard is None or heard < now - max_staleness:
+        return None
+    # Looked up by hash: 256 random bits behind it, nothing to compare in constant time.
+    digest = hash_token(token)
+    row = (
+        await conn.execute(select(tables.token).where(tables.token.c.token_hash == digest))
+    ).first()
+    if row is None or row.role is None or row.revoked_at is not None:
+        return None
+    if row.expires_at is not None and row.expires_at <= now:
+        return None
+    return ProjectedCaller(token_id=row.token_id, role=row.role, subject_id=row.subject_id)
+
+
+@dataclass(frozen=True)
+class TokenProjection:
+    """A service's projection, as its admin API asks it: who holds this token, now."""
+
+    engine: AsyncEngine
+    tables: TokenProjectionTables
+    max_staleness: timedelta = MAX_STALENESS
+
+    async def caller(self, token: str) -> ProjectedCaller | None:
+        async with self.engine.connect() as conn:
+            return await caller_of(
+                conn, self.tables, token, now=utc_now(), max_staleness=self.max_staleness
+            )

@@ -1,0 +1,22 @@
+"""Intake's part of the desk configuration (section `intake:`): the staff it keeps in line."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, model_validator
+
+from spoc_intake.staff import StaffEntry, email_key
+
+
+class IntakeDesk(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # Created or brought in line at each start (never their passwords or active flag).
+    staff: tuple[StaffEntry, ...] = ()
+
+    @model_validator(mode="after")
+    def _each_person_once(self) -> IntakeDesk:
+        ids = [entry.id for entry in self.staff]
+        emails = [email_key(entry.email) for entry in self.staff]
+        if len(set(ids)) != len(ids) or len(set(emails)) != len(emails):
+            raise ValueError("each staff id and e-mail address may appear only once")
+        return self

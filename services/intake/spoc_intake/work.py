@@ -1,0 +1,393 @@
+"""Working a ticket: replies, status changes, feedback, each with its events in one transaction."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy.exc import IntegrityError
+
+from spoc_contracts import (
+    FeedbackSubmitted,
+    TicketCommented,
+    TicketEscalationRequested,
+    TicketStatusChanged,
+    TicketUpdated,
+)
+from spoc_intake import repository, workflow
+from spoc_intake.callers import Caller
+from spoc_intake.schemas import (
+    AuthorRead,
+    CommentRead,
+    EscalationCreate,
+    EscalationRequestedRead,
+    FeedbackCreate,
+    FeedbackRead,
+    RequesterCommentCreate,
+    StaffCommentCreate,
+    StatusChange,
+    StatusChangedRead,
+    TicketUpdate,
+    Visibility,
+)
+from spoc_intake.settings import IntakeSettings
+from spoc_intake.tracking import format_number, parse_number
+from spoc_intake.views import Audience, audience_of, not_found
+from spoc_platform.db import utc_now
+from spoc_platform.unit_of_work import UnitOfWork, UnitOfWorkFactory
+from spoc_platform.web import ApiError
+
+
+@dataclass(frozen=True)
+class _Actor:
+    """Who acts on the ticket, as the timeline and the events name them."""
+
+    kind: Literal["requester", "agent"]
+    id: str | None
+    name: str
+
+
+# A resolution is rated once given (and still after the requester confirmed it).
+RATEABLE = frozenset({"resolved", "closed"})
+# Where help from another group still makes sense.
+ACTIVE = frozenset({"new", "open", "in_progress", "pending"})
+
+
+def forbidden(what: str) -> ApiError:
+    return ApiError(403, "forbidden", what)
+
+
+def closed(number: str) -> ApiError:
+    return ApiError(
+        409,
+        "ticket_closed",
+        f"{number} is closed and takes no more messages; please open a new request",
+        [{"message": "the ticket is closed", "type": "ticket_closed"}],
+    )
+
+
+class TicketWork:
+    def __init__(self, unit_of_work: UnitOfWorkFactory, settings: IntakeSettings) -> None:
+        self._unit_of_work = unit_of_work
+        self._settings = settings
+
+    async def comment(
+        self,
+        number: str,
+        data: StaffCommentCreate | RequesterCommentCreate,
+        *,
+        caller: Caller,
+        access_key: str | None,
+    ) -> CommentRead:
+        """Adds a reply. The route has already held a requester to their own model (no
+        `visibility`); here a requester's reply is public whatever it is."""
+        now = utc_now()
+        async with self._unit_of_work() as uow:
+            row, seen_as = await self._ticket(uow, number, caller, access_key)
+            if seen_as == "integration":
+                raise forbidden("an integration cannot take part in the conversation")
+            if row.status == "closed":
+                raise closed(number)
+            actor = self._actor(seen_as, caller, row)
+            # A requester's reply is public whatever model it came in.
+            visibility: Visibility = "public"
+            if isinstance(data, StaffCommentCreate) and actor.kind == "agent":
+                visibility = data.visibility
+            comment_id = uuid.uuid4()
+            await repository.add_comment(
+                uow.conn,
+                id=comment_id,
+                ticket_id=row.id,
+                at=now,
+                author_kind=actor.kind,
+                author_id=actor.id,
+                author_name=actor.name,
+                visibility=visibility,
+                body=data.body,
+            )
+            public = visibility == "public"
+            await repository.add_timeline(
+                uow.conn,
+                ticket_id=row.id,
+                at=now,
+                kind="commented" if public else "internal_note",
+                summary=f"Reply from {actor.name}."
+                if public
+                else f"Internal note by {actor.name}.",
+                public=public,
+            )
+            await repository.update_ticket(uow.conn, row.id, updated_at=now)
+            if public and actor.kind == "agent":
+                # The first public staff reply is the first response (sla stops that clock).
+                await repository.record_first_response(uow.conn, row.id, now)
+            formatted = format_number(self._settings.number_prefix, row.number)
+            await uow.publish(
+                TicketCommented(
+                    number=formatted,
+                    comment_id=str(comment_id),
+                    author_kind=actor.kind,
+                    author_name=actor.name,
+                    # notify must not tell a requester of an internal note: it reads this.
+                    visibility=visibility,
+                    body=data.body,
+                ),
+                ticket_id=row.id,
+            )
+            resumed = workflow.RESUMED_BY_REPLY.get(row.status)
+            if actor.kind == "requester" and resumed is not None:
+                # The requester answered what the desk waited for: the clock runs again (D29).
+                await self._move(
+                    uow, row, resumed, reason="the requester replied", actor=actor, now=now
+                )
+        return CommentRead(
+            id=comment_id,
+            at=now,
+            author=AuthorRead(name=actor.name, kind=actor.kind),
+            visibility=visibility,
+            body=data.body,
+        )
+
+    async def change_status(
+        self, number: str, data: StatusChange, *, caller: Caller, access_key: str | None
+    ) -> StatusChangedRead:
+        now = utc_now()
+        async with self._unit_of_work() as uow:
+            row, seen_as = await self._ticket(uow, number, caller, access_key)
+            if seen_as == "integration":
+                raise forbidden("an integration cannot change a ticket's status")
+            by_requester = seen_as == "requester"
+            allowed = workflow.allowed_targets(row.status, by_requester=by_requester)
+            if data.to not in allowed:
+                raise _not_allowed(row.status, data.to, allowed, by_requester=by_requester)
+            if by_requester and not workflow.within_reopen_window(
+                row.resolved_at, now, self._settings.reopen_days
+            ):
+                raise ApiError(
+                    409,
+                    "reopen_window_over",
+                    f"this resolution is older than {self._settings.reopen_days} days: it "
+                    "can no longer be confirmed or reopened; if you still need help, please "
+                    "open a new request",
+                    [
+                        {
+                            "field": "to",
+                            "message": "the reopen window is over",
+                            "type": "reopen_window_over",
+                            "allowed": [],
+                        }
+                    ],
+                )
+            actor = self._actor(seen_as, caller, row)
+            await self._move(uow, row, data.to, reason=data.reason, actor=actor, now=now)
+        return StatusChangedRead(
+            number=format_number(self._settings.number_prefix, row.number),
+            from_status=row.status,
+            to_status=data.to,
+            at=now,
+        )
+
+    async def give_feedback(
+        self, number: str, data: FeedbackCreate, *, caller: Caller, access_key: str | None
+    ) -> FeedbackRead:
+        now = utc_now()
+        try:
+            async with self._unit_of_work() as uow:
+                row, seen_as = await self._ticket(uow, number, caller, access_key)
+                if seen_as != "requester":
+                    raise forbidden("only the ticket's requester rates its resolution")
+                if row.status not in RATEABLE:
+                    raise ApiError(
+                        409,
+                        "not_resolved",
+                        f"{number} is {_words(row.status)}: it can be rated once resolved",
+                    )
+                if await repository.feedback_of(uow.conn, row.id) is not None:
+                    raise _feedback_given(number)
+                await repository.add_feedback(
+                    uow.conn, ticket_id=row.id, rating=data.rating, comment=data.comment, at=now
+                )
+                await repository.add_timeline(
+                    uow.conn,
+                    ticket_id=row.id,
+                    at=now,
+                    kind="feedback",
+                    summary=f"Rated {data.rating} of 5 by {row.requester_name}.",
+                )
+                formatted = format_number(self._settings.number_prefix, row.number)
+                await uow.publish(
+                    FeedbackSubmitted(number=formatted, rating=data.rating, comment=data.comment),
+                    ticket_id=row.id,
+                )
+        except IntegrityError as error:
+            # Two ratings at once: the ticket's key let only one in.
+            raise _feedback_given(number) from error
+        return FeedbackRead(number=formatted, rating=data.rating, comment=data.comment, at=now)
+
+    async def update(
+        self, number: str, data: TicketUpdate, *, caller: Caller, access_key: str | None
+    ) -> None:
+        """Re-classifies the ticket; only fields whose value changes are changes."""
+        now = utc_now()
+        async with self._unit_of_work() as uow:
+            row, seen_as = await self._ticket(uow, number, caller, access_key)
+            if seen_as != "staff":
+                raise forbidden("only staff re-classify a ticket")
+            if row.status == "closed":
+                raise closed(number)
+            wanted = data.model_dump(include=data.model_fields_set)
+            changes = {
+                field: value for field, value in wanted.items() if row._mapping[field] != value
+            }
+            if not changes:
+                return
+            await repository.update_ticket(uow.conn, row.id, updated_at=now, **changes)
+            actor = self._actor(seen_as, caller, row)
+            said = ", ".join(
+                f"{field} {row._mapping[field] or 'none'} → {value or 'none'}"
+                for field, value in changes.items()
+            )
+            await repository.add_timeline(
+                uow.conn,
+                ticket_id=row.id,
+                at=now,
+                kind="updated",
+                summary=f"Re-classified by {actor.name}: {said}.",
+                # Triage is the desk's business; the requester sees the priority it leads to.
+                public=False,
+            )
+            await uow.publish(
+                TicketUpdated(
+                    number=format_number(self._settings.number_prefix, row.number),
+                    changes=changes,
+                    updated_by=actor.name,
+                ),
+                ticket_id=row.id,
+            )
+
+    async def request_escalation(
+        self, number: str, data: EscalationCreate, *, caller: Caller, access_key: str | None
+    ) -> EscalationRequestedRead:
+        now = utc_now()
+        async with self._unit_of_work() as uow:
+            row, seen_as = await self._ticket(uow, number, caller, access_key)
+            if seen_as != "staff":
+                raise forbidden("only staff escalate a ticket")
+            if row.status not in ACTIVE:
+                raise ApiError(
+                    409,
+                    "ticket_not_active",
+                    f"{number} is {_words(row.status)}: only an active ticket is escalated",
+                )
+            actor = self._actor(seen_as, caller, row)
+            await repository.add_timeline(
+                uow.conn,
+                ticket_id=row.id,
+                at=now,
+                kind="escalation_requested",
+                summary=f"{actor.name} asked {data.to_group} to help: {data.reason}",
+                # Internal text; the requester sees the team that has it once routing answers.
+                public=False,
+            )
+            await repository.update_ticket(uow.conn, row.id, updated_at=now)
+            formatted = format_number(self._settings.number_prefix, row.number)
+            await uow.publish(
+                TicketEscalationRequested(
+                    number=formatted,
+                    to_group=data.to_group,
+                    reason=data.reason,
+                    requested_by=actor.name,
+                ),
+                ticket_id=row.id,
+            )
+        return EscalationRequestedRead(number=formatted, to_group=data.to_group, requested_at=now)
+
+    async def _move(
+        self,
+        uow: UnitOfWork,
+        row: Any,
+        to: workflow.Status,
+        *,
+        reason: str | None,
+        actor: _Actor,
+        now: datetime,
+    ) -> None:
+        values: dict[str, Any] = {"status": to, "updated_at": now}
+        if to == "resolved":
+            values["resolved_at"] = now
+        elif to == "open" and row.status == "resolved":
+            # Reopened: the next resolution opens a new window.
+            values["resolved_at"] = None
+        await repository.update_ticket(uow.conn, row.id, **values)
+        because = f": {reason}" if reason else ""
+        await repository.add_timeline(
+            uow.conn,
+            ticket_id=row.id,
+            at=now,
+            kind="status_changed",
+            summary=f"{_words(row.status)} → {_words(to)} by {actor.name}{because}",
+        )
+        await uow.publish(
+            TicketStatusChanged(
+                number=format_number(self._settings.number_prefix, row.number),
+                from_status=row.status,
+                to_status=to,
+                reason=reason,
+                changed_by=actor.name,
+            ),
+            ticket_id=row.id,
+        )
+
+    async def _ticket(
+        self, uow: UnitOfWork, number: str, caller: Caller, access_key: str | None
+    ) -> tuple[Any, Audience]:
+        sequence = parse_number(self._settings.number_prefix, number)
+        if sequence is None:
+            raise not_found(number)
+        row = await repository.ticket_for_change(uow.conn, sequence)
+        if row is None:
+            raise not_found(number)
+        seen_as = audience_of(
+            caller,
+            row,
+            access_key,
+            agents_see_all=self._settings.agents_see_all,
+            number=number,
+        )
+        return row, seen_as
+
+    @staticmethod
+    def _actor(seen_as: Audience, caller: Caller, row: Any) -> _Actor:
+        if seen_as == "staff":
+            return _Actor("agent", caller.subject_id, caller.name or caller.subject_id or "staff")
+        return _Actor("requester", row.requester_email, row.requester_name)
+
+
+def _words(status: str) -> str:
+    return status.replace("_", " ")
+
+
+def _not_allowed(
+    current: str, wanted: str, allowed: tuple[str, ...], *, by_requester: bool
+) -> ApiError:
+    who = "a requester" if by_requester else "staff"
+    options = ", ".join(allowed) or "none"
+    return ApiError(
+        409,
+        "transition_not_allowed",
+        f"{who} cannot move a ticket from '{current}' to '{wanted}'; allowed: {options}",
+        [
+            {
+                "field": "to",
+                "message": f"from '{current}' the allowed targets are: {options}",
+                "type": "transition_not_allowed",
+                "from": current,
+                "allowed": list(allowed),
+            }
+        ],
+    )
+
+
+def _feedback_given(number: str) -> ApiError:
+    return ApiError(409, "feedback_given", f"{number} has been rated already; thank you")

@@ -1,0 +1,80 @@
+"""A fact no service subscribes to yet is published to nobody, not retried for ever; a fact
+whose subscriber's queue is missing is retried until it is bound."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
+from sqlalchemy import select
+
+from spoc_platform.bus import QueueSpec
+from spoc_platform.db import utc_now
+from spoc_platform.relay import OutboxRelay, RelaySettings
+from tests.integration.test_outbox_and_inbox import FlakyBus, Store, write_note
+
+pytestmark = pytest.mark.integration
+
+
+def relay(store: Store, bus: FlakyBus, subscribed: set[str]) -> OutboxRelay:
+    return OutboxRelay(
+        service="unheard",
+        engine=store.engine,
+        tables=store.tables,
+        bus=bus,
+        settings=RelaySettings(),
+        subscribed=subscribed,
+    )
+
+
+async def outbox_rows(store: Store) -> list[Any]:
+    outbox = store.tables.outbox
+    async with store.engine.connect() as conn:
+        query = select(outbox.c.published_at, outbox.c.attempts, outbox.c.last_error)
+        return list((await conn.execute(query)).all())
+
+
+def published(outcome: str) -> float:
+    labels = {"service": "unheard", "type": "ticket.created", "outcome": outcome}
+    return REGISTRY.get_sample_value("spoc_events_published_total", labels) or 0.0
+
+
+async def test_a_fact_no_service_subscribes_to_is_marked_published_to_nobody(
+    store: Store,
+) -> None:
+    bus = FlakyBus()  # no queue at all: anything published would come back unroutable
+    await bus.connect()
+    before = published("unsubscribed")
+    try:
+        await write_note(store, "nobody listens")
+        assert await relay(store, bus, subscribed={"ticket.routed"}).relay_once() == 0
+        [row] = await outbox_rows(store)
+        assert row.published_at is not None
+        assert row.last_error == "no service subscribes to this event type"
+        assert bus.confirmed == []  # never sent: nothing to come back unroutable
+        assert published("unsubscribed") == before + 1
+    finally:
+        await bus.close()
+
+
+async def test_a_fact_whose_subscribers_queue_is_missing_waits_for_it(store: Store) -> None:
+    bus = FlakyBus()
+    await bus.connect()
+    try:
+        await write_note(store, "queue not declared yet")
+        subscribed = relay(store, bus, subscribed={"ticket.created"})
+        assert await subscribed.relay_once() == 0
+        [row] = await outbox_rows(store)
+        assert row.published_at is None  # kept, to be retried
+        assert "no queue is bound" in row.last_error
+
+        await bus.declare(QueueSpec("late", ("ticket.created",)))
+        # Its back-off ends now rather than in a second or two.
+        outbox = store.tables.outbox
+        async with store.engine.begin() as conn:
+            await conn.execute(outbox.update().values(next_attempt_at=utc_now()))
+        assert await subscribed.relay_once() == 1
+        assert bus.depth("late") == 1
+    finally:
+        await bus.close()
