@@ -28,11 +28,17 @@ def mail_count(desk: EmbeddedDesk) -> int:
 
 
 async def published_at(desk: EmbeddedDesk) -> dict[uuid.UUID, datetime | None]:
+    """The journey's outbox rows. Intake's token feed (a heartbeat at start and every 20 s)
+    is not the journey: it comes and goes with the clock."""
     found: dict[uuid.UUID, datetime | None] = {}
     for runtime in desk.runtimes:
         outbox = runtime.tables.outbox
         async with runtime.engine.connect() as conn:
-            rows = await conn.execute(select(outbox.c.event_id, outbox.c.published_at))
+            rows = await conn.execute(
+                select(outbox.c.event_id, outbox.c.published_at).where(
+                    outbox.c.event_type.not_like("credential.%")
+                )
+            )
             found.update({event_id: when for event_id, when in rows})
     return found
 
@@ -90,4 +96,4 @@ async def test_a_data_directory_without_a_journal_gets_recent_events_again_once(
     async with running(again):
         # A replay would have marked rows to be sent again before the services started.
         assert await published_at(again) == before
-    assert sent == []
+    assert not {str(event_id) for event_id in before} & set(sent)
