@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Awaitable, Callable
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -26,6 +27,15 @@ staff = typer.Typer(help="Staff accounts on intake's database: the first admin o
 
 # Who `spoc staff set-password` acts as: whoever can run it holds the database already.
 COMMAND_LINE = Caller(role="admin", name="spoc staff (command line)")
+
+
+class StaffRole(StrEnum):
+    """The roles a staff account may have (an Enum: every supported Typer reads one)."""
+
+    agent = "agent"
+    manager = "manager"
+    admin = "admin"
+
 
 T = TypeVar("T")
 
@@ -56,7 +66,7 @@ def create(
     id: Annotated[str, typer.Option("--id", help="The id routing knows the agent by, e.g. sara.")],
     name: Annotated[str, typer.Option(help="The person's name, as requesters see it.")],
     email: Annotated[str, typer.Option(help="The address they sign in with.")],
-    role: Annotated[Literal["agent", "manager", "admin"], typer.Option(help="What they may do.")],
+    role: Annotated[StaffRole, typer.Option(help="What they may do.")],
     group: Annotated[
         list[str] | None, typer.Option("--group", help="A group id; repeat for several.")
     ] = None,
@@ -64,7 +74,7 @@ def create(
 ) -> None:
     """Create a staff account (without a password: set one with `spoc staff set-password`)."""
     try:
-        data = StaffCreate(id=id, name=name, email=email, role=role, groups=group or [])
+        data = StaffCreate(id=id, name=name, email=email, role=role.value, groups=group or [])
     except ValidationError as error:
         raise _invalid(error) from error
     profile = _run(data_dir, lambda service: service.create(data))

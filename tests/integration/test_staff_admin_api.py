@@ -145,6 +145,9 @@ async def test_a_change_is_published_with_the_account_as_it_now_is(
         ("patch", "/api/v1/staff/sara", {"name": "Sara\u0000"}),
         ("patch", "/api/v1/staff/sara", {"name": "Sara\nAhmadi"}),
         ("patch", "/api/v1/staff/sara", {"email": "sara@exam\u0000ple.org"}),
+        # A boolean is true or false, as the document says, not a number that looks like one.
+        ("post", "/api/v1/staff", {**NEW_AGENT, "active": 0}),
+        ("patch", "/api/v1/staff/sara", {"active": 1}),
     ],
 )
 async def test_unknown_fields_and_non_staff_roles_are_a_422(

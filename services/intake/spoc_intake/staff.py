@@ -14,6 +14,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StringConstraints,
 )
 from sqlalchemy import Row
@@ -77,7 +78,8 @@ class StaffCreate(BaseModel):
     email: EmailAddress
     role: StaffRole
     groups: Groups = Field(default_factory=list)
-    active: bool = True
+    # Strict: true or false as the schema says, not 0, 1 or "yes".
+    active: StrictBool = True
     # Optional: without one the person cannot sign in until it is set.
     password: Password | None = None
 
@@ -91,7 +93,7 @@ class StaffUpdate(BaseModel):
     email: EmailAddress | None = None
     role: StaffRole | None = None
     groups: Groups | None = None
-    active: bool | None = None
+    active: StrictBool | None = None
 
 
 class PasswordSet(BaseModel):
