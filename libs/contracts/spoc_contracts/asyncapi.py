@@ -9,6 +9,7 @@ and type says who hears it (spoc_contracts.topology)."""
 
 from __future__ import annotations
 
+import inspect
 import json
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -64,7 +65,8 @@ def build_asyncapi() -> Document:
         messages[key] = {
             "name": key,
             "title": f"{cls.TYPE} version {cls.VERSION}",
-            "summary": (cls.__doc__ or "").strip().split("\n\n")[0],
+            # cleandoc: Python 3.13 strips docstrings' indentation itself, 3.11 does not.
+            "summary": inspect.cleandoc(cls.__doc__ or "").split("\n\n")[0],
             "contentType": "application/json",
             "payload": {
                 "allOf": [

@@ -10,6 +10,7 @@ growth; anything else is a new version of the event."""
 
 from __future__ import annotations
 
+import inspect
 import json
 from typing import Any
 
@@ -24,7 +25,8 @@ def build_catalogue() -> CatalogueDoc:
         f"{cls.TYPE}.v{cls.VERSION}": {
             "type": cls.TYPE,
             "version": cls.VERSION,
-            "description": (cls.__doc__ or "").strip(),
+            # cleandoc: Python 3.13 strips docstrings' indentation itself, 3.11 does not.
+            "description": inspect.cleandoc(cls.__doc__ or ""),
             "schema": cls.model_json_schema(mode="serialization"),
         }
         for cls in EVENT_CLASSES
