@@ -23,7 +23,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import Column, Integer, MetaData, String, Table, Uuid, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from spoc_contracts import CredentialFeedHeartbeat, Envelope, TokenIssued, TokenRevoked
+from spoc_platform.consumer import Handler, bind_handler
 from spoc_platform.db import UtcDateTime, insert_for, utc_now
+from spoc_platform.unit_of_work import UnitOfWork
 
 # The bound on how late a revocation may take effect; heartbeats must come well within it.
 MAX_STALENESS = timedelta(minutes=1)
@@ -183,3 +186,48 @@ class TokenProjection:
             return await caller_of(
                 conn, self.tables, token, now=utc_now(), max_staleness=self.max_staleness
             )
+
+
+# Intake's bearer tokens, kept for the admin API (spoc_platform.token_projection): idempotent
+# and order-free, so neither a redelivery nor a revocation overtaking its issue needs care here.
+
+
+async def on_token_issued(
+    event: TokenIssued, *, envelope: Envelope, uow: UnitOfWork, tables: TokenProjectionTables
+) -> None:
+    await record_issued(
+        uow.conn,
+        tables,
+        token_id=event.token_id,
+        token_hash=event.token_hash,
+        role=event.role,
+        subject_id=event.subject_id,
+        expires_at=event.expires_at,
+    )
+
+
+async def on_token_revoked(
+    event: TokenRevoked, *, envelope: Envelope, uow: UnitOfWork, tables: TokenProjectionTables
+) -> None:
+    await record_revoked(uow.conn, tables, token_id=event.token_id, at=event.revoked_at)
+
+
+async def on_credential_heartbeat(
+    event: CredentialFeedHeartbeat,
+    *,
+    envelope: Envelope,
+    uow: UnitOfWork,
+    tables: TokenProjectionTables,
+) -> None:
+    # Intake's time, not ours: a heartbeat that waited in the queue proves only that moment.
+    await record_heartbeat(uow.conn, tables, heard_at=event.at)
+
+
+def feed_handlers(tables: TokenProjectionTables) -> dict[str, Handler]:
+    """The token feed's handlers, bound to a service's projection tables: one copy for every
+    service whose admin API honours intake's tokens."""
+    return {
+        TokenIssued.TYPE: bind_handler(on_token_issued, tables=tables),
+        TokenRevoked.TYPE: bind_handler(on_token_revoked, tables=tables),
+        CredentialFeedHeartbeat.TYPE: bind_handler(on_credential_heartbeat, tables=tables),
+    }

@@ -5,17 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from spoc_contracts import (
-    CredentialFeedHeartbeat,
     StaffUpdated,
     TicketCreated,
-    TokenIssued,
-    TokenRevoked,
 )
 from spoc_platform.bus import MessageBus
 from spoc_platform.consumer import bind_handler
 from spoc_platform.desk_config import load_section
 from spoc_platform.runtime import ServiceRuntime, build_runtime
-from spoc_platform.token_projection import TokenProjection
+from spoc_platform.token_projection import TokenProjection, feed_handlers
 from spoc_routing import handlers, metrics, repository
 from spoc_routing.desk import RoutingDesk
 from spoc_routing.models import MESSAGING, TOKENS
@@ -47,11 +44,7 @@ def bootstrap(settings: RoutingSettings, *, bus: MessageBus | None = None) -> Ro
         handlers={
             TicketCreated.TYPE: bind_handler(handlers.on_ticket_created, desk=desk),
             StaffUpdated.TYPE: bind_handler(handlers.on_staff_updated, desk=desk),
-            TokenIssued.TYPE: bind_handler(handlers.on_token_issued, tables=TOKENS),
-            TokenRevoked.TYPE: bind_handler(handlers.on_token_revoked, tables=TOKENS),
-            CredentialFeedHeartbeat.TYPE: bind_handler(
-                handlers.on_credential_heartbeat, tables=TOKENS
-            ),
+            **feed_handlers(TOKENS),
         },
         publishes=handlers.PUBLISHES,
         bus=bus,

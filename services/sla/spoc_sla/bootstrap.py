@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from spoc_contracts import CredentialFeedHeartbeat, TicketRouted, TokenIssued, TokenRevoked
+from spoc_contracts import TicketRouted
 from spoc_platform import metrics as platform_metrics
 from spoc_platform.bus import MessageBus
 from spoc_platform.consumer import bind_handler
 from spoc_platform.db import utc_now
 from spoc_platform.desk_config import load_section
 from spoc_platform.runtime import ServiceRuntime, build_runtime
-from spoc_platform.token_projection import TokenProjection
+from spoc_platform.token_projection import TokenProjection, feed_handlers
 from spoc_sla import handlers, metrics, repository
 from spoc_sla.desk import SlaDesk
 from spoc_sla.models import MESSAGING, TOKENS
@@ -36,11 +36,7 @@ def bootstrap(settings: SlaSettings, *, bus: MessageBus | None = None) -> SlaCon
         tables=MESSAGING,
         handlers={
             TicketRouted.TYPE: bind_handler(handlers.on_ticket_routed, desk=desk),
-            TokenIssued.TYPE: bind_handler(handlers.on_token_issued, tables=TOKENS),
-            TokenRevoked.TYPE: bind_handler(handlers.on_token_revoked, tables=TOKENS),
-            CredentialFeedHeartbeat.TYPE: bind_handler(
-                handlers.on_credential_heartbeat, tables=TOKENS
-            ),
+            **feed_handlers(TOKENS),
         },
         publishes=handlers.PUBLISHES,
         bus=bus,

@@ -6,16 +6,11 @@ import logging
 
 from spoc_contracts import (
     ClockTarget,
-    CredentialFeedHeartbeat,
     Envelope,
     SlaClockStarted,
     TicketRouted,
-    TokenIssued,
-    TokenRevoked,
 )
-from spoc_platform import token_projection
 from spoc_platform.consumer import PermanentError
-from spoc_platform.token_projection import TokenProjectionTables
 from spoc_platform.unit_of_work import UnitOfWork
 from spoc_sla import metrics, repository
 from spoc_sla.desk import SlaDesk
@@ -70,43 +65,6 @@ async def on_ticket_routed(
         ticket_id=envelope.ticket_id,
     )
     metrics.clocks_started.labels(priority).inc(len(clocks))
-
-
-# Intake's bearer tokens, kept for the admin API (spoc_platform.token_projection): idempotent
-# and order-free, so neither a redelivery nor a revocation overtaking its issue needs care here.
-
-
-async def on_token_issued(
-    event: TokenIssued, *, envelope: Envelope, uow: UnitOfWork, tables: TokenProjectionTables
-) -> None:
-    await token_projection.record_issued(
-        uow.conn,
-        tables,
-        token_id=event.token_id,
-        token_hash=event.token_hash,
-        role=event.role,
-        subject_id=event.subject_id,
-        expires_at=event.expires_at,
-    )
-
-
-async def on_token_revoked(
-    event: TokenRevoked, *, envelope: Envelope, uow: UnitOfWork, tables: TokenProjectionTables
-) -> None:
-    await token_projection.record_revoked(
-        uow.conn, tables, token_id=event.token_id, at=event.revoked_at
-    )
-
-
-async def on_credential_heartbeat(
-    event: CredentialFeedHeartbeat,
-    *,
-    envelope: Envelope,
-    uow: UnitOfWork,
-    tables: TokenProjectionTables,
-) -> None:
-    # Intake's time, not ours: a heartbeat that waited in the queue proves only that moment.
-    await token_projection.record_heartbeat(uow.conn, tables, heard_at=event.at)
 
 
 PUBLISHES = [SlaClockStarted.TYPE]
