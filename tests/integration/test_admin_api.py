@@ -96,7 +96,7 @@ async def test_the_admin_api_refuses_a_missing_or_wrong_token(
         for method, path, body in ADMIN_CALLS:
             answer = await http.request(method, path, json=body, headers=headers)
             assert answer.status_code == 401, (method, path, answer.text)
-            assert answer.json()["error"]["code"] == "unauthorized"
+            assert answer.json()["error"]["code"] == "unauthenticated"
             assert answer.headers["www-authenticate"].startswith("Bearer")
         assert len(await routing.bus.dead_letters("routing")) == 2
 
@@ -310,7 +310,7 @@ async def test_a_refused_admin_call_says_why_and_how_to_authenticate(sqlite_url:
         401,
         {
             "error": {
-                "code": "unauthorized",
+                "code": "unauthenticated",
                 "message": "a valid admin token is required (Authorization: Bearer …)",
                 "details": [],
             }
@@ -330,7 +330,7 @@ async def test_a_refused_admin_call_says_why_and_how_to_authenticate(sqlite_url:
         for method, operation in document["paths"][path].items():
             responses = operation["responses"]
             assert responses["401"] == {
-                "description": "Missing or wrong credentials; code `unauthorized`",
+                "description": "Missing or wrong credentials; code `unauthenticated`",
                 "content": error,
                 "headers": {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}},
             }, (method, path)

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.types import Message, Receive, Scope, Send
 
-from spoc_platform.web import ApiError, BodyLimitMiddleware, create_service_app
+from spoc_platform.web import ApiError, BodyLimitMiddleware, SharedPathRoute, create_service_app
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +38,7 @@ class Thing(BaseModel):
 
 @asynccontextmanager
 async def failing_app() -> AsyncIterator[httpx.AsyncClient]:
-    router = APIRouter()
+    router = APIRouter(route_class=SharedPathRoute)
 
     @router.get("/fails/{how}")
     async def fails(how: str) -> None:
@@ -57,6 +57,10 @@ async def failing_app() -> AsyncIterator[httpx.AsyncClient]:
 
     @router.post("/items")
     async def add(body: Thing) -> dict[str, str]:
+        return {"name": body.name}
+
+    @router.put("/items/{item_id}")
+    async def replace(item_id: int, body: Thing) -> dict[str, str]:
         return {"name": body.name}
 
     async def ready() -> dict[str, str]:
@@ -226,7 +230,8 @@ async def test_a_callers_mistake_is_answered_with_its_code_message_and_details()
         405,
         {"error": {"code": "method_not_allowed", "message": "Method Not Allowed", "details": []}},
     )
-    assert wrong_method.headers["allow"] == "GET"
+    # Every method of the path, from each of its routes (not only the first one's).
+    assert wrong_method.headers["allow"] == "GET, PUT"
 
 
 def test_an_api_error_reads_as_its_message() -> None:

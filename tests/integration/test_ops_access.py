@@ -44,7 +44,7 @@ async def test_with_tokens_metrics_and_the_desk_view_need_them(name: str, sqlite
     ) as http:
         refused = await http.get("/metrics")
         assert refused.status_code == 401
-        assert refused.json()["error"]["code"] == "unauthorized"
+        assert refused.json()["error"]["code"] == "unauthenticated"
         assert refused.headers["www-authenticate"].startswith("Bearer")
         assert (await http.get("/metrics", headers=bearer("x" * 40))).status_code == 401
         for token in (SCRAPER, ADMIN):

@@ -6,6 +6,8 @@ import uuid
 from datetime import datetime
 from typing import Literal
 
+from pydantic import Field
+
 from spoc_contracts.envelope import Event
 
 
@@ -40,9 +42,16 @@ class TokenRevoked(Event):
 
 class CredentialFeedHeartbeat(Event):
     """Intake's token feed was alive at `at`: published every ~20 s, so a consumer that has not
-    heard one for a minute knows a revocation may be held up and honours no token."""
+    heard one for a minute knows a revocation may be held up and honours no token. With
+    `live_tokens`, a consumer that holds more tokens live than intake does (a revocation
+    dead-lettered on the way) knows it too, and honours none until it has caught up."""
 
     TYPE = "credential.heartbeat"
     VERSION = 1
 
     at: datetime
+    # How many tokens intake honoured at `at` (neither revoked nor expired then). A count of
+    # live tokens, not of revocations: a consumer that started after a revocation never hears
+    # of it (only live tokens are announced again), and must not count itself behind for it.
+    # None from an intake that predates the field.
+    live_tokens: int | None = Field(default=None, ge=0)

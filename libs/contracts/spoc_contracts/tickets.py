@@ -66,11 +66,22 @@ class TicketCreated(_TicketCreatedFacts):
     # The requester's secret for the portal link, sealed to notify's public key (libsodium
     # sealed box, base64): routing, sla, the broker and any dead letter see only ciphertext.
     access_key_sealed: str
-    # Whether the desk had heard from the requester's address before this ticket (an earlier
-    # ticket for it), or the ticket came from staff, an integration, the address's own signed-in
-    # requester or a trusted network. False (and absent, from older producers): a stranger may
-    # have typed the subject and name, so the acknowledgement keeps them out of its headers.
+    # Whether the desk had vouched contact from the requester's address before this ticket (an
+    # earlier ticket for it from staff, an integration, a trusted network or its signed-in
+    # requester; or the address used a sign-in link mailed to it), or this ticket
+    # came from one of those. An earlier anonymous ticket alone does not count. False (and
+    # absent, from older producers): a stranger may have typed the subject and name, so the
+    # acknowledgement keeps them out of its headers.
     requester_known: bool = False
+    # A phone call an agent logged (D4): the staff id of the agent who took it, the ticket's
+    # owner-of-record for the call. Absent for every other ticket (and from older producers).
+    taken_by: str | None = None
+    # The agent solved it while the caller was on the line: ticket.commented and
+    # ticket.status_changed (to `resolved`) follow at once. False for every other ticket.
+    first_contact_resolution: bool = False
+    # The tracking number of the ticket this one follows up: the requester wrote again after
+    # the earlier one was closed or its reopen window was over.
+    follows_up: str | None = None
 
 
 class TicketUpdated(Event):

@@ -45,7 +45,7 @@ def token_guard(
         if scheme.lower() != "bearer" or not any(matched):
             raise ApiError(
                 401,
-                "unauthorized",
+                "unauthenticated",
                 "a valid token is required (Authorization: Bearer …)",
                 headers={"WWW-Authenticate": f'Bearer realm="{realm}"'},
             )

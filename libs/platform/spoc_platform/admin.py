@@ -2,9 +2,10 @@
 
 Without a token configured (SPOC_<SVC>_ADMIN_TOKEN) the routes do not exist at all: a desk
 that never chose to expose them answers 404, as for any unknown path. Where they exist, a
-service that keeps a projection of intake's bearer tokens (its container's `bearer_tokens`,
-spoc_platform.token_projection) also takes a live `spoc_` token of role admin: revoked,
-expired or unknown tokens, and any token while intake's feed is over a minute stale, are 401.
+service that knows intake's bearer tokens (its container's `bearer_tokens`: intake's own table,
+or routing's and sla's projection, spoc_platform.token_projection) also takes a live `spoc_`
+token of role admin: revoked, expired or unknown tokens, and on routing and sla any token while
+intake's feed is over a minute stale, are 401.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import hmac
 import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Protocol, TypeVar, runtime_checkable
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
@@ -22,7 +23,7 @@ from spoc_platform import metrics
 from spoc_platform.bus import DeadLetter, MessageBus
 from spoc_platform.bus.memory import MemoryBus
 from spoc_platform.openapi import error_response, error_responses
-from spoc_platform.token_projection import TOKEN_PREFIX, TokenProjection
+from spoc_platform.token_projection import TOKEN_PREFIX
 from spoc_platform.web import ApiError
 
 T = TypeVar("T")
@@ -161,7 +162,7 @@ def bearer_guard(token: str) -> Callable[[Request], None]:
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
             raise ApiError(
                 401,
-                "unauthorized",
+                "unauthenticated",
                 "a valid admin token is required (Authorization: Bearer …)",
                 headers={"WWW-Authenticate": 'Bearer realm="spoc-admin"'},
             )
@@ -175,11 +176,24 @@ def bearer_guard(token: str) -> Callable[[Request], None]:
 ADMIN_ROLES = frozenset({"admin"})
 
 
-def _bearer_tokens(request: Request) -> TokenProjection | None:
-    """The service's token projection, if its composition root keeps one (routing, sla)."""
+class TokenHolder(Protocol):
+    @property
+    def role(self) -> str: ...
+
+
+@runtime_checkable
+class TokenHolders(Protocol):
+    """Who holds a live `spoc_` token now: routing and sla ask their projection of intake's
+    tokens (TokenProjection), intake its own table."""
+
+    async def caller(self, token: str) -> TokenHolder | None: ...
+
+
+def _bearer_tokens(request: Request) -> TokenHolders | None:
+    """The service's token holders, if its composition root keeps them (`bearer_tokens`)."""
     container = getattr(request.app.state, "container", None)
     found = getattr(container, "bearer_tokens", None)
-    return found if isinstance(found, TokenProjection) else None
+    return found if isinstance(found, TokenHolders) else None
 
 
 def admin_guard(token: str) -> Callable[[Request], Awaitable[None]]:

@@ -45,7 +45,7 @@ class ErrorResponse(BaseModel):
 ERROR_REF = "#/components/schemas/ErrorResponse"
 
 ERROR_DESCRIPTIONS: dict[int, str] = {
-    401: "Missing or wrong credentials; code `unauthorized`",
+    401: "Missing or wrong credentials; code `unauthenticated`",
     404: "Nothing at this address; code `not_found`",
     413: "The body is larger than the service accepts; code `body_too_large`",
     415: "The body is sent as something other than JSON (send `Content-Type: application/json`, "

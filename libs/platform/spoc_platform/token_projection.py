@@ -11,7 +11,10 @@ revocation that overtakes its issue leaves a tombstone the issue cannot revive),
 `TokenProjection` to spoc_platform.admin, whose guard looks `spoc_` tokens of role admin up
 here. The promise, "a revoked token stops working within a minute", holds even when the bus
 does not: while the last heartbeat is older than `max_staleness`, no token works here at all
-(fail closed), since a revocation may be on its way."""
+(fail closed), since a revocation may be on its way. Nor while a live heartbeat says intake
+honours fewer tokens than this projection does, for longer than `REVOCATION_GRACE`: a
+revocation was lost on the way (a dead letter not yet replayed), and the projection cannot tell
+which token it was."""
 
 from __future__ import annotations
 
@@ -20,7 +23,20 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Column, Integer, MetaData, String, Table, Uuid, select, update
+from sqlalchemy import (
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Uuid,
+    case,
+    func,
+    null,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from spoc_contracts import CredentialFeedHeartbeat, Envelope, TokenIssued, TokenRevoked
@@ -30,6 +46,11 @@ from spoc_platform.unit_of_work import UnitOfWork
 
 # The bound on how late a revocation may take effect; heartbeats must come well within it.
 MAX_STALENESS = timedelta(minutes=1)
+# How long this projection may hold more tokens live than intake's heartbeat counts before it
+# honours none. Not zero: a revocation and the next heartbeat (or an issue and the heartbeat
+# that counted it) are different event types and may arrive in either order; a heartbeat comes
+# every 20 s, so two of them still saying so mean the revocation is lost, not late.
+REVOCATION_GRACE = timedelta(seconds=45)
 # What intake's tokens look like (spoc_intake.tokens): anything else is not looked up.
 TOKEN_PREFIX = "spoc_"
 _FEED_ROW = 1
@@ -66,6 +87,11 @@ def define_token_projection(metadata: MetaData) -> TokenProjectionTables:
         metadata,
         Column("id", Integer, primary_key=True, autoincrement=False),
         Column("heard_at", UtcDateTime, nullable=False),
+        # The last heartbeat's count of tokens intake honours (None: an intake without it).
+        Column("live_tokens", Integer, nullable=True),
+        # Since which heartbeat this projection has held more tokens live than intake counts;
+        # None while it holds no more.
+        Column("behind_since", UtcDateTime, nullable=True),
     )
     return TokenProjectionTables(token=token, feed=feed)
 
@@ -132,16 +158,48 @@ async def record_revoked(
 
 
 async def record_heartbeat(
-    conn: AsyncConnection, tables: TokenProjectionTables, *, heard_at: datetime
+    conn: AsyncConnection,
+    tables: TokenProjectionTables,
+    *,
+    heard_at: datetime,
+    live_tokens: int | None = None,
 ) -> None:
+    """Notes intake alive at `heard_at`; with `live_tokens`, also whether this projection holds
+    more tokens live than intake did then (see `REVOCATION_GRACE`). An older heartbeat arriving
+    late changes nothing."""
+    behind = live_tokens is not None and await _live_count(conn, tables, heard_at) > live_tokens
     insert = insert_for(conn.dialect.name, tables.feed)
     await conn.execute(
-        insert.values(id=_FEED_ROW, heard_at=heard_at).on_conflict_do_update(
+        insert.values(
+            id=_FEED_ROW,
+            heard_at=heard_at,
+            live_tokens=live_tokens,
+            behind_since=heard_at if behind else None,
+        ).on_conflict_do_update(
             index_elements=[tables.feed.c.id],
-            set_={"heard_at": insert.excluded.heard_at},
+            set_={
+                "heard_at": insert.excluded.heard_at,
+                "live_tokens": insert.excluded.live_tokens,
+                # Still behind: since the first heartbeat that said so, not the latest.
+                "behind_since": case(
+                    (insert.excluded.behind_since.is_(None), null()),
+                    else_=func.coalesce(tables.feed.c.behind_since, insert.excluded.behind_since),
+                ),
+            },
             where=tables.feed.c.heard_at < insert.excluded.heard_at,
         )
     )
+
+
+async def _live_count(conn: AsyncConnection, tables: TokenProjectionTables, at: datetime) -> int:
+    """The tokens this projection honours at `at` (intake's moment, as the heartbeat counts)."""
+    token = tables.token
+    query = select(func.count()).where(
+        token.c.role.is_not(None),
+        token.c.revoked_at.is_(None),
+        or_(token.c.expires_at.is_(None), token.c.expires_at > at),
+    )
+    return int((await conn.execute(query)).scalar_one())
 
 
 async def caller_of(
@@ -151,15 +209,21 @@ async def caller_of(
     *,
     now: datetime,
     max_staleness: timedelta = MAX_STALENESS,
+    revocation_grace: timedelta = REVOCATION_GRACE,
 ) -> ProjectedCaller | None:
-    """The live token's holder, or None: unknown, revoked, expired, or the feed too stale to
-    be sure it is not revoked."""
+    """The live token's holder, or None: unknown, revoked, expired, or the feed too stale, or
+    too long behind intake's count, to be sure it is not revoked."""
     if not token.startswith(TOKEN_PREFIX) or len(token) > 100:
         return None
+    feed = tables.feed
     heard = (
-        await conn.execute(select(tables.feed.c.heard_at).where(tables.feed.c.id == _FEED_ROW))
-    ).scalar_one_or_none()
-    if heard is None or heard < now - max_staleness:
+        await conn.execute(
+            select(feed.c.heard_at, feed.c.behind_since).where(feed.c.id == _FEED_ROW)
+        )
+    ).first()
+    if heard is None or heard.heard_at < now - max_staleness:
+        return None
+    if heard.behind_since is not None and heard.behind_since <= now - revocation_grace:
         return None
     # Looked up by hash: 256 random bits behind it, nothing to compare in constant time.
     digest = hash_token(token)
@@ -180,11 +244,17 @@ class TokenProjection:
     engine: AsyncEngine
     tables: TokenProjectionTables
     max_staleness: timedelta = MAX_STALENESS
+    revocation_grace: timedelta = REVOCATION_GRACE
 
     async def caller(self, token: str) -> ProjectedCaller | None:
         async with self.engine.connect() as conn:
             return await caller_of(
-                conn, self.tables, token, now=utc_now(), max_staleness=self.max_staleness
+                conn,
+                self.tables,
+                token,
+                now=utc_now(),
+                max_staleness=self.max_staleness,
+                revocation_grace=self.revocation_grace,
             )
 
 
@@ -220,7 +290,7 @@ async def on_credential_heartbeat(
     tables: TokenProjectionTables,
 ) -> None:
     # Intake's time, not ours: a heartbeat that waited in the queue proves only that moment.
-    await record_heartbeat(uow.conn, tables, heard_at=event.at)
+    await record_heartbeat(uow.conn, tables, heard_at=event.at, live_tokens=event.live_tokens)
 
 
 def feed_handlers(tables: TokenProjectionTables) -> dict[str, Handler]:

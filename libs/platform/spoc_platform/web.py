@@ -23,6 +23,7 @@ from pydantic import BaseModel, SecretStr
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from spoc_platform import metrics
@@ -619,9 +620,20 @@ class SharedPathRoute(APIRoute):
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.methods and scope["method"] not in self.methods:
-            allowed: set[str] = set()
-            for route in scope["app"].router.routes:
-                if isinstance(route, APIRoute) and route.path == self.path:
-                    allowed |= route.methods or set()
+            allowed = _methods_served(scope["app"].router.routes, scope)
             raise HTTPException(405, headers={"Allow": ", ".join(sorted(allowed))})
         await super().handle(scope, receive, send)
+
+
+_HTTP_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def _methods_served(routes: Sequence[BaseRoute], scope: Scope) -> set[str]:
+    """The methods some route fully matches at this request's path. Asked through each
+    route's own `matches`, since an included router need not list its routes in the app's
+    (FastAPI 0.165 keeps it as one lazy entry)."""
+    return {
+        method
+        for method in _HTTP_METHODS
+        if any(route.matches({**scope, "method": method})[0] == Match.FULL for route in routes)
+    }

@@ -6,7 +6,15 @@ from importlib import metadata
 
 from fastapi import FastAPI
 
-from spoc_intake.api import my_requests, portal, requester, session, staff, tickets
+from spoc_intake.api import (
+    categories,
+    my_requests,
+    portal,
+    requester,
+    session,
+    staff,
+    tickets,
+)
 from spoc_intake.bootstrap import IntakeContainer, bootstrap
 from spoc_intake.settings import IntakeSettings
 from spoc_platform.web import create_service_app
@@ -27,6 +35,7 @@ def create_app(
         readiness=runtime.readiness,
         routers=[
             tickets.router,
+            categories.router,
             portal.router,
             session.router,
             staff.router,

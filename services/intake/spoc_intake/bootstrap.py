@@ -35,6 +35,8 @@ class IntakeContainer:
     staff_sign_in: StaffSignIn
     # Requesters' one-time sign-in links and their sessions (requester_links.py).
     requester_sign_in: RequesterSignIn
+    # Who holds a bearer token: the admin API (spoc_platform.admin) takes an admin's token.
+    bearer_tokens: tokens.TokenHolders
 
 
 def bootstrap(settings: IntakeSettings, *, bus: MessageBus | None = None) -> IntakeContainer:
@@ -87,10 +89,11 @@ def bootstrap(settings: IntakeSettings, *, bus: MessageBus | None = None) -> Int
     return IntakeContainer(
         settings=settings,
         runtime=runtime,
-        tickets=TicketService(runtime.unit_of_work, settings),
+        tickets=TicketService(runtime.unit_of_work, settings, desk.categories),
         work=TicketWork(runtime.unit_of_work, settings),
         front_door=FrontDoor(settings),
         staff=staff,
         staff_sign_in=sign_in,
         requester_sign_in=requester_sign_in,
+        bearer_tokens=tokens.TokenHolders(runtime.engine),
     )

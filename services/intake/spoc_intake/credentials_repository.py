@@ -7,10 +7,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, delete, insert, or_, select, update
+from sqlalchemy import Row, Table, delete, false, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from spoc_intake.models import ApiToken, RequesterLink, RequesterSession, StaffAccount, Ticket
+from spoc_intake.schemas import email_key
 
 # Declarative models type __table__ as FromClause; these are plain Tables.
 token: Table = cast(Table, ApiToken.__table__)
@@ -55,6 +56,14 @@ async def live_tokens(conn: AsyncConnection, now: datetime) -> Sequence[Row[Any]
         token.c.revoked_at.is_(None), or_(token.c.expires_at.is_(None), token.c.expires_at > now)
     )
     return (await conn.execute(query.order_by(token.c.created_at, token.c.id))).all()
+
+
+async def live_token_count(conn: AsyncConnection, now: datetime) -> int:
+    """How many tokens `live_tokens` would return: what each credential.heartbeat counts."""
+    query = select(func.count()).where(
+        token.c.revoked_at.is_(None), or_(token.c.expires_at.is_(None), token.c.expires_at > now)
+    )
+    return int((await conn.execute(query)).scalar_one())
 
 
 async def token_by_hash(conn: AsyncConnection, token_hash: str) -> Row[Any] | None:
@@ -110,11 +119,28 @@ async def latest_ticket_of(conn: AsyncConnection, email: str) -> Row[Any] | None
     """The address's latest ticket (its locale), or None if the desk has never heard of it."""
     query = (
         select(ticket.c.requester_locale)
-        .where(ticket.c.requester_email == email)
+        .where(ticket.c.requester_email_key == email_key(email))
         .order_by(ticket.c.created_at.desc())
         .limit(1)
     )
     return (await conn.execute(query)).first()
+
+
+async def vouch_for_address(conn: AsyncConnection, email: str) -> None:
+    """The address proved it reads its mail (it used a link sent only there): its latest
+    ticket records the vouched contact that makes its next tickets `requester_known`."""
+    latest = (
+        select(ticket.c.id)
+        .where(ticket.c.requester_email_key == email_key(email))
+        .order_by(ticket.c.created_at.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    await conn.execute(
+        update(ticket)
+        .where(ticket.c.id == latest, ticket.c.requester_vouched == false())
+        .values(requester_vouched=True)
+    )
 
 
 async def insert_link(conn: AsyncConnection, **values: Any) -> None:

@@ -1,10 +1,13 @@
-"""Intake's part of the desk configuration (section `intake:`): the staff it keeps in line."""
+"""Intake's part of the desk configuration (section `intake:`): the staff it keeps in line and
+the categories a new ticket is asked about (categories.py)."""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from spoc_intake.staff import StaffEntry, email_key
+from spoc_intake.categories import Category, check_category_ids
+from spoc_intake.schemas import email_key
+from spoc_intake.staff import StaffEntry
 
 
 class IntakeDesk(BaseModel):
@@ -12,6 +15,8 @@ class IntakeDesk(BaseModel):
 
     # Created or brought in line at each start (never their passwords or active flag).
     staff: tuple[StaffEntry, ...] = ()
+    # None declared: a ticket's category is free text and its fields free, as before D17.
+    categories: tuple[Category, ...] = ()
 
     @model_validator(mode="after")
     def _each_person_once(self) -> IntakeDesk:
@@ -19,4 +24,9 @@ class IntakeDesk(BaseModel):
         emails = [email_key(entry.email) for entry in self.staff]
         if len(set(ids)) != len(ids) or len(set(emails)) != len(emails):
             raise ValueError("each staff id and e-mail address may appear only once")
+        return self
+
+    @model_validator(mode="after")
+    def _each_category_once(self) -> IntakeDesk:
+        check_category_ids(self.categories)
         return self

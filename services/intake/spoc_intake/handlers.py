@@ -1,8 +1,11 @@
-"""Intake's projections: what routing, sla and notify report becomes the requester's view."""
+"""Intake's projections: what routing, sla and notify report becomes the requester's view
+(and, for staff only, the SLA state and the notifications of the agent's view)."""
 
 from __future__ import annotations
 
+import logging
 import uuid
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -11,17 +14,23 @@ from spoc_contracts import (
     Envelope,
     NotificationFailed,
     NotificationSent,
+    SlaBreached,
     SlaClockStarted,
+    SlaClockUpdated,
+    SlaMet,
+    SlaWarning,
     TicketAssigned,
     TicketEscalated,
     TicketRouted,
 )
-from spoc_intake import repository
+from spoc_intake import repository, sla_state
+from spoc_intake.sla_state import MetricState, SlaFact
 from spoc_platform.consumer import Handler, PermanentError
 from spoc_platform.db import utc_now
 from spoc_platform.unit_of_work import UnitOfWork
 
 CHANNEL_WORDS = {"email": "e-mail", "sms": "SMS", "chat": "chat", "webhook": "webhook"}
+log = logging.getLogger(__name__)
 
 
 def _ticket_id(envelope: Envelope) -> uuid.UUID:
@@ -114,15 +123,11 @@ async def on_ticket_escalated(
 async def on_sla_clock_started(
     event: SlaClockStarted, *, envelope: Envelope, uow: UnitOfWork
 ) -> None:
-    ticket_id = _ticket_id(envelope)
     due = {clock.metric: clock.due_at for clock in event.clocks}
-    await repository.apply_targets(
-        uow.conn,
-        ticket_id,
-        sequence=envelope.sequence,
-        now=utc_now(),
-        first_response_due_at=due.get("first_response"),
-        resolution_due_at=due.get("resolution"),
+    await _apply_sla(
+        uow,
+        envelope,
+        {metric: SlaFact("going", envelope.sequence, due_at) for metric, due_at in due.items()},
     )
     parts = [
         f"{label} by {due[metric]:%Y-%m-%d %H:%M %Z}"
@@ -138,6 +143,134 @@ async def on_sla_clock_started(
     )
 
 
+# SLA state for agents: sla_state.py holds the ordering rules; every entry here is internal
+# (a breach or a warning is the desk's business; the requester sees the targets only).
+
+
+async def _apply_sla(uow: UnitOfWork, envelope: Envelope, facts: dict[str, SlaFact]) -> None:
+    ticket_id = _ticket_id(envelope)
+    row = await repository.ticket_for_sla(uow.conn, ticket_id)
+    if row is None:
+        raise PermanentError(f"{envelope.type} names a ticket intake does not have")
+    before = {metric: MetricState.of(row, metric) for metric in sla_state.METRICS}
+    after = dict(before)
+    for metric, fact in facts.items():
+        if metric not in after:
+            # A metric intake has no columns for: the timeline still tells it.
+            log.info("%s about metric %r: kept in the timeline only", envelope.type, metric)
+            continue
+        after[metric] = sla_state.apply(after[metric], fact)
+    if after == before:
+        return
+    values: dict[str, Any] = sla_state.ticket_summary(after.values())
+    for metric, state in after.items():
+        values.update(state.columns(metric))
+    await repository.update_ticket(
+        uow.conn,
+        ticket_id,
+        **values,
+        sla_sequence=max(row.sla_sequence, envelope.sequence),
+        updated_at=utc_now(),
+    )
+
+
+def _label(metric: str) -> str:
+    return sla_state.LABELS.get(metric, metric.replace("_", " ").capitalize())
+
+
+def _when(moment: datetime | None) -> str:
+    return f"{moment:%Y-%m-%d %H:%M %Z}" if moment else "not set"
+
+
+async def on_sla_clock_updated(
+    event: SlaClockUpdated, *, envelope: Envelope, uow: UnitOfWork
+) -> None:
+    fact = SlaFact("going", envelope.sequence, event.due_at, state=event.state)
+    if event.state in ("breached", "met"):
+        # A clock sla reports stopped is the fact itself, at the moment sla saw it.
+        kind: sla_state.FactKind = "breached" if event.state == "breached" else "met"
+        fact = SlaFact(kind, envelope.sequence, event.due_at, at=envelope.occurred_at)
+    await _apply_sla(uow, envelope, {event.metric: fact})
+    why = f" ({event.reason})" if event.reason else ""
+    await _add_timeline(
+        uow,
+        envelope,
+        at=envelope.occurred_at,
+        kind="sla_clock_updated",
+        summary=f"{_label(event.metric)} clock {event.state.replace('_', ' ')}{why}; "
+        f"due {_when(event.due_at)}.",
+        public=False,
+    )
+
+
+async def on_sla_warning(event: SlaWarning, *, envelope: Envelope, uow: UnitOfWork) -> None:
+    fact = SlaFact("going", envelope.sequence, event.due_at, state="at_risk")
+    await _apply_sla(uow, envelope, {event.metric: fact})
+    await _add_timeline(
+        uow,
+        envelope,
+        at=envelope.occurred_at,
+        kind="sla_warning",
+        summary=f"{_label(event.metric)} target at risk: {event.percent_elapsed}% of the time "
+        f"used; due {_when(event.due_at)}.",
+        public=False,
+    )
+
+
+async def on_sla_breached(event: SlaBreached, *, envelope: Envelope, uow: UnitOfWork) -> None:
+    fact = SlaFact("breached", envelope.sequence, event.due_at, at=event.breached_at)
+    await _apply_sla(uow, envelope, {event.metric: fact})
+    await _add_timeline(
+        uow,
+        envelope,
+        at=event.breached_at,
+        kind="sla_breached",
+        summary=f"{_label(event.metric)} target breached ({event.priority}): it was due "
+        f"{_when(event.due_at)}.",
+        public=False,
+    )
+
+
+async def on_sla_met(event: SlaMet, *, envelope: Envelope, uow: UnitOfWork) -> None:
+    fact = SlaFact("met", envelope.sequence, event.due_at, at=event.met_at)
+    await _apply_sla(uow, envelope, {event.metric: fact})
+    await _add_timeline(
+        uow,
+        envelope,
+        at=event.met_at,
+        kind="sla_met",
+        summary=f"{_label(event.metric)} target met (due {_when(event.due_at)}).",
+        public=False,
+    )
+
+
+# Notifications: a timeline entry for the history, and a row for the agent's list.
+
+
+async def _record_notification(
+    uow: UnitOfWork,
+    envelope: Envelope,
+    event: NotificationSent | NotificationFailed,
+    **outcome: Any,
+) -> None:
+    contacts = await repository.requester_contacts(uow.conn, _ticket_id(envelope))
+    if contacts is None:
+        raise PermanentError(f"{envelope.type} names a ticket intake does not have")
+    email, phone = contacts
+    to_requester = event.recipient.casefold() == email.casefold() or event.recipient == phone
+    await repository.add_notification(
+        uow.conn,
+        ticket_id=envelope.ticket_id,
+        event_id=envelope.id,
+        notification_id=event.notification_id,
+        kind=event.kind,
+        channel=event.channel,
+        recipient=event.recipient,
+        recipient_kind="requester" if to_requester else "other",
+        **outcome,
+    )
+
+
 async def on_notification_sent(
     event: NotificationSent, *, envelope: Envelope, uow: UnitOfWork
 ) -> None:
@@ -150,6 +283,7 @@ async def on_notification_sent(
         kind="notified",
         summary=f"{what} sent by {channel} to {event.recipient}.",
     )
+    await _record_notification(uow, envelope, event, at=event.sent_at, outcome="sent")
 
 
 async def on_notification_failed(
@@ -164,6 +298,15 @@ async def on_notification_failed(
         f"{event.attempts} attempts: {event.error}",
         public=False,
     )
+    await _record_notification(
+        uow,
+        envelope,
+        event,
+        at=envelope.occurred_at,
+        outcome="failed",
+        attempts=event.attempts,
+        error=event.error,
+    )
 
 
 HANDLERS: dict[str, Handler] = {
@@ -171,6 +314,10 @@ HANDLERS: dict[str, Handler] = {
     TicketAssigned.TYPE: on_ticket_assigned,
     TicketEscalated.TYPE: on_ticket_escalated,
     SlaClockStarted.TYPE: on_sla_clock_started,
+    SlaClockUpdated.TYPE: on_sla_clock_updated,
+    SlaWarning.TYPE: on_sla_warning,
+    SlaBreached.TYPE: on_sla_breached,
+    SlaMet.TYPE: on_sla_met,
     NotificationSent.TYPE: on_notification_sent,
     NotificationFailed.TYPE: on_notification_failed,
 }

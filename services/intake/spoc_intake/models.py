@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, Uuid
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, Uuid, false
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -22,7 +22,12 @@ class Base(DeclarativeBase):
 
 class Ticket(Base):
     __tablename__ = "ticket"
-    __table_args__ = (Index("ix_ticket_requester_email", "requester_email"),)
+    __table_args__ = (
+        # A requester's tickets, and whether the desk ever had vouched contact from the
+        # address (requester_known: one index seek); both look the address up by its key.
+        Index("ix_ticket_requester_email_key", "requester_email_key", "requester_vouched"),
+        Index("ix_ticket_sla_state_sla_due_at", "sla_state", "sla_due_at"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     # The sequence behind the tracking number; the prefix is configuration, not data.
@@ -38,11 +43,18 @@ class Ticket(Base):
     urgency: Mapped[str | None] = mapped_column(String(8))
     fields: Mapped[dict[str, Any]] = mapped_column(Json)
     requester_name: Mapped[str] = mapped_column(String(200))
+    # As given, for display; matched only by its key (schemas.email_key, migration 0009).
     requester_email: Mapped[str] = mapped_column(String(320))
+    requester_email_key: Mapped[str] = mapped_column(String(320))
     requester_phone: Mapped[str | None] = mapped_column(String(32))
     requester_locale: Mapped[str | None] = mapped_column(String(35))
     preferred_channel: Mapped[str] = mapped_column(String(16))
     access_key_hash: Mapped[str] = mapped_column(String(64))
+    # Vouched contact from the requester's address (0009): the ticket came from staff, an
+    # integration, a trusted network or the address's signed-in requester, or the address
+    # later proved it reads its mail (it used a sign-in link, which only its mail had). A
+    # later ticket for the address is then `requester_known`; an anonymous one alone never.
+    requester_vouched: Mapped[bool] = mapped_column(default=False, server_default=false())
     status: Mapped[str] = mapped_column(String(16))
     # Projections of other services' facts, for the requester's view.
     priority: Mapped[str | None] = mapped_column(String(16))
@@ -62,6 +74,26 @@ class Ticket(Base):
     owner_id: Mapped[str | None] = mapped_column(String(100))
     first_responded_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     resolved_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # SLA state per metric (0007, rules in sla_state.py): running, paused, at_risk, breached,
+    # met; each metric's last applied sla sequence, and when it was breached or met.
+    first_response_state: Mapped[str | None] = mapped_column(String(16))
+    first_response_sequence: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    first_response_breached_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    first_response_met_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    resolution_state: Mapped[str | None] = mapped_column(String(16))
+    resolution_sequence: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    resolution_breached_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    resolution_met_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # The most urgent of the metrics' states and the nearest due time of a clock not met: the
+    # agents' "breached / at risk, soonest first" filter reads one index range.
+    sla_state: Mapped[str | None] = mapped_column(String(16))
+    sla_due_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # Phone calls and follow-ups (0008): the staff id of the agent who took a logged call,
+    # whether it was solved during the call (D4), and the number (the sequence, as `number`)
+    # of the earlier ticket this one follows up.
+    taken_by: Mapped[str | None] = mapped_column(String(64))
+    first_contact_resolution: Mapped[bool] = mapped_column(default=False, server_default=false())
+    follows_up: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class TimelineEntry(Base):
@@ -211,6 +243,28 @@ class Feedback(Base):
     rating: Mapped[int] = mapped_column(Integer)
     comment: Mapped[str | None] = mapped_column(Text)
     at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class Notification(Base):
+    """A notification notify reports for a ticket, sent or given up on (0007): staff only."""
+
+    __tablename__ = "notification"
+    __table_args__ = (Index("ix_notification_ticket_id_at", "ticket_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    ticket_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("ticket.id"))
+    # One row per event: a redelivered notification.sent adds nothing.
+    event_id: Mapped[uuid.UUID] = mapped_column(Uuid, unique=True)
+    notification_id: Mapped[str] = mapped_column(String(100))
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    kind: Mapped[str] = mapped_column(String(50))
+    channel: Mapped[str] = mapped_column(String(16))
+    recipient: Mapped[str] = mapped_column(String(320))
+    # "requester" when it went to the ticket's requester, else "other".
+    recipient_kind: Mapped[str] = mapped_column(String(16))
+    outcome: Mapped[str] = mapped_column(String(8))
+    attempts: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
 
 
 MESSAGING = define_messaging_tables(Base.metadata)

@@ -6,7 +6,7 @@ import functools
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -21,14 +21,24 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    literal,
     or_,
     select,
+    true,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from spoc_intake.models import Comment, Feedback, IdempotencyAnswer, Ticket, TimelineEntry
-from spoc_platform.db import insert_for
+from spoc_intake.models import (
+    Comment,
+    Feedback,
+    IdempotencyAnswer,
+    Notification,
+    Ticket,
+    TimelineEntry,
+)
+from spoc_intake.schemas import email_key
+from spoc_platform.db import UtcDateTime, insert_for
 
 # Declarative models type __table__ as FromClause; these are plain Tables.
 ticket: Table = cast(Table, Ticket.__table__)
@@ -62,21 +72,28 @@ def _add_timeline(dialect_name: str) -> Executable:
 
 
 async def insert_ticket(conn: AsyncConnection, **values: Any) -> int:
-    """Inserts the ticket (every column but `number` given) and returns its number."""
+    """Inserts the ticket (every column but `number` and `requester_email_key` given) and
+    returns its number."""
+    values["requester_email_key"] = email_key(values["requester_email"])
     result = await conn.execute(_insert_ticket(conn.dialect.name), values)
     return int(result.scalar_one())
 
 
 # Built once: it runs for every anonymous ticket from an untrusted network.
-_REQUESTER_HAS_TICKET = select(
-    exists().where(ticket.c.requester_email == bindparam("b_requester_email"))
+_REQUESTER_VOUCHED_FOR = select(
+    exists().where(
+        ticket.c.requester_email_key == bindparam("b_email_key"),
+        ticket.c.requester_vouched == true(),
+    )
 )
 
 
-async def requester_has_ticket(conn: AsyncConnection, requester_email: str) -> bool:
-    """Whether any ticket was opened for this address before (ix_ticket_requester_email)."""
-    result = await conn.execute(_REQUESTER_HAS_TICKET, {"b_requester_email": requester_email})
-    return bool(result.scalar_one())
+async def requester_vouched_for(conn: AsyncConnection, requester_email: str) -> bool:
+    """Whether the desk had vouched contact from this address before (see
+    `Ticket.requester_vouched`): one seek on ix_ticket_requester_email_key. A stranger's
+    earlier tickets do not count, or a first harmless one would vouch for the next."""
+    parameters = {"b_email_key": email_key(requester_email)}
+    return bool((await conn.execute(_REQUESTER_VOUCHED_FOR, parameters)).scalar_one())
 
 
 async def add_timeline(
@@ -163,11 +180,6 @@ _APPLY_ROUTING = (
         status=case((ticket.c.status == "new", "open"), else_=ticket.c.status),
     )
 )
-_APPLY_TARGETS = (
-    update(ticket)
-    .where(ticket.c.id == bindparam("b_ticket_id"), ticket.c.sla_sequence < bindparam("b_seq"))
-    .values(sla_sequence=bindparam("b_seq"))
-)
 
 
 async def apply_routing(
@@ -184,18 +196,38 @@ async def apply_routing(
     )
 
 
-async def apply_targets(
-    conn: AsyncConnection,
-    ticket_id: uuid.UUID,
-    *,
-    sequence: int,
-    now: datetime,
-    **values: Any,
-) -> None:
-    """Applies sla's targets unless a newer sla event was applied already."""
-    await conn.execute(
-        _APPLY_TARGETS, {"b_ticket_id": ticket_id, "b_seq": sequence, "updated_at": now, **values}
+# --- SLA state and notifications, for agents (handlers.py, sla_state.py; migration 0007) -----
+
+notification: Table = cast(Table, Notification.__table__)
+
+
+async def ticket_for_sla(conn: AsyncConnection, ticket_id: uuid.UUID) -> Row[Any] | None:
+    """The ticket, locked until the transaction ends (on PostgreSQL): two sla events of one
+    ticket handled at once must not both start from the same state."""
+    query = select(ticket).where(ticket.c.id == ticket_id).with_for_update()
+    return (await conn.execute(query)).first()
+
+
+async def requester_contacts(
+    conn: AsyncConnection, ticket_id: uuid.UUID
+) -> Row[str, str | None] | None:
+    query = select(ticket.c.requester_email, ticket.c.requester_phone).where(
+        ticket.c.id == ticket_id
     )
+    return (await conn.execute(query)).first()
+
+
+async def add_notification(conn: AsyncConnection, **values: Any) -> None:
+    # One row per event: a redelivered report adds nothing.
+    statement = insert_for(conn.dialect.name, notification).on_conflict_do_nothing(
+        index_elements=[notification.c.event_id]
+    )
+    await conn.execute(statement, values)
+
+
+async def notifications_of(conn: AsyncConnection, ticket_id: uuid.UUID) -> Sequence[Row[Any]]:
+    query = select(notification).where(notification.c.ticket_id == ticket_id)
+    return (await conn.execute(query.order_by(notification.c.at, notification.c.id))).all()
 
 
 # --- The conversation and the workflow (work.py, views.py) -----------------------------------
@@ -253,7 +285,7 @@ async def whole_timeline(
 class TicketFilter:
     """What a list asks for. `visible_groups` None: every group; otherwise those groups' tickets,
     the unrouted ones and `visible_owner`'s own (wherever an escalation took them).
-    `requester_email`: that requester's tickets only."""
+    `requester_email`: that requester's tickets only (however its case is written)."""
 
     visible_groups: frozenset[str] | None = None
     visible_owner: str | None = None
@@ -266,6 +298,8 @@ class TicketFilter:
     category: str | None = None
     channel: str | None = None
     text: str | None = None
+    # The ticket's most urgent SLA state, any of these (ix_ticket_sla_state_sla_due_at).
+    sla: tuple[str, ...] = ()
 
 
 # Sortable columns. A ticket without a priority yet sorts as "~" (after P1…P5 byte-wise; a
@@ -274,6 +308,10 @@ SORT_KEYS: dict[str, Any] = {
     "created_at": ticket.c.created_at,
     "updated_at": ticket.c.updated_at,
     "priority": func.coalesce(ticket.c.priority, "~"),
+    # Soonest due first; a ticket with no clock counting down sorts after every due time.
+    "sla_due_at": func.coalesce(
+        ticket.c.sla_due_at, literal(datetime(9999, 12, 31, tzinfo=UTC), UtcDateTime())
+    ),
 }
 
 
@@ -296,7 +334,7 @@ async def list_tickets(
     key = SORT_KEYS[sort]
     query = select(ticket, key.label("sort_key"))
     if where.requester_email is not None:
-        query = query.where(ticket.c.requester_email == where.requester_email)
+        query = query.where(ticket.c.requester_email_key == email_key(where.requester_email))
     if where.visible_groups is not None:
         visible: list[ColumnElement[bool]] = [
             ticket.c.group_id.in_(sorted(where.visible_groups)),
@@ -307,6 +345,8 @@ async def list_tickets(
         query = query.where(or_(*visible))
     if where.status:
         query = query.where(ticket.c.status.in_(where.status))
+    if where.sla:
+        query = query.where(ticket.c.sla_state.in_(where.sla))
     for column, value in (
         (ticket.c.group_id, where.group),
         (ticket.c.owner_id, where.owner),

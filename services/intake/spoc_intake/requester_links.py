@@ -100,6 +100,8 @@ class RequesterSignIn:
             email = await repository.use_link(conn, digest(token), now)
             if email is None:
                 return None
+            # Only the address's mail had the link: from now on the desk knows the address.
+            await repository.vouch_for_address(conn, email)
             opened = OpenedSession(
                 id=uuid.uuid4(),
                 email=email,

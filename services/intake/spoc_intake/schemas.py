@@ -17,7 +17,9 @@ from pydantic import (
     Field,
     PlainValidator,
     StringConstraints,
+    ValidationInfo,
     WithJsonSchema,
+    field_validator,
     model_validator,
 )
 from pydantic.json_schema import SkipJsonSchema
@@ -211,6 +213,14 @@ EmailAddress = Annotated[
 ]
 
 
+def email_key(address: str) -> str:
+    """What two spellings of one address have in common, for matching: the address is kept
+    as given (for display), but Reza@Example.org and reza@example.org are one person. The
+    whole address, though RFC 5321 lets a server tell local parts apart by case: none of the
+    desk's does, and one requester seen as two would miss their own tickets."""
+    return address.strip().lower()
+
+
 class RequesterCreate(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -237,9 +247,9 @@ class RequesterCreate(BaseModel):
         return self
 
 
-class TicketCreate(BaseModel):
-    """A new request, incident, complaint or suggestion. Unknown fields are refused, not
-    dropped, so a misspelt field name is caught at once."""
+class PublicTicketCreate(BaseModel):
+    """A new request, incident, complaint or suggestion, as the public and integrations send
+    it. Unknown fields are refused, not dropped, so a misspelt field name is caught at once."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -257,8 +267,56 @@ class TicketCreate(BaseModel):
         max_length=MAX_FIELDS,
         # A name that does not match FieldName is refused, as the schema now says too.
         json_schema_extra={"additionalProperties": False},
+        description="Answers to the category's intake fields (GET /api/v1/categories): when "
+        "the desk declares categories, a ticket in one must answer its required fields and "
+        "send no others (D17); otherwise free",
     )
     channel: Channel = "api"
+
+
+class CallResolution(BaseModel):
+    """What the agent did while the caller was still on the line."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    summary: TextBlock = Field(
+        description="The answer given on the call: the ticket's first (public) reply"
+    )
+
+
+class TicketCreate(PublicTicketCreate):
+    """A new ticket, with what only staff may add: a phone call they took and solved at once
+    (`resolved_during_call`, D4: first-contact resolution). From the public and integrations
+    `resolved_during_call` is an unknown field (422), as any unknown field is."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        # `_solved_on_a_call`, said in the schema too.
+        json_schema_extra={
+            "if": {
+                "properties": {"resolved_during_call": {"type": "object"}},
+                "required": ["resolved_during_call"],
+            },
+            "then": {"properties": {"channel": {"const": "phone"}}, "required": ["channel"]},
+        },
+    )
+
+    # Null: not solved during the call, as when it is left out.
+    resolved_during_call: CallResolution | None = Field(
+        default=None,
+        description="Staff only, with channel `phone`: the call solved the problem; the "
+        "ticket opens resolved, with `summary` as its first reply",
+    )
+
+    # On the field, not the model, so the 422 names it (`channel` is checked before it).
+    @field_validator("resolved_during_call")
+    @classmethod
+    def _solved_on_a_call(
+        cls, value: CallResolution | None, info: ValidationInfo
+    ) -> CallResolution | None:
+        if value is not None and info.data.get("channel", "phone") != "phone":
+            raise ValueError("is for a phone call: send channel 'phone'")
+        return value
 
 
 class TicketCreatedRead(BaseModel):
@@ -270,6 +328,13 @@ class TicketCreatedRead(BaseModel):
         "request is replayed under its Idempotency-Key: the requester has the key by mail."
     )
     created_at: datetime
+
+
+class FollowUpCreatedRead(TicketCreatedRead):
+    """A requester's reply that came too late for its ticket (closed, or resolved longer ago
+    than the reopen window) opened this new ticket, linked to the old one."""
+
+    follows_up: str = Field(description="The ticket replied to")
 
 
 class PersonRead(BaseModel):
@@ -331,6 +396,11 @@ class TicketRead(BaseModel):
     timeline: list[TimelineEntryRead]
     # The conversation: public replies only, in the requester's view.
     comments: list[CommentRead] = Field(default_factory=list)
+    follows_up: str | None = Field(
+        default=None,
+        description="The earlier ticket this one follows up (the requester wrote after it was "
+        "closed, or after its reopen window)",
+    )
 
 
 # --- The conversation and the workflow (work.py) ----------------------------------------------
@@ -404,6 +474,42 @@ class AgentTimelineEntryRead(TimelineEntryRead):
     public: bool = Field(description="Shown to the requester; false: for staff only")
 
 
+SlaState = Literal["running", "paused", "at_risk", "breached", "met"]
+# What agents filter a list by (`?sla=`): the clocks that need them.
+SlaAttention = Literal["at_risk", "breached"]
+
+
+class SlaMetricRead(BaseModel):
+    state: SlaState | None = Field(description="None until sla starts this clock")
+    due_at: datetime | None
+    breached_at: datetime | None
+    met_at: datetime | None = Field(description="Also set on a breached target met late")
+
+
+class SlaRead(BaseModel):
+    """Where the ticket stands against its targets (staff only: the requester sees targets)."""
+
+    state: SlaState | None = Field(description="The most urgent of the metrics' states")
+    first_response: SlaMetricRead
+    resolution: SlaMetricRead
+
+
+class NotificationRead(BaseModel):
+    """A notification notify reported for this ticket: delivered, or given up on."""
+
+    at: datetime
+    kind: str = Field(description="What it was for, e.g. `acknowledgement`")
+    channel: str
+    recipient: str
+    recipient_kind: Literal["requester", "other"]
+    outcome: Literal["sent", "failed"]
+    attempts: int | None = Field(description="Failed ones: the tries before notify gave up")
+    error: str | None
+
+
+_NO_CLOCK = SlaMetricRead(state=None, due_at=None, breached_at=None, met_at=None)
+
+
 class TicketAgentRead(TicketRead):
     """The agent's view: everything, including internal notes, notifications and the
     requester's contact details."""
@@ -415,7 +521,17 @@ class TicketAgentRead(TicketRead):
     owner_id: str | None
     first_responded_at: datetime | None
     resolved_at: datetime | None
+    taken_by: str | None = Field(
+        default=None, description="A logged phone call: the staff id of the agent who took it"
+    )
+    first_contact_resolution: bool = Field(
+        default=False, description="Solved while the caller was on the line (D4)"
+    )
     timeline: list[AgentTimelineEntryRead]  # type: ignore[assignment]
+    sla: SlaRead = Field(
+        default=SlaRead(state=None, first_response=_NO_CLOCK, resolution=_NO_CLOCK)
+    )
+    notifications: list[NotificationRead] = Field(default_factory=list)
 
 
 class TicketSummaryRead(BaseModel):

@@ -24,7 +24,7 @@ from spoc_contracts import StaffUpdated
 from spoc_intake import staff_repository, tokens
 from spoc_intake.callers import Caller
 from spoc_intake.passwords import MAX_PASSWORD_LENGTH, Passwords, password_problem
-from spoc_intake.schemas import NO_CONTROLS_PATTERN, EmailAddress, OneLine
+from spoc_intake.schemas import NO_CONTROLS_PATTERN, EmailAddress, OneLine, email_key
 from spoc_intake.settings import IntakeSettings
 from spoc_intake.staff_sign_in import StaffSignIn
 from spoc_platform.db import is_outage, utc_now
@@ -52,10 +52,6 @@ Password = Annotated[
     StringConstraints(max_length=MAX_PASSWORD_LENGTH),
     Field(json_schema_extra={"minLength": MIN_PASSWORD_LENGTH, "pattern": NO_CONTROLS_PATTERN}),
 ]
-
-
-def email_key(email: str) -> str:
-    return email.strip().lower()
 
 
 class StaffEntry(BaseModel):

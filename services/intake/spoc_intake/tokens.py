@@ -194,7 +194,11 @@ class TokenFeedHeartbeat:
 
     async def beat(self) -> None:
         async with self._unit_of_work() as uow:
-            await uow.publish(CredentialFeedHeartbeat(at=utc_now()), ticket_id=None)
+            now = utc_now()
+            # Counted at the beat's own moment: a consumer holding more live than this for long
+            # has lost a revocation (spoc_platform.token_projection.REVOCATION_GRACE).
+            live = await repository.live_token_count(uow.conn, now)
+            await uow.publish(CredentialFeedHeartbeat(at=now, live_tokens=live), ticket_id=None)
 
     async def run(self) -> None:
         while not self._stopped.is_set():
@@ -238,13 +242,34 @@ async def caller_from_bearer_token(request: Request, engine: AsyncEngine) -> Cal
     token = _bearer_token(request)
     if token is None:
         return None
+    holder = await token_holder(engine, token)
+    if holder is None:
+        raise _invalid_token()
+    return holder
+
+
+@dataclass(frozen=True)
+class TokenHolders:
+    """Intake's own answer to "who holds this token, now", as the admin API of every service
+    asks it (spoc_platform.admin): routing and sla ask their projection of intake's tokens."""
+
+    engine: AsyncEngine
+
+    async def caller(self, token: str) -> Caller | None:
+        if not _TOKEN_SHAPE.fullmatch(token):
+            return None
+        return await token_holder(self.engine, token)
+
+
+async def token_holder(engine: AsyncEngine, token: str) -> Caller | None:
+    """The holder of a live token; None when it is unknown, revoked, expired or void."""
     now = utc_now()
     async with engine.connect() as conn:
         row = await repository.token_by_hash(conn, hash_token(token))
     if row is None or row.revoked_at is not None:
-        raise _invalid_token()
+        return None
     if row.expires_at is not None and row.expires_at <= now:
-        raise _invalid_token()
+        return None
     if row.last_used_at is None or row.last_used_at < now - LAST_USE_RESOLUTION:
         async with engine.begin() as conn:
             await repository.note_token_use(
@@ -258,7 +283,7 @@ async def caller_from_bearer_token(request: Request, engine: AsyncEngine) -> Cal
         # A staff token acts as its account as the account is now: gone or inactive, the
         # token is void; its groups, name and address are the account's; its role the lower.
         if row.account_id is None or not row.account_active:
-            raise _invalid_token()
+            return None
         role = min(row.role, row.account_role, key=lambda r: _RANK[r])
         return Caller(
             role=role,

@@ -19,8 +19,11 @@ from spoc_intake.schemas import (
     AgentTimelineEntryRead,
     AuthorRead,
     CommentRead,
+    NotificationRead,
     PersonRead,
     RequesterRead,
+    SlaMetricRead,
+    SlaRead,
     TargetsRead,
     TeamRead,
     TicketAgentRead,
@@ -28,6 +31,7 @@ from spoc_intake.schemas import (
     TicketRead,
     TicketSummaryRead,
     TimelineEntryRead,
+    email_key,
 )
 from spoc_intake.tracking import access_key_matches, format_number, parse_number
 from spoc_platform.dates import for_people
@@ -65,7 +69,7 @@ def audience_of(
         return "integration"
     if access_key_matches(access_key, row.access_key_hash):
         return "requester"
-    if caller.role == "requester" and caller.email and caller.email == row.requester_email:
+    if caller.role == "requester" and caller.email and _same_address(caller.email, row):
         return "requester"
     raise not_found(number)
 
@@ -124,8 +128,13 @@ def _their_own(caller: Caller | None, row: Any) -> bool:
         caller is not None
         and caller.role == "requester"
         and caller.email is not None
-        and caller.email == row.requester_email
+        and _same_address(caller.email, row)
     )
+
+
+def _same_address(email: str, row: Any) -> bool:
+    # However either was typed: Reza@Example.org's session sees reza@example.org's tickets.
+    return email_key(email) == email_key(row.requester_email)
 
 
 async def ticket_for_caller(
@@ -150,6 +159,7 @@ async def ticket_for_caller(
             return await _public_view(conn, prefix, row)
         entries = await repository.whole_timeline(conn, row.id)
         comments = await repository.comments_of(conn, row.id, public_only=False)
+        notifications = await repository.notifications_of(conn, row.id)
     public = _ticket_read(prefix, row, [], comments)
     return TicketAgentRead.model_validate(
         {
@@ -163,10 +173,28 @@ async def ticket_for_caller(
             "owner_id": row.owner_id,
             "first_responded_at": row.first_responded_at,
             "resolved_at": row.resolved_at,
+            # A phone call: who took it, and whether it was solved on the line (D4).
+            "taken_by": row.taken_by,
+            "first_contact_resolution": row.first_contact_resolution,
             # Everything: internal notes, failed notifications, and who was told what.
             "timeline": [
                 AgentTimelineEntryRead(at=e.at, kind=e.kind, summary=e.summary, public=e.public)
                 for e in entries
+            ],
+            # Staff only: a breach is the desk's business; the requester sees the targets.
+            "sla": _sla_read(row),
+            "notifications": [
+                NotificationRead(
+                    at=n.at,
+                    kind=n.kind,
+                    channel=n.channel,
+                    recipient=n.recipient,
+                    recipient_kind=n.recipient_kind,
+                    outcome=n.outcome,
+                    attempts=n.attempts,
+                    error=n.error,
+                )
+                for n in notifications
             ],
         }
     )
@@ -186,6 +214,7 @@ async def list_for_caller(
 ) -> TicketList:
     """A page of the tickets `caller` may see that match `chosen`; requesters get theirs only."""
     scope = list_scope(caller, agents_see_all=agents_see_all)
+    _refuse_sla_to_non_staff(caller, chosen, sort)
     where = replace(
         chosen,
         visible_groups=scope.visible_groups,
@@ -205,6 +234,41 @@ async def list_for_caller(
         else None
     )
     return TicketList(items=[_summary(prefix, row) for row in page], next_cursor=next_cursor)
+
+
+def _refuse_sla_to_non_staff(caller: Caller, chosen: TicketFilter, sort: str) -> None:
+    """SLA state is for staff. A requester's `?sla=` is refused, not ignored: ignoring it would
+    answer "all of yours" to "which of mine are breached", and a 422 tells the client why."""
+    if caller.is_staff:
+        return
+    asked = [name for name, used in (("sla", chosen.sla), ("sort", sort == "sla_due_at")) if used]
+    if asked:
+        raise ApiError(
+            422,
+            "validation_error",
+            f"invalid request: query.{asked[0]}",
+            [
+                {
+                    "field": f"query.{name}",
+                    "message": "only staff filter or sort by SLA state",
+                    "type": "staff_only",
+                }
+                for name in asked
+            ],
+        )
+
+
+def _sla_read(row: Any) -> SlaRead:
+    metrics = {
+        metric: SlaMetricRead(
+            state=getattr(row, f"{metric}_state"),
+            due_at=getattr(row, f"{metric}_due_at"),
+            breached_at=getattr(row, f"{metric}_breached_at"),
+            met_at=getattr(row, f"{metric}_met_at"),
+        )
+        for metric in ("first_response", "resolution")
+    }
+    return SlaRead(state=row.sla_state, **metrics)
 
 
 def _summary(prefix: str, row: Any) -> TicketSummaryRead:
@@ -315,4 +379,5 @@ def _ticket_read(prefix: str, row: Any, entries: Any, comments: Sequence[Any]) -
         updated_at=row.updated_at,
         timeline=[TimelineEntryRead(at=e.at, kind=e.kind, summary=e.summary) for e in entries],
         comments=[comment_read(c) for c in comments],
+        follows_up=format_number(prefix, row.follows_up) if row.follows_up is not None else None,
     )

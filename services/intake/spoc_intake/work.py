@@ -20,15 +20,18 @@ from spoc_intake import repository, workflow
 from spoc_intake.callers import Caller
 from spoc_intake.schemas import (
     AuthorRead,
+    Channel,
     CommentRead,
     EscalationCreate,
     EscalationRequestedRead,
     FeedbackCreate,
     FeedbackRead,
     RequesterCommentCreate,
+    RequesterCreate,
     StaffCommentCreate,
     StatusChange,
     StatusChangedRead,
+    TicketCreate,
     TicketUpdate,
     Visibility,
 )
@@ -41,13 +44,40 @@ from spoc_platform.web import ApiError
 
 
 @dataclass(frozen=True)
-class _Actor:
+class Actor:
     """Who acts on the ticket, as the timeline and the events name them."""
 
     kind: Literal["requester", "agent"]
     id: str | None
     name: str
 
+
+def agent(caller: Caller) -> Actor:
+    return Actor("agent", caller.subject_id, caller.name or caller.subject_id or "staff")
+
+
+@dataclass(frozen=True)
+class FollowedTicket:
+    """The ticket a late reply follows up: its id and number (the sequence and as written)."""
+
+    id: uuid.UUID
+    sequence: int
+    number: str
+    # Why the reply could not join it: "closed", or "past its reopen window".
+    why: str
+
+
+@dataclass(frozen=True)
+class FollowUpWanted:
+    """A requester's reply that came too late for its ticket: it opens `ticket` instead, a new
+    ticket linked to `follows` (TicketService.follow_up does, with the Idempotency-Key)."""
+
+    ticket: TicketCreate
+    follows: FollowedTicket
+
+
+# A ticket's subject, at most (schemas.OneLine): a follow-up's "Re: …" is cut to fit.
+MAX_SUBJECT = 200
 
 # A resolution is rated once given (and still after the requester confirmed it).
 RATEABLE = frozenset({"resolved", "closed"})
@@ -80,14 +110,21 @@ class TicketWork:
         *,
         caller: Caller,
         access_key: str | None,
-    ) -> CommentRead:
+    ) -> CommentRead | FollowUpWanted:
         """Adds a reply. The route has already held a requester to their own model (no
-        `visibility`); here a requester's reply is public whatever it is."""
+        `visibility`); here a requester's reply is public whatever it is. A requester's reply
+        to a closed ticket, or to a resolution older than the reopen window, joins nothing: it
+        is answered with the follow-up ticket it should open (the route opens it)."""
         now = utc_now()
         async with self._unit_of_work() as uow:
             row, seen_as = await self._ticket(uow, number, caller, access_key)
             if seen_as == "integration":
                 raise forbidden("an integration cannot take part in the conversation")
+            if seen_as == "requester":
+                too_late = self._too_late_for_reply(row, now)
+                if too_late is not None:
+                    prefix = self._settings.number_prefix
+                    return _follow_up(row, data.body, caller, prefix, why=too_late)
             if row.status == "closed":
                 raise closed(number)
             actor = self._actor(seen_as, caller, row)
@@ -95,45 +132,14 @@ class TicketWork:
             visibility: Visibility = "public"
             if isinstance(data, StaffCommentCreate) and actor.kind == "agent":
                 visibility = data.visibility
-            comment_id = uuid.uuid4()
-            await repository.add_comment(
-                uow.conn,
-                id=comment_id,
-                ticket_id=row.id,
-                at=now,
-                author_kind=actor.kind,
-                author_id=actor.id,
-                author_name=actor.name,
+            comment_id = await record_comment(
+                uow,
+                row,
+                actor=actor,
                 visibility=visibility,
                 body=data.body,
-            )
-            public = visibility == "public"
-            await repository.add_timeline(
-                uow.conn,
-                ticket_id=row.id,
-                at=now,
-                kind="commented" if public else "internal_note",
-                summary=f"Reply from {actor.name}."
-                if public
-                else f"Internal note by {actor.name}.",
-                public=public,
-            )
-            await repository.update_ticket(uow.conn, row.id, updated_at=now)
-            if public and actor.kind == "agent":
-                # The first public staff reply is the first response (sla stops that clock).
-                await repository.record_first_response(uow.conn, row.id, now)
-            formatted = format_number(self._settings.number_prefix, row.number)
-            await uow.publish(
-                TicketCommented(
-                    number=formatted,
-                    comment_id=str(comment_id),
-                    author_kind=actor.kind,
-                    author_name=actor.name,
-                    # notify must not tell a requester of an internal note: it reads this.
-                    visibility=visibility,
-                    body=data.body,
-                ),
-                ticket_id=row.id,
+                now=now,
+                prefix=self._settings.number_prefix,
             )
             resumed = workflow.RESUMED_BY_REPLY.get(row.status)
             if actor.kind == "requester" and resumed is not None:
@@ -148,6 +154,16 @@ class TicketWork:
             visibility=visibility,
             body=data.body,
         )
+
+    def _too_late_for_reply(self, row: Any, now: datetime) -> str | None:
+        """Why a requester's reply cannot join the ticket any more, or None if it can."""
+        if row.status == "closed":
+            return "closed"
+        if row.status == "resolved" and not workflow.within_reopen_window(
+            row.resolved_at, now, self._settings.reopen_days
+        ):
+            return "past its reopen window"
+        return None
 
     async def change_status(
         self, number: str, data: StatusChange, *, caller: Caller, access_key: str | None
@@ -310,33 +326,11 @@ class TicketWork:
         to: workflow.Status,
         *,
         reason: str | None,
-        actor: _Actor,
+        actor: Actor,
         now: datetime,
     ) -> None:
-        values: dict[str, Any] = {"status": to, "updated_at": now}
-        if to == "resolved":
-            values["resolved_at"] = now
-        elif to == "open" and row.status == "resolved":
-            # Reopened: the next resolution opens a new window.
-            values["resolved_at"] = None
-        await repository.update_ticket(uow.conn, row.id, **values)
-        because = f": {reason}" if reason else ""
-        await repository.add_timeline(
-            uow.conn,
-            ticket_id=row.id,
-            at=now,
-            kind="status_changed",
-            summary=f"{_words(row.status)} → {_words(to)} by {actor.name}{because}",
-        )
-        await uow.publish(
-            TicketStatusChanged(
-                number=format_number(self._settings.number_prefix, row.number),
-                from_status=row.status,
-                to_status=to,
-                reason=reason,
-                changed_by=actor.name,
-            ),
-            ticket_id=row.id,
+        await record_move(
+            uow, row, to, reason=reason, actor=actor, now=now, prefix=self._settings.number_prefix
         )
 
     async def _ticket(
@@ -358,10 +352,137 @@ class TicketWork:
         return row, seen_as
 
     @staticmethod
-    def _actor(seen_as: Audience, caller: Caller, row: Any) -> _Actor:
+    def _actor(seen_as: Audience, caller: Caller, row: Any) -> Actor:
         if seen_as == "staff":
-            return _Actor("agent", caller.subject_id, caller.name or caller.subject_id or "staff")
-        return _Actor("requester", row.requester_email, row.requester_name)
+            return agent(caller)
+        return Actor("requester", row.requester_email, row.requester_name)
+
+
+# One way to add a reply and one to move a ticket, for every path that does (TicketWork's
+# routes, and a phone call solved while the caller is on the line, in TicketService).
+
+
+async def record_comment(
+    uow: UnitOfWork,
+    row: Any,
+    *,
+    actor: Actor,
+    visibility: Visibility,
+    body: str,
+    now: datetime,
+    prefix: str,
+) -> uuid.UUID:
+    """Adds the reply, its timeline entry and ticket.commented to `uow`."""
+    comment_id = uuid.uuid4()
+    await repository.add_comment(
+        uow.conn,
+        id=comment_id,
+        ticket_id=row.id,
+        at=now,
+        author_kind=actor.kind,
+        author_id=actor.id,
+        author_name=actor.name,
+        visibility=visibility,
+        body=body,
+    )
+    public = visibility == "public"
+    await repository.add_timeline(
+        uow.conn,
+        ticket_id=row.id,
+        at=now,
+        kind="commented" if public else "internal_note",
+        summary=f"Reply from {actor.name}." if public else f"Internal note by {actor.name}.",
+        public=public,
+    )
+    await repository.update_ticket(uow.conn, row.id, updated_at=now)
+    if public and actor.kind == "agent":
+        # The first public staff reply is the first response (sla stops that clock).
+        await repository.record_first_response(uow.conn, row.id, now)
+    await uow.publish(
+        TicketCommented(
+            number=format_number(prefix, row.number),
+            comment_id=str(comment_id),
+            author_kind=actor.kind,
+            author_name=actor.name,
+            # notify must not tell a requester of an internal note: it reads this.
+            visibility=visibility,
+            body=body,
+        ),
+        ticket_id=row.id,
+    )
+    return comment_id
+
+
+async def record_move(
+    uow: UnitOfWork,
+    row: Any,
+    to: workflow.Status,
+    *,
+    reason: str | None,
+    actor: Actor,
+    now: datetime,
+    prefix: str,
+) -> None:
+    """Moves the ticket in `row` (as it was read) to `to`: the status, its timeline entry and
+    ticket.status_changed, in `uow`. Whether the move is allowed is the caller's check."""
+    values: dict[str, Any] = {"status": to, "updated_at": now}
+    if to == "resolved":
+        values["resolved_at"] = now
+    elif to == "open" and row.status == "resolved":
+        # Reopened: the next resolution opens a new window.
+        values["resolved_at"] = None
+    await repository.update_ticket(uow.conn, row.id, **values)
+    because = f": {reason}" if reason else ""
+    await repository.add_timeline(
+        uow.conn,
+        ticket_id=row.id,
+        at=now,
+        kind="status_changed",
+        summary=f"{_words(row.status)} → {_words(to)} by {actor.name}{because}",
+    )
+    await uow.publish(
+        TicketStatusChanged(
+            number=format_number(prefix, row.number),
+            from_status=row.status,
+            to_status=to,
+            reason=reason,
+            changed_by=actor.name,
+        ),
+        ticket_id=row.id,
+    )
+
+
+def _follow_up(row: Any, body: str, caller: Caller, prefix: str, *, why: str) -> FollowUpWanted:
+    """The new ticket a late reply opens: the same requester and classification, the reply as
+    its description and the answers to its category's intake fields (D17: asked once); impact
+    and urgency are the new problem's, for the desk to judge. Built from the stored ticket,
+    which was validated when it came in."""
+    # The requester's portal session, or a script holding the ticket's key.
+    channel: Channel = "portal" if caller.role == "requester" else "api"
+    ticket = TicketCreate.model_construct(
+        subject=f"Re: {row.subject}"[:MAX_SUBJECT],
+        description=body,
+        requester=RequesterCreate.model_construct(
+            name=row.requester_name,
+            email=row.requester_email,
+            phone=row.requester_phone,
+            locale=row.requester_locale,
+            preferred_channel=row.preferred_channel,
+        ),
+        type=row.type,
+        category=row.category,
+        subcategory=row.subcategory,
+        item=row.item,
+        impact=None,
+        urgency=None,
+        fields=dict(row.fields or {}),
+        channel=channel,
+        resolved_during_call=None,
+    )
+    followed = FollowedTicket(
+        id=row.id, sequence=row.number, number=format_number(prefix, row.number), why=why
+    )
+    return FollowUpWanted(ticket=ticket, follows=followed)
 
 
 def _words(status: str) -> str:

@@ -151,7 +151,9 @@ def sign_in_message(link: SignInLink, *, sender: str, portal_url: str) -> MIMEMu
     }
     message = MIMEMultipart("alternative")
     message["From"] = _address(*parseaddr(sender))
-    message["To"] = link.email
+    # Through formataddr, as the acknowledgement's: an address it cannot write (non-ASCII, which
+    # needs SMTPUTF8) is refused here, not sent on as an encoded word no server delivers to.
+    message["To"] = _address("", link.email)
     message["Subject"] = _header(_render(link.locale, "sign_in_link.subject.j2", **context).strip())
     message["Date"] = format_datetime(datetime.now().astimezone())
     message["Message-ID"] = f"<sign-in.{link.request_id}@{domain}>"

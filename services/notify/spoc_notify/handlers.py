@@ -244,7 +244,25 @@ async def on_requester_sign_in_requested(
             portal_url=settings.portal_url,
         ).as_string()
     except (UnicodeError, ValueError, MessageError) as error:
-        raise PermanentError(f"cannot compose a sign-in link: {error}") from error
+        # As for an acknowledgement: retrying cannot help, so a failed row in the delivery log
+        # and an error in the log, not a dead letter. No notification.failed: no ticket's
+        # history to put it in.
+        recorded = await repository.owe_delivery(
+            uow.conn,
+            status="failed",
+            ticket_id=envelope.id,
+            number="",
+            kind=SIGN_IN_LINK,
+            channel="email",
+            recipient=event.email,
+            message="",
+            last_error=f"cannot compose: {error}"[:2000],
+            correlation_id=envelope.correlation_id,
+            causation_id=envelope.id,
+        )
+        if recorded:
+            log.error("a sign-in link cannot be sent: cannot compose: %s", error)
+        return
     owed = await repository.owe_delivery(
         uow.conn,
         # The link concerns no ticket: the request's event id stands in for one, so the one

@@ -12,7 +12,7 @@ from fastapi import Depends, Header, Path, Query, Request
 from spoc_intake.bootstrap import IntakeContainer
 from spoc_intake.callers import ANONYMOUS, Caller
 from spoc_intake.requester_links import caller_from_requester_session
-from spoc_intake.staff_sign_in import caller_from_staff_session
+from spoc_intake.staff_sign_in import caller_from_staff_session, refuse_cross_site
 from spoc_intake.tokens import caller_from_bearer_token
 
 
@@ -40,7 +40,14 @@ async def requester_key(
     key: Annotated[str | None, Query(max_length=200)] = None,
 ) -> str | None:
     """The requester's access key from the header, the link's ?key=, or the portal cookie."""
-    return x_access_key or key or request.cookies.get(access_cookie_name(number))
+    if x_access_key or key:
+        return x_access_key or key
+    cookie = request.cookies.get(access_cookie_name(number))
+    if cookie:
+        # CSRF, as for the sessions: the browser sends the cookie whoever made the page, so an
+        # unsafe request it carries must come from the desk's own pages.
+        refuse_cross_site(request, required=True)
+    return cookie
 
 
 RequesterKey = Annotated[str | None, Depends(requester_key)]

@@ -1,5 +1,6 @@
 """Requesters sign in by mailed link: /api/v1/requester/links asks for one, /requester/sign-in
-shows it and its button's POST uses it, /api/v1/requester/session signs out."""
+shows it and its button's POST uses it, /api/v1/requester/session (or the button on /my)
+signs out."""
 
 from __future__ import annotations
 
@@ -92,6 +93,34 @@ async def ask_for_sign_in_link(
 async def end_requester_session(request: Request, container: Container) -> Response:
     await container.requester_sign_in.sign_out(request.cookies.get(REQUESTER_SESSION_COOKIE))
     answer = Response(status_code=status.HTTP_204_NO_CONTENT, headers=PRIVATE)
+    _clear_session_cookie(answer, request, container)
+    return answer
+
+
+@pages.post(f"{REQUESTER_HOME}/sign-out", response_class=HTMLResponse)
+async def sign_out_by_form(request: Request, container: Container) -> Response:
+    """The "my requests" page's sign-out button: the session ends on the server (a copy of
+    the cookie signs nobody in) and the cookie is cleared; then the page, signed out."""
+    try:
+        # Another site's page may not sign the requester out behind their back.
+        refuse_cross_site(request, required=True)
+    except ApiError:
+        return html_page(
+            "my_requests.html.j2",
+            status_code=403,
+            tickets=None,
+            notice="Sign out from the desk's own page.",
+        )
+    await container.requester_sign_in.sign_out(request.cookies.get(REQUESTER_SESSION_COOKIE))
+    # 303: the page is fetched with a GET, so a reload posts nothing again.
+    answer = RedirectResponse(
+        f"{container.settings.root_path}{REQUESTER_HOME}", status_code=303, headers=PRIVATE
+    )
+    _clear_session_cookie(answer, request, container)
+    return answer
+
+
+def _clear_session_cookie(answer: Response, request: Request, container: Container) -> None:
     answer.delete_cookie(
         REQUESTER_SESSION_COOKIE,
         path=_cookie_path(container),
@@ -99,7 +128,6 @@ async def end_requester_session(request: Request, container: Container) -> Respo
         samesite="lax",
         secure=_secure(request, container),
     )
-    return answer
 
 
 @pages.get("/requester/sign-in", response_class=HTMLResponse)

@@ -15,6 +15,7 @@ from spoc_intake.api.deps import (
     RequesterKey,
     TicketNumber,
 )
+from spoc_intake.categories import check_recategorisation
 from spoc_intake.front_door import client_address
 from spoc_intake.schemas import (
     Channel,
@@ -23,7 +24,10 @@ from spoc_intake.schemas import (
     EscalationRequestedRead,
     FeedbackCreate,
     FeedbackRead,
+    FollowUpCreatedRead,
+    PublicTicketCreate,
     RequesterCommentCreate,
+    SlaAttention,
     StaffCommentCreate,
     StatusChange,
     StatusChangedRead,
@@ -43,7 +47,15 @@ from spoc_platform.web import ApiError, SharedPathRoute
 router = APIRouter(prefix="/api/v1/tickets", tags=["tickets"], route_class=SharedPathRoute)
 
 SortOrder = Literal[
-    "created_at", "-created_at", "updated_at", "-updated_at", "priority", "-priority"
+    "created_at",
+    "-created_at",
+    "updated_at",
+    "-updated_at",
+    "priority",
+    "-priority",
+    # Staff: the nearest due time of a clock still counting down (overdue first).
+    "sla_due_at",
+    "-sla_due_at",
 ]
 DEFAULT_PAGE = 25
 MAX_PAGE = 100
@@ -71,13 +83,17 @@ ANONYMOUS_CANNOT_CLAIM = frozenset({"phone", "email"})
     responses={
         401: error_response(401, "Anonymous intake is switched off; code `unauthenticated`"),
         403: error_response(
-            403, "The requester's address or the client's network is blocked; code `blocked`"
+            403,
+            "The requester's address or the client's network is blocked (code `blocked`), or "
+            "an integration claims a phone call, which only staff log (code `forbidden`)",
         ),
         422: error_response(
             422,
             "Invalid request (`error.details` names each bad field, or holds one `json_invalid` "
             "detail without a field for a body that is not valid JSON; code "
-            "`validation_error`), or an Idempotency-Key already used with another body "
+            "`validation_error`: with the desk's categories, every missing or wrong field of "
+            "the category at once, see GET /api/v1/categories), or an Idempotency-Key already "
+            "used with another body "
             "(`idempotency_key_reused`)",
         ),
         429: error_response(
@@ -102,6 +118,11 @@ async def create_ticket(
     # and requesters signed in by a mailed link.
     if caller.is_anonymous and not container.settings.anonymous_intake:
         raise ApiError(401, "unauthenticated", "anonymous intake is switched off")
+    if caller.role == "integration" and data.channel == "phone":
+        # A phone call is taken by a person at the desk, who owns it (D3, D4).
+        raise ApiError(403, "forbidden", "only staff log a phone call")
+    if not caller.is_staff:
+        _held_to_the_public_model(data)
     # The public (anonymous, or a requester signed in by a mailed link) is limited and cannot
     # speak for the desk; staff and integrations are named by their credential.
     if caller.is_anonymous or caller.role == "requester":
@@ -147,8 +168,9 @@ async def create_ticket(
         ),
         422: error_response(
             422,
-            "Invalid filter, page size above 100, or a cursor this list did not give out for "
-            "this sort (`invalid_cursor`); code `validation_error`",
+            "Invalid filter, page size above 100, a cursor this list did not give out for "
+            "this sort (`invalid_cursor`), or `sla` / `sort=sla_due_at` from a caller who is "
+            "not staff (`staff_only`); code `validation_error`",
         ),
         503: error_response(503),
     },
@@ -168,6 +190,13 @@ async def list_tickets(
     type: Annotated[TicketType | None, Query()] = None,
     category: Annotated[str | None, Query(max_length=100, pattern=NO_CONTROLS)] = None,
     channel: Annotated[Channel | None, Query()] = None,
+    sla: Annotated[
+        list[SlaAttention] | None,
+        Query(
+            description="Staff: tickets whose most urgent SLA clock is in any of these states "
+            "(repeatable); a breached ticket is not also listed as at risk"
+        ),
+    ] = None,
     q: Annotated[
         str | None,
         Query(
@@ -193,6 +222,7 @@ async def list_tickets(
         category=category,
         channel=channel,
         text=q or None,
+        sla=tuple(sla or ()),
     )
     response.headers["Cache-Control"] = "no-store"
     return await list_for_caller(
@@ -238,6 +268,17 @@ async def get_ticket(
     )
 
 
+def _held_to_the_public_model(data: TicketCreate) -> None:
+    """What only staff may add (`resolved_during_call`) is an unknown field from anyone else,
+    refused as any unknown field is."""
+    try:
+        PublicTicketCreate.model_validate(data.model_dump(include=data.model_fields_set))
+    except ValidationError as error:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in error.errors(include_url=False)]
+        ) from error
+
+
 def _requesters_comment(data: StaffCommentCreate) -> RequesterCommentCreate:
     """The requester's own input model: what staff may add (`visibility`) is an unknown field
     from a requester, refused as any unknown field is."""
@@ -252,7 +293,9 @@ def _requesters_comment(data: StaffCommentCreate) -> RequesterCommentCreate:
 @router.post(
     "/{number}/comments",
     status_code=status.HTTP_201_CREATED,
-    response_model=CommentRead,
+    # A reply; or, from the requester after the ticket was closed or its reopen window ended,
+    # the follow-up ticket the reply opened (its number and access key, and `follows_up`).
+    response_model=CommentRead | FollowUpCreatedRead,
     responses={
         401: BAD_CREDENTIALS,
         403: error_response(
@@ -260,7 +303,9 @@ def _requesters_comment(data: StaffCommentCreate) -> RequesterCommentCreate:
         ),
         404: NOT_FOUND,
         409: error_response(
-            409, "The ticket is closed and takes no more replies (open a new one); `ticket_closed`"
+            409,
+            "Staff: the ticket is closed and takes no more replies; code `ticket_closed` (the "
+            "requester's reply opens a follow-up ticket instead)",
         ),
         422: error_response(
             422,
@@ -268,11 +313,16 @@ def _requesters_comment(data: StaffCommentCreate) -> RequesterCommentCreate:
             "public); code `validation_error`",
         ),
         429: error_response(
-            429, "Too many replies from this client; code `rate_limited`", headers=RETRY_AFTER
+            429,
+            "Too many replies (or follow-up tickets) from this client; code `rate_limited`",
+            headers=RETRY_AFTER,
         ),
         503: error_response(503),
     },
-    summary="Reply on a ticket: requesters (public), staff (`public` or `internal`)",
+    summary="Reply on a ticket: requesters (public), staff (`public` or `internal`). The "
+    "requester's reply to a closed ticket, or to a resolution older than the reopen window, "
+    "opens a new ticket linked to it (201 with its number and access key; an Idempotency-Key "
+    "makes that safe to retry)",
 )
 async def add_comment(
     number: TicketNumber,
@@ -280,16 +330,29 @@ async def add_comment(
     container: Container,
     access_key: RequesterKey,
     caller: CurrentCaller,
+    key: IdempotencyKey,
     request: Request,
     response: Response,
-) -> CommentRead:
+) -> CommentRead | FollowUpCreatedRead:
     reply: StaffCommentCreate | RequesterCommentCreate = data
     if not caller.is_staff:
         reply = _requesters_comment(data)
     if caller.is_anonymous:
         await container.front_door.admit("reply", client=client_address(request), recipient=None)
     response.headers["Cache-Control"] = "no-store"
-    return await container.work.comment(number, reply, caller=caller, access_key=access_key)
+    answer = await container.work.comment(number, reply, caller=caller, access_key=access_key)
+    if isinstance(answer, CommentRead):
+        return answer
+    # Too late to join the ticket: the reply opens a new one, limited as any new ticket is.
+    await container.front_door.admit(
+        "create", client=client_address(request), recipient=str(answer.ticket.requester.email)
+    )
+    outcome = await container.tickets.follow_up(answer, idempotency_key=key)
+    root = container.settings.root_path
+    response.headers["Location"] = f"{root}/api/v1/tickets/{outcome.body['number']}"
+    if outcome.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return FollowUpCreatedRead.model_validate(outcome.body)
 
 
 @router.post(
@@ -328,7 +391,11 @@ async def change_status(
         403: error_response(403, "Only staff re-classify a ticket; code `forbidden`"),
         404: NOT_FOUND,
         409: error_response(409, "The ticket is closed; code `ticket_closed`"),
-        422: error_response(422, "Invalid body, or no field to change; code `validation_error`"),
+        422: error_response(
+            422,
+            "Invalid body, no field to change, or a category or subcategory the desk does not "
+            "declare (when it declares any: GET /api/v1/categories); code `validation_error`",
+        ),
         503: error_response(503),
     },
     summary="Re-classify a ticket (staff): type, category, subcategory, item, impact, urgency",
@@ -341,6 +408,20 @@ async def update_ticket(
     caller: CurrentCaller,
     response: Response,
 ) -> TicketRead | TicketAgentRead:
+    categories = container.tickets.categories
+    if categories and caller.is_staff and {"category", "subcategory"} & data.model_fields_set:
+        # The desk's categories only (D17), with what the ticket keeps; others get their 403
+        # from the update itself.
+        current = await ticket_for_caller(
+            container.runtime.engine,
+            container.settings.number_prefix,
+            number,
+            caller,
+            access_key,
+            agents_see_all=container.settings.agents_see_all,
+        )
+        sent = data.model_dump(include={"category", "subcategory"} & data.model_fields_set)
+        check_recategorisation(categories, sent, current.category, current.subcategory)
     await container.work.update(number, data, caller=caller, access_key=access_key)
     response.headers["Cache-Control"] = "no-store"
     return await ticket_for_caller(

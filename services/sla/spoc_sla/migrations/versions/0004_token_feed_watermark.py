@@ -1,0 +1,34 @@
+"""token_feed: intake's count of live tokens, and since when this projection holds more
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-12-02 03:00:00.000000
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+import spoc_platform.db
+
+revision: str = "0004"
+down_revision: str | None = "0003"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    # Both empty until intake's next heartbeat says how many tokens it honours: until then the
+    # projection fails closed only on a silent feed, as before.
+    with op.batch_alter_table("token_feed", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("live_tokens", sa.Integer(), nullable=True))
+        batch_op.add_column(
+            sa.Column("behind_since", spoc_platform.db.UtcDateTime(timezone=True), nullable=True)
+        )
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("token_feed", schema=None) as batch_op:
+        batch_op.drop_column("behind_since")
+        batch_op.drop_column("live_tokens")
