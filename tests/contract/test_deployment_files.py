@@ -1272,6 +1272,8 @@ def placeholder(name: str, service: str) -> str:
         )
     if name.endswith("_SMTP_URL"):
         return "smtp://mail:25"
+    if name.endswith("_RATE_LIMIT_STORAGE"):
+        return "redis://:placeholder-secret@redis:6379/0"
     if name.endswith("_MAIL_FROM"):
         return "servicedesk@spoc.example.org"
     if name.endswith("_URL"):

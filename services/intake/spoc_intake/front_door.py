@@ -7,19 +7,27 @@ spends from one budget of the client address and one of the recipient address (s
 three actions: it is the mail they cause that is limited), counted in sliding windows by the
 `limits` library. A staff sign-in sends no mail but costs an argon2 verification: the
 `sign_in` action spends from budgets of its own, per client and per account address tried.
+
+The counts live in this process by default, or in a Redis every replica shares
+(SPOC_INTAKE_RATE_LIMIT_STORAGE); a Redis that fails lets requests through uncounted (`admit`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import ipaddress
+import logging
 import math
 import time
 from typing import TYPE_CHECKING, Literal
+from urllib.parse import urlsplit
 
 from limits import RateLimitItem, parse_many
 from limits.aio.storage import Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.storage import storage_from_string
+from sqlalchemy.engine import make_url
 
 from spoc_intake import metrics
 from spoc_platform.web import ApiError, client_key
@@ -32,6 +40,14 @@ if TYPE_CHECKING:
 Action = Literal["create", "reply", "sign_in_link", "sign_in"]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 LOOPBACK = "127.0.0.0/8,::1/128"
+# The storages Spoc installs a client for: this process's memory, or Redis through redis-py.
+SHARED_SCHEMES = ("redis", "rediss", "redis+unix")
+STORAGE_SCHEMES = ("memory", *SHARED_SCHEMES)
+# At most one warning this often while the shared storage keeps failing: an outage under load
+# would otherwise log once per request.
+STORAGE_WARNING_SECONDS = 60.0
+
+log = logging.getLogger(__name__)
 
 
 def parse_budget(text: str) -> list[RateLimitItem]:
@@ -55,6 +71,55 @@ def parse_networks(text: str) -> list[Network]:
         except ValueError as error:
             raise ValueError(f"not an address or network (CIDR): {part!r}") from error
     return networks
+
+
+def check_storage_url(url: str) -> None:
+    """Refuses a rate-limit storage Spoc cannot use, naming only the scheme: the URL may hold
+    a password."""
+    scheme = urlsplit(url).scheme.removeprefix("async+")
+    if scheme not in STORAGE_SCHEMES:
+        raise ValueError(
+            f"unknown rate-limit storage {scheme + '://' if scheme else 'URL'}: use memory://, "
+            "redis://host:6379/0, rediss://host:6379/0 or redis+unix:///path/to/socket?db=0"
+        )
+    try:
+        urlsplit(url).port  # noqa: B018 - raises on a port that is not a number
+    except ValueError as error:
+        raise ValueError("the rate-limit storage URL has an unreadable port") from error
+
+
+def desk_key_prefix(settings: IntakeSettings) -> str:
+    """The prefix of this desk's keys in a shared storage: the one set, or one derived from the
+    intake database (host, port, name; never the password), which every replica of a desk
+    shares and no other desk does."""
+    if settings.rate_limit_key_prefix:
+        return settings.rate_limit_key_prefix
+    url = make_url(settings.database_url)
+    where = f"{url.host or ''}:{url.port or ''}/{url.database or ''}"
+    return f"spoc-intake:{hashlib.sha256(where.encode()).hexdigest()[:12]}"
+
+
+def _is_shared(url: str) -> bool:
+    return urlsplit(url).scheme.removeprefix("async+") in SHARED_SCHEMES
+
+
+def _storage(settings: IntakeSettings) -> Storage:
+    url = settings.rate_limit_storage.removeprefix("async+")
+    if _is_shared(url):
+        timeout = settings.rate_limit_storage_timeout
+        storage = storage_from_string(
+            f"async+{url}",
+            implementation="redispy",
+            key_prefix=desk_key_prefix(settings),
+            # A Redis that accepts connections and never answers holds no request longer.
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+        )
+    else:
+        storage = storage_from_string(f"async+{url}")
+    if not isinstance(storage, Storage):  # pragma: no cover - async+ asks for one
+        raise TypeError("the rate limit storage is not an asyncio one")
+    return storage
 
 
 def client_address(request: Request) -> str | None:
@@ -104,9 +169,16 @@ class FrontDoor:
             for entry in settings.blocked_senders.split(",")
             if entry.strip()
         )
-        storage = storage_from_string(_async_url(settings.rate_limit_storage))
-        if not isinstance(storage, Storage):  # pragma: no cover - _async_url asks for one
-            raise TypeError("the rate limit storage is not an asyncio one")
+        storage = self._storage = _storage(settings)
+        # Only a shared storage can fail or hang; the in-process one is never cut short (a
+        # busy event loop must not switch the limits off).
+        shared = _is_shared(settings.rate_limit_storage)
+        self._storage_timeout = settings.rate_limit_storage_timeout if shared else None
+        self._storage_errors: tuple[type[BaseException], ...] = (
+            (*_as_tuple(storage.base_exceptions), TimeoutError) if shared else ()
+        )
+        self._failures_unreported = 0
+        self._last_warning = -math.inf
         # Sliding window counters: two counts per key whatever its limit, where a moving window
         # keeps every hit (and its in-memory storage sweeps them with a thread hop per key).
         self._limiter = SlidingWindowCounterRateLimiter(storage)
@@ -134,7 +206,8 @@ class FrontDoor:
         (`create`, `reply`), and 429 `rate_limited` with Retry-After when a budget is spent.
         Returns False for a `sign_in_link` to a blocked address: the route must then answer
         as always and send nothing, since its answer never tells whether it knows an address.
-        Returns True when the action may go ahead."""
+        Returns True when the action may go ahead, also uncounted when a shared storage fails
+        or does not answer within SPOC_INTAKE_RATE_LIMIT_STORAGE_TIMEOUT (fail open)."""
         if _in(client, self._blocked_networks):
             metrics.front_door_refusals.labels(action, "blocked_client").inc()
             raise ApiError(403, "blocked", "requests from this network are not accepted")
@@ -150,6 +223,17 @@ class FrontDoor:
             )
         if self.trusts(client):
             return True
+        try:
+            async with asyncio.timeout(self._storage_timeout):
+                await self._spend(action, client, recipient)
+        except self._storage_errors as error:
+            # Fail open: a desk's front door keeps taking tickets while Redis is down or slow.
+            # The limits guard against abuse; refusing every requester instead would be the
+            # outage an abuser could only hope to cause. The metric and the log say it.
+            self._storage_failed(error)
+        return True
+
+    async def _spend(self, action: Action, client: str | None, recipient: str | None) -> None:
         per_client, per_recipient = self._per_client, self._per_recipient
         # The limiter's namespace: sign-in counts apart from the mail the other actions send.
         namespace = ""
@@ -168,7 +252,29 @@ class FrontDoor:
             if not await self._limiter.hit(limit, namespace + scope, key):
                 # Spent by a concurrent request between the test and the hit.
                 await self._refuse(action, scope, key, limit, namespace)
-        return True
+
+    def _storage_failed(self, error: BaseException) -> None:
+        metrics.rate_limit_storage_errors.inc()
+        self._failures_unreported += 1
+        now = time.monotonic()
+        if now - self._last_warning < STORAGE_WARNING_SECONDS:
+            return
+        log.warning(
+            "rate-limit storage failed (%s: %s): %d anonymous request(s) admitted uncounted "
+            "since the last warning; at most one warning per %.0f s",
+            type(error).__name__,
+            error,
+            self._failures_unreported,
+            STORAGE_WARNING_SECONDS,
+        )
+        self._failures_unreported = 0
+        self._last_warning = now
+
+    async def aclose(self) -> None:
+        """Closes the shared storage's connections (nothing to do for the in-process one)."""
+        bridge = getattr(self._storage, "bridge", None)
+        if bridge is not None:
+            await bridge.get_connection().aclose()
 
     async def _refuse(
         self, action: Action, scope: str, key: str, limit: RateLimitItem, namespace: str = ""
@@ -185,6 +291,7 @@ class FrontDoor:
         )
 
 
-def _async_url(url: str) -> str:
-    # The `limits` library names its asyncio storages async+<scheme>://.
-    return url if url.startswith("async+") else f"async+{url}"
+def _as_tuple(
+    errors: type[BaseException] | tuple[type[BaseException], ...],
+) -> tuple[type[BaseException], ...]:
+    return errors if isinstance(errors, tuple) else (errors,)

@@ -30,3 +30,11 @@ front_door_refusals = Counter(
 for _action in FRONT_DOOR_ACTIONS:
     for _scope in FRONT_DOOR_SCOPES:
         front_door_refusals.labels(_action, _scope)
+
+# The front door's shared rate-limit storage (Redis) failing: each failure let one request
+# through uncounted (fail open, spoc_intake.front_door). Zero with the in-process storage.
+rate_limit_storage_errors = Counter(
+    "spoc_intake_rate_limit_storage_errors_total",
+    "Anonymous requests admitted without counting them, because the shared rate-limit storage "
+    "failed or did not answer in time.",
+)

@@ -50,10 +50,18 @@ class IntakeSettings(ServiceSettings):
     # IPv6 client per /64, what one subscriber gets) and one per e-mail address mailed.
     rate_limit_per_client: str = "20/minute;200/hour"
     rate_limit_per_recipient: str = "5/minute;20/hour"
-    # Where the counts live: "memory://" (this process; each replica counts alone), or any
-    # storage URL the `limits` library takes (redis://… needs its async Redis client, coredis,
-    # which Spoc does not install).
+    # Where the counts live: "memory://" (this process: N replicas allow N times each budget),
+    # or a Redis all replicas share: redis://[:password@]host:6379/0, rediss://… (TLS) or
+    # redis+unix:///path/to/socket?db=0. Should Redis fail, requests pass uncounted (fail
+    # open, front_door.py) after at most rate_limit_storage_timeout seconds.
     rate_limit_storage: str = "memory://"
+    # What this desk's keys in a shared Redis start with, so desks sharing one Redis keep
+    # separate budgets. Empty: "spoc-intake:" and a digest of the intake database's host, port
+    # and name, which every replica of one desk shares and no other desk does.
+    rate_limit_key_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._:-]{0,100}$")
+    # Seconds a request waits for the shared storage (to connect, for each answer, and for
+    # its whole check) before it passes uncounted: a hung Redis cannot stall the front door.
+    rate_limit_storage_timeout: float = Field(default=0.5, gt=0, le=10)
     # Networks (CIDR, comma-separated) whose clients pass the rate limits: the desk's own
     # scripts, a trusted intranet. Unset: loopback in development (`spoc up`, tests), none in
     # production. Behind a proxy the client is the address it forwards (SPOC_FORWARDED_ALLOW_IPS).
@@ -74,6 +82,14 @@ class IntakeSettings(ServiceSettings):
         from spoc_intake.front_door import parse_budget
 
         parse_budget(value)
+        return value
+
+    @field_validator("rate_limit_storage")
+    @classmethod
+    def _storage_is_known(cls, value: str) -> str:
+        from spoc_intake.front_door import check_storage_url
+
+        check_storage_url(value)
         return value
 
     @field_validator("trusted_networks", "blocked_networks")
