@@ -111,7 +111,7 @@ async def test_one_requester_however_their_address_is_cased(
     ]
 
 
-async def test_the_upgrade_gives_earlier_tickets_their_key_and_known_vouched_contact(
+async def test_the_upgrade_gives_earlier_tickets_their_key_and_vouched_contact_only_by_link(
     database_url: str,
 ) -> None:
     migrations = SERVICES[ServiceName.intake].migrations
@@ -150,10 +150,12 @@ async def test_the_upgrade_gives_earlier_tickets_their_key_and_known_vouched_con
     )
     now = utc_now()
     rows = [
-        # (address as given, channel): a stranger by web, staff by phone, a link-user by web.
+        # (address as given, channel): a stranger by web; by phone and by mail, which before
+        # staff sign-in anyone could claim; a link-user by web.
         ("Reza@Example.org", "web"),
         ("ann@example.org", "phone"),
         ("Olga@example.org", "web"),
+        ("ivan@example.org", "email"),
     ]
     engine = create_engine(database_url)
     try:
@@ -203,6 +205,8 @@ async def test_the_upgrade_gives_earlier_tickets_their_key_and_known_vouched_con
         await engine.dispose()
     assert [tuple(row) for row in after] == [
         ("Reza@Example.org", "reza@example.org", False),
-        ("ann@example.org", "ann@example.org", True),
+        # Only a used sign-in link vouches for an earlier address (fail closed).
+        ("ann@example.org", "ann@example.org", False),
         ("Olga@example.org", "olga@example.org", True),
+        ("ivan@example.org", "ivan@example.org", False),
     ]

@@ -5,6 +5,7 @@ twice and out of order, and the state still ends where the facts say."""
 from __future__ import annotations
 
 import copy
+import itertools
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -13,7 +14,9 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
+from spoc.services import SERVICES, ServiceName
 from spoc_contracts import (
     ClockTarget,
     Envelope,
@@ -26,7 +29,11 @@ from spoc_contracts import (
     SlaMet,
     SlaWarning,
 )
+from spoc_intake.models import Ticket as TicketRow
+from spoc_intake.tracking import format_number
 from spoc_platform.bus import PoisonMessage
+from spoc_platform.db import UtcDateTime, create_engine
+from spoc_platform.migrations import upgrade
 from tests.e2e.journey import NEW_TICKET
 from tests.harness import ServiceUnderTest, envelope, service
 from tests.integration.ticket_callers import MINA, MONITOR, REZA, SARA, as_, client_for
@@ -296,13 +303,12 @@ async def test_a_late_warning_never_turns_a_breach_back_into_at_risk(
 ) -> None:
     ticket = await open_ticket(client, intake)
     await ticket.clocks_start()
-    await ticket.hears(ticket.breached("first_response", 30), sequence=3)
-    # Sent before the breach, delivered after it; then one with a newer sequence still.
+    await ticket.hears(ticket.breached("first_response", 30), sequence=4)
+    # Sent before the breach, delivered after it: the run they belong to has stopped.
     await ticket.hears(ticket.warning("first_response", 30), sequence=2)
-    await ticket.hears(ticket.warning("first_response", 30), sequence=4)
-    # A re-time after the breach (say a new priority) moves neither the state nor the due
-    # time it was breached against.
-    await ticket.hears(ticket.updated("first_response", "running", 600), sequence=5)
+    # A re-time sent before the breach moves neither the state nor the due time it was
+    # breached against.
+    await ticket.hears(ticket.updated("first_response", "running", 600), sequence=3)
 
     first = (await sla_of(client, ticket))["first_response"]
     assert first["state"] == "breached" and same_moment(first["due_at"], 30)
@@ -310,17 +316,18 @@ async def test_a_late_warning_never_turns_a_breach_back_into_at_risk(
     assert await listed(client, ("sla", "at_risk")) == []
     # Every fact is still in the agents' history.
     kinds = [e["kind"] for e in (await agent_view(client, ticket))["timeline"]]
-    assert kinds.count("sla_warning") == 2 and kinds.count("sla_clock_updated") == 1
+    assert kinds.count("sla_warning") == 1 and kinds.count("sla_clock_updated") == 1
 
 
-async def test_a_met_clock_stays_met_whatever_comes_after(
+async def test_a_met_clock_stays_met_whatever_comes_late(
     client: httpx.AsyncClient, intake: ServiceUnderTest
 ) -> None:
     ticket = await open_ticket(client, intake)
     await ticket.clocks_start()
-    await ticket.hears(ticket.met("first_response", 30, at_minutes=12), sequence=2)
-    await ticket.hears(ticket.warning("first_response", 30), sequence=3)
-    await ticket.hears(ticket.updated("first_response", "running", 90), sequence=4)
+    await ticket.hears(ticket.met("first_response", 30, at_minutes=12), sequence=4)
+    # Going facts of the same run, sent before the met and delivered after it.
+    await ticket.hears(ticket.warning("first_response", 30), sequence=2)
+    await ticket.hears(ticket.updated("first_response", "running", 90), sequence=3)
     # A breach dated after the target was met does not undo it.
     await ticket.hears(ticket.breached("first_response", 30), sequence=5)
     # A late clock_started (an earlier sequence) neither.
@@ -332,6 +339,98 @@ async def test_a_met_clock_stays_met_whatever_comes_after(
     assert same_moment(first["due_at"], 30)
     # The resolution clock is still running and is the ticket's state.
     assert sla["state"] == "running" and sla["resolution"]["state"] == "running"
+
+
+# The resolution met (the ticket resolved), sla restarting the clock (the requester reopened
+# it) and the new run's breach, numbered in that order and delivered in every order.
+RERUN = ("met", "restart", "breach")
+
+
+@pytest.mark.parametrize(
+    "arrival", list(itertools.permutations(RERUN)), ids=lambda order: "-".join(order)
+)
+async def test_a_clock_sla_restarts_runs_again_and_its_later_breach_counts(
+    client: httpx.AsyncClient, intake: ServiceUnderTest, arrival: tuple[str, ...]
+) -> None:
+    ticket = await open_ticket(client, intake)
+    await ticket.clocks_start()
+    facts = {
+        "met": (ticket.met("resolution", 480, at_minutes=100), 2),
+        "restart": (ticket.updated("resolution", "running", 900), 3),
+        "breach": (ticket.breached("resolution", 900), 4),
+    }
+    for name in arrival:
+        event, sequence = facts[name]
+        await ticket.hears(event, sequence=sequence)
+
+    resolution = (await sla_of(client, ticket))["resolution"]
+    assert resolution["state"] == "breached"
+    assert same_moment(resolution["breached_at"], 900) and resolution["met_at"] is None
+    assert same_moment(resolution["due_at"], 900)
+    assert await listed(client, ("sla", "breached")) == [ticket.number]
+
+
+async def test_a_restarted_clock_counts_down_until_its_new_run_stops(
+    client: httpx.AsyncClient, intake: ServiceUnderTest
+) -> None:
+    ticket = await open_ticket(client, intake)
+    await ticket.clocks_start(first_response=30)
+    await ticket.hears(ticket.met("first_response", 30, at_minutes=5), sequence=2)
+    await ticket.hears(ticket.breached("resolution", 480), sequence=3)
+    # Restarted by a newer clock_started: both clocks run again, towards the new due times.
+    await ticket.clocks_start(sequence=5, first_response=600, resolution=700)
+    sla = await sla_of(client, ticket)
+    assert sla["state"] == "running" and sla["first_response"]["met_at"] is None
+    assert sla["resolution"]["state"] == "running" and sla["resolution"]["breached_at"] is None
+    assert await listed(client, ("sla", "breached")) == []
+    # A stop of the earlier run, delivered late, belongs to that run.
+    await ticket.hears(ticket.breached("first_response", 30), sequence=4)
+    await ticket.hears(ticket.warning("resolution", 700), sequence=6)
+    sla = await sla_of(client, ticket)
+    assert sla["first_response"]["state"] == "running" and sla["state"] == "at_risk"
+    assert await listed(client, ("sla", "at_risk")) == [ticket.number]
+    # The new run's met stops it again.
+    await ticket.hears(ticket.met("resolution", 700, at_minutes=650), sequence=7)
+    assert (await sla_of(client, ticket))["resolution"]["state"] == "met"
+
+
+async def move(client: httpx.AsyncClient, ticket: Ticket, to: str) -> None:
+    moved = await client.post(
+        f"/api/v1/tickets/{ticket.number}/status", json={"to": to}, headers=as_(SARA)
+    )
+    assert moved.status_code == 200, moved.text
+
+
+async def test_a_resolved_ticket_s_clocks_neither_list_it_nor_sort_it_until_it_reopens(
+    client: httpx.AsyncClient, intake: ServiceUnderTest
+) -> None:
+    working = await open_ticket(client, intake, "still open")
+    await working.clocks_start(first_response=60)
+    solved = await open_ticket(client, intake, "solved at once")
+    await solved.clocks_start(first_response=10)
+    by_due = ("sort", "sla_due_at")
+    assert await listed(client, by_due) == [solved.number, working.number]
+
+    # Resolved: its clocks (sla's word, still running) count down no more for the desk...
+    await move(client, solved, "resolved")
+    assert await listed(client, by_due) == [working.number, solved.number]
+    # ...nor does what sla says after (a warning, or a phone call's clocks started after it
+    # was solved during the call).
+    await solved.hears(solved.warning("first_response", 10), sequence=2)
+    sla = await sla_of(client, solved)
+    assert sla["state"] == "paused" and sla["first_response"]["state"] == "at_risk"
+    assert await listed(client, ("sla", "at_risk")) == []
+    assert await listed(client, by_due) == [working.number, solved.number]
+
+    # Reopened: they count again.
+    await move(client, solved, "open")
+    assert (await sla_of(client, solved))["state"] == "at_risk"
+    assert await listed(client, ("sla", "at_risk")) == [solved.number]
+    assert await listed(client, by_due) == [solved.number, working.number]
+    await move(client, solved, "resolved")
+    await move(client, solved, "closed")
+    assert await listed(client, ("sla", "at_risk")) == []
+    assert await listed(client, by_due) == [working.number, solved.number]
 
 
 @pytest.mark.parametrize("breach_first", [True, False], ids=["breach-then-met", "met-then-breach"])
@@ -414,3 +513,117 @@ async def test_an_sla_event_about_an_unknown_ticket_is_dead_lettered(
     stranger = Ticket(intake, uuid.uuid4(), "SD-999999", "")
     with pytest.raises(PoisonMessage, match="does not have"):
         await stranger.hears(stranger.breached("first_response", 30), sequence=1)
+
+
+async def test_the_upgrade_gives_earlier_tickets_their_running_clocks(database_url: str) -> None:
+    """Tickets from before migration 0007 had only clock_started's due times and the ticket's
+    sla sequence: their clocks run (counting for the desk unless the ticket is settled), and
+    each metric starts from that sequence, so a redelivered clock_started changes nothing."""
+    migrations = SERVICES[ServiceName.intake].migrations
+    upgrade(migrations, database_url, "0006")
+    before = sa.table(
+        "ticket",
+        sa.column("id", sa.Uuid()),
+        *(
+            sa.column(name)
+            for name in (
+                "number",
+                "subject",
+                "description",
+                "type",
+                "channel",
+                "requester_name",
+                "requester_email",
+                "preferred_channel",
+                "access_key_hash",
+                "status",
+                "routing_sequence",
+                "sla_sequence",
+            )
+        ),
+        sa.column("fields", sa.JSON()),
+        sa.column("created_at", UtcDateTime()),
+        sa.column("updated_at", UtcDateTime()),
+        sa.column("first_response_due_at", UtcDateTime()),
+        sa.column("resolution_due_at", UtcDateTime()),
+    )
+    at = {minutes: NOW + timedelta(minutes=minutes) for minutes in (30, 480)}
+    # (status, sla sequence, first response due, resolution due)
+    rows = [
+        ("open", 3, at[30], at[480]),
+        ("pending", 1, None, at[480]),
+        ("resolved", 2, at[30], at[480]),
+        ("closed", 1, at[30], None),
+        ("new", 0, None, None),
+    ]
+    ids = [uuid.uuid4() for _ in rows]
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            for number, (ticket_id, (status, sequence, first, resolution)) in enumerate(
+                zip(ids, rows, strict=True), start=1
+            ):
+                await conn.execute(
+                    sa.insert(before).values(
+                        id=ticket_id,
+                        number=number,
+                        subject="Old",
+                        description="From before 0007.",
+                        type="incident",
+                        channel="portal",
+                        requester_name="Someone",
+                        requester_email="someone@example.org",
+                        preferred_channel="email",
+                        access_key_hash="0" * 64,
+                        status=status,
+                        routing_sequence=0,
+                        sla_sequence=sequence,
+                        fields={},
+                        created_at=NOW,
+                        updated_at=NOW,
+                        first_response_due_at=first,
+                        resolution_due_at=resolution,
+                    )
+                )
+
+        upgrade(migrations, database_url)
+
+        async with engine.connect() as conn:
+            after = (
+                await conn.execute(
+                    sa.select(
+                        TicketRow.first_response_state,
+                        TicketRow.first_response_sequence,
+                        TicketRow.resolution_state,
+                        TicketRow.resolution_sequence,
+                        TicketRow.sla_state,
+                        TicketRow.sla_due_at,
+                    ).order_by(TicketRow.number)
+                )
+            ).all()
+    finally:
+        await engine.dispose()
+    assert [tuple(row) for row in after] == [
+        ("running", 3, "running", 3, "running", at[30]),
+        (None, 1, "running", 1, "running", at[480]),
+        # Settled: sla's clocks still run, but not for the desk's list.
+        ("running", 2, "running", 2, "paused", None),
+        ("running", 1, None, 1, "paused", None),
+        (None, 0, None, 0, None, None),
+    ]
+
+    async with service("intake", database_url) as intake:
+        old = Ticket(intake, ids[0], format_number("SD", 1), "")
+        await old.clocks_start(sequence=3, first_response=45)
+        await old.hears(old.warning("first_response", 30), sequence=4)
+        async with client_for(intake) as client:
+            sla = await sla_of(client, old)
+            assert same_moment(sla["first_response"]["due_at"], 30)
+            assert sla["first_response"]["state"] == "at_risk"
+            assert await listed(client, ("sla", "at_risk")) == [old.number]
+            # Reopened, the resolved one's clocks count again.
+            await move(client, Ticket(intake, ids[2], format_number("SD", 3), ""), "open")
+            assert (await listed(client, ("sort", "sla_due_at")))[:2] == [
+                old.number,
+                format_number("SD", 3),
+            ]

@@ -162,7 +162,7 @@ async def _apply_sla(uow: UnitOfWork, envelope: Envelope, facts: dict[str, SlaFa
         after[metric] = sla_state.apply(after[metric], fact)
     if after == before:
         return
-    values: dict[str, Any] = sla_state.ticket_summary(after.values())
+    values: dict[str, Any] = sla_state.ticket_summary(after.values(), status=row.status)
     for metric, state in after.items():
         values.update(state.columns(metric))
     await repository.update_ticket(

@@ -75,15 +75,24 @@ class Ticket(Base):
     first_responded_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     resolved_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     # SLA state per metric (0007, rules in sla_state.py): running, paused, at_risk, breached,
-    # met; each metric's last applied sla sequence, and when it was breached or met.
+    # met; each metric's last applied sla sequence, when it was breached or met and the
+    # sequence of that fact (a going fact newer than it is sla restarting the clock).
     first_response_state: Mapped[str | None] = mapped_column(String(16))
     first_response_sequence: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     first_response_breached_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     first_response_met_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    first_response_breached_sequence: Mapped[int] = mapped_column(
+        Integer, default=0, server_default="0"
+    )
+    first_response_met_sequence: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     resolution_state: Mapped[str | None] = mapped_column(String(16))
     resolution_sequence: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     resolution_breached_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     resolution_met_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    resolution_breached_sequence: Mapped[int] = mapped_column(
+        Integer, default=0, server_default="0"
+    )
+    resolution_met_sequence: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # The most urgent of the metrics' states and the nearest due time of a clock not met: the
     # agents' "breached / at risk, soonest first" filter reads one index range.
     sla_state: Mapped[str | None] = mapped_column(String(16))

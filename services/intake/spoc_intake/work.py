@@ -16,7 +16,7 @@ from spoc_contracts import (
     TicketStatusChanged,
     TicketUpdated,
 )
-from spoc_intake import repository, workflow
+from spoc_intake import repository, sla_state, workflow
 from spoc_intake.callers import Caller
 from spoc_intake.schemas import (
     AuthorRead,
@@ -426,6 +426,8 @@ async def record_move(
     """Moves the ticket in `row` (as it was read) to `to`: the status, its timeline entry and
     ticket.status_changed, in `uow`. Whether the move is allowed is the caller's check."""
     values: dict[str, Any] = {"status": to, "updated_at": now}
+    # The agents' SLA filter and sort follow the status: a settled ticket's clocks count no more.
+    values.update(sla_state.ticket_summary_of(row, status=to))
     if to == "resolved":
         values["resolved_at"] = now
     elif to == "open" and row.status == "resolved":

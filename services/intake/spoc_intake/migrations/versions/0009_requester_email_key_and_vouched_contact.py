@@ -20,7 +20,6 @@ ticket = sa.table(
     sa.column("requester_email", sa.String()),
     sa.column("requester_email_key", sa.String()),
     sa.column("requester_vouched", sa.Boolean()),
-    sa.column("channel", sa.String()),
 )
 link = sa.table("requester_link", sa.column("email", sa.String()), sa.column("used_at"))
 
@@ -34,19 +33,16 @@ def upgrade() -> None:
     # The key is schemas.email_key: the address lower-cased. Stored addresses are ASCII (the
     # domain IDNA-encoded, a non-ASCII local part refused), where SQL's lower() is Python's.
     op.execute(ticket.update().values(requester_email_key=sa.func.lower(ticket.c.requester_email)))
-    # Vouched before this revision, as far as the rows tell: tickets by phone or mail, which
-    # only staff and the desk's mail gateway may file, and addresses that used a sign-in link
-    # still on record. Any other earlier ticket is not vouched for (fail closed: its address's
-    # next acknowledgement keeps the opener's words out of its headers).
+    # Vouched before this revision, as far as the rows tell: only addresses that used a
+    # sign-in link still on record (only the address's mail had it). Not a ticket's channel:
+    # before 5d69439 an anonymous caller could file as `phone` or `email` too, so a stranger's
+    # old ticket would make the address known. Fail closed: an address that was vouched for
+    # otherwise gets acknowledgements that keep the opener's words out of their headers until
+    # it is vouched for again (a staff ticket, a sign-in link).
     used_links = sa.select(sa.func.lower(link.c.email)).where(link.c.used_at.is_not(None))
     op.execute(
         ticket.update()
-        .where(
-            sa.or_(
-                ticket.c.channel.in_(["phone", "email"]),
-                ticket.c.requester_email_key.in_(used_links),
-            )
-        )
+        .where(ticket.c.requester_email_key.in_(used_links))
         .values(requester_vouched=sa.true())
     )
     with op.batch_alter_table("ticket", schema=None) as batch_op:
