@@ -1,6 +1,11 @@
 """Spoc's event contracts: the envelope and every event, the single source of truth for the bus."""
 
-from spoc_contracts.credentials import CredentialFeedHeartbeat, TokenIssued, TokenRevoked
+from spoc_contracts.credentials import (
+    CredentialFeedHeartbeat,
+    TokenIssued,
+    TokenRevoked,
+    live_token_digest,
+)
 from spoc_contracts.envelope import Envelope, Event, InvalidEnvelope
 from spoc_contracts.notification import NotificationFailed, NotificationSent
 from spoc_contracts.registry import REGISTRY, event_class, open_envelope
@@ -56,5 +61,6 @@ __all__ = [
     "TokenIssued",
     "TokenRevoked",
     "event_class",
+    "live_token_digest",
     "open_envelope",
 ]

@@ -59,6 +59,12 @@ queue_messages = Gauge(
     "(embedded default). On RabbitMQ the broker's per-queue metrics say it.",
     ["service"],
 )
+token_feed_behind = Gauge(
+    "spoc_token_feed_behind",
+    "1 while routing or sla honours none of intake's bearer tokens: the token feed is stale or "
+    "out of step with intake's tokens (spoc_platform.token_projection).",
+    ["service"],
+)
 http_requests = Counter(
     "spoc_http_requests_total", "HTTP requests served.", ["service", "method", "route", "status"]
 )

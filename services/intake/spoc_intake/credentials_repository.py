@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, delete, false, func, insert, or_, select, update
+from sqlalchemy import Row, Table, delete, false, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from spoc_intake.models import ApiToken, RequesterLink, RequesterSession, StaffAccount, Ticket
@@ -51,19 +51,30 @@ async def token_by_id(conn: AsyncConnection, token_id: uuid.UUID) -> Row[Any] | 
 
 
 async def live_tokens(conn: AsyncConnection, now: datetime) -> Sequence[Row[Any]]:
-    """Tokens neither revoked nor expired at `now`: what intake re-announces at its start."""
+    """Tokens neither revoked nor expired at `now`: what intake re-announces as issued."""
     query = select(token).where(
         token.c.revoked_at.is_(None), or_(token.c.expires_at.is_(None), token.c.expires_at > now)
     )
     return (await conn.execute(query.order_by(token.c.created_at, token.c.id))).all()
 
 
-async def live_token_count(conn: AsyncConnection, now: datetime) -> int:
-    """How many tokens `live_tokens` would return: what each credential.heartbeat counts."""
-    query = select(func.count()).where(
+async def live_token_ids(conn: AsyncConnection, now: datetime) -> list[uuid.UUID]:
+    """The ids of the tokens `live_tokens` would return: what each credential.heartbeat counts
+    and digests."""
+    query = select(token.c.id).where(
         token.c.revoked_at.is_(None), or_(token.c.expires_at.is_(None), token.c.expires_at > now)
     )
-    return int((await conn.execute(query)).scalar_one())
+    return list((await conn.execute(query)).scalars().all())
+
+
+async def revoked_unexpired_tokens(conn: AsyncConnection, now: datetime) -> Sequence[Row[Any]]:
+    """Revoked tokens that would still be live at `now` but for it: what intake re-announces as
+    revoked (an expired one needs no revocation to stop working)."""
+    query = select(token).where(
+        token.c.revoked_at.is_not(None),
+        or_(token.c.expires_at.is_(None), token.c.expires_at > now),
+    )
+    return (await conn.execute(query.order_by(token.c.revoked_at, token.c.id))).all()
 
 
 async def token_by_hash(conn: AsyncConnection, token_hash: str) -> Row[Any] | None:

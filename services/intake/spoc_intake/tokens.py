@@ -6,9 +6,13 @@ authenticates nobody. Revoked or expired tokens stop working on the next request
 
 Routing and sla honour the same tokens without asking intake (spoc_platform.token_projection):
 each issue and revocation is published as an event in the same transaction as the change
-(credential.token_issued / token_revoked), every live token is announced again when intake
-starts (a new consumer's empty table fills), and `TokenFeedHeartbeat` publishes
-credential.heartbeat every 20 s, without which they honour no token after a minute."""
+(credential.token_issued / token_revoked), and `TokenFeedHeartbeat` publishes
+credential.heartbeat every 20 s, without which they honour no token after a minute. The
+heartbeat carries the count and digest of the live tokens' ids: a consumer whose own differ for
+long honours no token, since it cannot tell which it has wrong. So every live token, and every
+unexpired revocation, is announced again when intake starts and every `REANNOUNCE_EVERY` beats:
+a new consumer's empty table fills, and one that lost an event (a dead letter, a database
+restored or replaced) catches up, with no call to intake."""
 
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ from fastapi import Request
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from spoc_contracts import CredentialFeedHeartbeat, TokenIssued, TokenRevoked
+from spoc_contracts import CredentialFeedHeartbeat, TokenIssued, TokenRevoked, live_token_digest
 from spoc_intake import credentials_repository as repository
 from spoc_intake.callers import STAFF_ROLES, Caller, Role
 from spoc_platform.db import is_outage, utc_now
@@ -47,6 +51,10 @@ LAST_USE_RESOLUTION = timedelta(minutes=1)
 # Well within the minute after which routing and sla stop trusting their copy of the tokens
 # (spoc_platform.token_projection.MAX_STALENESS): two beats may be lost before it bites.
 HEARTBEAT_INTERVAL = timedelta(seconds=20)
+# Every 6th beat (two minutes) announces every token again: the longest a consumer that lost an
+# event refuses every token, past its grace. Tokens are few (hundreds at most), so a few hundred
+# small events every two minutes; checking whether anyone needs them would need a way back.
+REANNOUNCE_EVERY = 6
 
 log = logging.getLogger(__name__)
 
@@ -158,21 +166,33 @@ async def _revoke(uow: UnitOfWork, token_id: uuid.UUID) -> bool:
         return False
     row = await repository.token_by_id(uow.conn, token_id)
     assert row is not None and row.revoked_at is not None  # revoked just above
+    await _announce_revoked(uow, row)
+    return True
+
+
+async def _announce_revoked(uow: UnitOfWork, row: Row[Any]) -> None:
     await uow.publish(
         TokenRevoked(token_id=row.id, token_hash=row.token_hash, revoked_at=row.revoked_at),
         ticket_id=None,
     )
-    return True
+
+
+async def _announce_every_token(uow: UnitOfWork, now: datetime) -> None:
+    """Every live token's token_issued and every unexpired revocation's token_revoked again: a
+    consumer that never heard them (new, its table lost, an event dead-lettered) catches up
+    with no call to intake. Repeats are harmless, and a revocation already recorded is never
+    undone by them. An expired token is left out: it works nowhere, revoked or not."""
+    for row in await repository.live_tokens(uow.conn, now):
+        await _announce_issued(uow, row)
+    for row in await repository.revoked_unexpired_tokens(uow.conn, now):
+        await _announce_revoked(uow, row)
 
 
 async def announce_live_tokens(unit_of_work: UnitOfWorkFactory) -> None:
-    """Every live token's token_issued again, at intake's start: a consumer that never heard
-    them (new, or its table lost) catches up with no call to intake. Repeats are harmless,
-    and a revocation already recorded is never undone by them."""
+    """Every token announced again at intake's start (`_announce_every_token`)."""
     try:
         async with unit_of_work() as uow:
-            for row in await repository.live_tokens(uow.conn, utc_now()):
-                await _announce_issued(uow, row)
+            await _announce_every_token(uow, utc_now())
     except Exception as error:
         if not is_outage(error):
             raise
@@ -182,23 +202,39 @@ async def announce_live_tokens(unit_of_work: UnitOfWorkFactory) -> None:
 
 class TokenFeedHeartbeat:
     """Publishes credential.heartbeat every `interval`: the proof routing and sla need that
-    no revocation is held up on the way. Beats that wait in the outbox are pruned with the
-    rest of it once published (the relay's retention), so they never pile up for good."""
+    no revocation is held up on the way, and which tokens they should hold; every
+    `reannounce_every` beats, every token again first. Beats that wait in the outbox are pruned
+    with the rest of it once published (the relay's retention), so they never pile up for
+    good."""
 
     def __init__(
-        self, unit_of_work: UnitOfWorkFactory, interval: timedelta = HEARTBEAT_INTERVAL
+        self,
+        unit_of_work: UnitOfWorkFactory,
+        interval: timedelta = HEARTBEAT_INTERVAL,
+        reannounce_every: int = REANNOUNCE_EVERY,
     ) -> None:
         self._unit_of_work = unit_of_work
         self._interval = interval.total_seconds()
+        self._reannounce_every = reannounce_every
+        self._beats = 0
         self._stopped = asyncio.Event()
 
     async def beat(self) -> None:
+        self._beats += 1
         async with self._unit_of_work() as uow:
             now = utc_now()
-            # Counted at the beat's own moment: a consumer holding more live than this for long
-            # has lost a revocation (spoc_platform.token_projection.REVOCATION_GRACE).
-            live = await repository.live_token_count(uow.conn, now)
-            await uow.publish(CredentialFeedHeartbeat(at=now, live_tokens=live), ticket_id=None)
+            # Intake's start announced them already: the first re-announcement is a period on.
+            if self._beats % self._reannounce_every == 0:
+                await _announce_every_token(uow, now)
+            # Taken at the beat's own moment: a consumer holding another set live than this for
+            # long has lost an event (spoc_platform.token_projection.REVOCATION_GRACE).
+            live = await repository.live_token_ids(uow.conn, now)
+            await uow.publish(
+                CredentialFeedHeartbeat(
+                    at=now, live_tokens=len(live), live_digest=live_token_digest(live)
+                ),
+                ticket_id=None,
+            )
 
     async def run(self) -> None:
         while not self._stopped.is_set():

@@ -50,9 +50,12 @@ def bootstrap(settings: RoutingSettings, *, bus: MessageBus | None = None) -> Ro
         bus=bus,
         on_start=[sync_agents],
     )
+    bearer_tokens = TokenProjection(runtime.engine, TOKENS, service="routing")
+    # Its admin tokens all refused while the feed is stale or behind: a gauge says it.
+    bearer_tokens.export_on_scrape()
     return RoutingContainer(
         settings=settings,
         desk=desk,
         runtime=runtime,
-        bearer_tokens=TokenProjection(runtime.engine, TOKENS),
+        bearer_tokens=bearer_tokens,
     )

@@ -48,9 +48,12 @@ def bootstrap(settings: SlaSettings, *, bus: MessageBus | None = None) -> SlaCon
 
     # Late work is a count of rows, cheaper to read when Prometheus asks than to keep current.
     platform_metrics.refresh_on_scrape("sla overdue clocks", count_overdue)
+    bearer_tokens = TokenProjection(runtime.engine, TOKENS, service="sla")
+    # Its admin tokens all refused while the feed is stale or behind: a gauge says it.
+    bearer_tokens.export_on_scrape()
     return SlaContainer(
         settings=settings,
         desk=desk,
         runtime=runtime,
-        bearer_tokens=TokenProjection(runtime.engine, TOKENS),
+        bearer_tokens=bearer_tokens,
     )

@@ -1,4 +1,4 @@
-"""token_feed: intake's count of live tokens, and since when this projection holds more
+"""token_feed: intake's count and digest of live tokens, since when this projection differs
 
 Revision ID: 0004
 Revises: 0003
@@ -19,10 +19,11 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    # Both empty until intake's next heartbeat says how many tokens it honours: until then the
+    # All empty until intake's next heartbeat says which tokens it honours: until then the
     # projection fails closed only on a silent feed, as before.
     with op.batch_alter_table("token_feed", schema=None) as batch_op:
         batch_op.add_column(sa.Column("live_tokens", sa.Integer(), nullable=True))
+        batch_op.add_column(sa.Column("live_digest", sa.String(length=64), nullable=True))
         batch_op.add_column(
             sa.Column("behind_since", spoc_platform.db.UtcDateTime(timezone=True), nullable=True)
         )
@@ -31,4 +32,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("token_feed", schema=None) as batch_op:
         batch_op.drop_column("behind_since")
+        batch_op.drop_column("live_digest")
         batch_op.drop_column("live_tokens")
