@@ -123,6 +123,18 @@ async def agent_works_the_ticket(client: httpx.AsyncClient, created: dict[str, A
     listed = await client.get("/api/v1/tickets", params={"status": "open"}, headers=agent)
     assert listed.status_code == 200, listed.text
     assert number in [item["number"] for item in listed.json()["items"]]
+    # The agent sees where the ticket stands: sla's clocks as intake learnt them from its
+    # events, and the acknowledgement notify reported sending (the requester sees neither).
+    first_look = (await client.get(ticket, headers=agent)).json()
+    assert first_look["sla"]["state"] == "running", first_look["sla"]
+    assert first_look["sla"]["resolution"]["due_at"] is not None
+    assert [
+        (n["kind"], n["outcome"], n["recipient_kind"]) for n in first_look["notifications"]
+    ] == [("acknowledgement", "sent", "requester")]
+    listed_at_risk = await client.get(
+        "/api/v1/tickets", params={"sla": ["at_risk", "breached"]}, headers=agent
+    )
+    assert number not in [item["number"] for item in listed_at_risk.json()["items"]]
 
     async def agent_says(path: str, body: dict[str, Any], expected: int) -> dict[str, Any]:
         answer = await client.post(f"{ticket}/{path}", json=body, headers=agent)
@@ -184,4 +196,5 @@ async def agent_works_the_ticket(client: httpx.AsyncClient, created: dict[str, A
         "resolved → closed",
     ]
     assert "internal_note" not in kinds
+    assert "sla" not in public and "notifications" not in public
     assert INTERNAL_NOTE not in view.text and '"internal"' not in view.text
