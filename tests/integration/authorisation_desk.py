@@ -1,4 +1,4 @@
-"""The desk the authorisation matrix runs against: intake on a real database, four tickets
+"""The desk the authorisation matrix runs against: intake on a real database, six tickets
 placed where the visibility rules differ, and one real credential per role.
 
 Every credential is made the way its holder gets it: staff sign in with a password (a session
@@ -53,8 +53,12 @@ DESK = "desk"  # the requester's, routed to service-desk
 NETWORK = "network"  # someone else's, routed to network, owned by a network agent
 UNROUTED = "unrouted"  # someone else's, routing has not placed it yet
 ESCALATED = "escalated"  # someone else's, in network's hands but still owned by the agent
+# Closed, where a requester's reply opens a follow-up ticket (and staff's is a 409).
+CLOSED = "closed"  # the requester's, closed (and rated) in service-desk
+OTHERS_CLOSED = "someone's closed"  # someone else's, closed in service-desk
 MISSING = "missing"  # no such ticket
-TICKETS = (DESK, NETWORK, UNROUTED, ESCALATED, MISSING)
+TICKETS = (DESK, NETWORK, UNROUTED, ESCALATED, CLOSED, OTHERS_CLOSED, MISSING)
+CLOSED_TICKETS = frozenset({CLOSED, OTHERS_CLOSED})
 MISSING_NUMBER = "SD-999999"
 
 SERVICE_DESK = GroupRef(id="service-desk", name="Service Desk", tier=1)
@@ -122,9 +126,19 @@ class Desk:
     http: httpx.AsyncClient
     tickets: dict[str, Ticket] = field(default_factory=dict)
     credentials: dict[str, Credential] = field(default_factory=dict)
+    # The follow-up tickets the requester's replies to their closed ticket opened: theirs too.
+    follow_ups: set[str] = field(default_factory=set)
 
     def number(self, label: str) -> str:
         return MISSING_NUMBER if label == MISSING else self.tickets[label].number
+
+    def credential_for(self, role: str, label: str) -> Credential:
+        """`role`'s credential for the ticket `label`: the key holder holds the key of each of
+        the requester's tickets (each came by mail), and the desk ticket's for any other."""
+        own = self.tickets.get(label)
+        if role == KEY_HOLDER and own and own.requester_email == self.tickets[DESK].requester_email:
+            return Credential(headers={"X-Access-Key": own.access_key})
+        return self.credentials[role]
 
     async def call(
         self,
@@ -209,18 +223,7 @@ class Desk:
         assert created.status_code == 201, created.text
         answer = created.json()
         if group is not None:
-            routed = TicketRouted(
-                number=answer["number"],
-                priority="P3",
-                impact="medium",
-                urgency="medium",
-                group=group,
-                owner=owner,
-                reason="matrix",
-            )
-            await self.intake.deliver(
-                envelope(routed, ticket_id=uuid.UUID(answer["id"]), source="routing", sequence=1)
-            )
+            await self.route(answer, group, owner)
         return Ticket(
             label=label,
             number=answer["number"],
@@ -231,6 +234,39 @@ class Desk:
             requester_email=email,
             access_key=answer["access_key"],
         )
+
+    async def route(
+        self, ticket: dict[str, Any], group: GroupRef, owner: AgentRef | None = None
+    ) -> None:
+        """Places a ticket (a create answer) as routing would."""
+        routed = TicketRouted(
+            number=ticket["number"],
+            priority="P3",
+            impact="medium",
+            urgency="medium",
+            group=group,
+            owner=owner,
+            reason="matrix",
+        )
+        await self.intake.deliver(
+            envelope(routed, ticket_id=uuid.UUID(ticket["id"]), source="routing", sequence=1)
+        )
+
+    async def closed_ticket(self, label: str, requester: str, *, rated: bool = False) -> Ticket:
+        """A ticket of service-desk's, resolved by its agent and closed; `rated`: its
+        requester rated it first (so a rating from the table is the same 409 in any order)."""
+        ticket = await self.open_ticket(label, requester, group=SERVICE_DESK)
+        path = f"/api/v1/tickets/{ticket.number}"
+        for to in ("resolved", "closed"):
+            moved = await self.call(AGENT, "POST", f"{path}/status", json={"to": to})
+            assert moved.status_code == 200, moved.text
+            if to == "resolved" and rated:
+                key = Credential(headers={"X-Access-Key": ticket.access_key})
+                rating = await self.call(
+                    KEY_HOLDER, "POST", f"{path}/feedback", credential=key, json={"rating": 4}
+                )
+                assert rating.status_code == 201, rating.text
+        return ticket
 
 
 _ROLE_OF: dict[str, Role] = {"sara": "agent", "piotr": "agent", "mina": "manager", "ada": "admin"}
@@ -275,4 +311,6 @@ async def desk_on(database_url: str) -> AsyncIterator[Desk]:
             }
             for signed_in in (REQUESTER, AGENT, OTHER_AGENT, MANAGER, ADMIN, INTEGRATION):
                 desk.credentials[signed_in] = await desk.fresh(signed_in)
+            desk.tickets[CLOSED] = await desk.closed_ticket(CLOSED, "reza", rated=True)
+            desk.tickets[OTHERS_CLOSED] = await desk.closed_ticket(OTHERS_CLOSED, "yusuf")
             yield desk

@@ -40,6 +40,8 @@ from tests.integration.authorisation_desk import (
     AGENT,
     ANONYMOUS,
     CATEGORY,
+    CLOSED,
+    CLOSED_TICKETS,
     DESK,
     ESCALATED,
     INTEGRATION,
@@ -49,6 +51,7 @@ from tests.integration.authorisation_desk import (
     MISSING_NUMBER,
     NETWORK,
     OTHER_AGENT,
+    OTHERS_CLOSED,
     REQUESTER,
     ROLES,
     SAME_SITE,
@@ -100,22 +103,37 @@ Audience = str | None
 
 
 def _row(
-    desk: Audience, network: Audience, unrouted: Audience, escalated: Audience
+    desk: Audience,
+    network: Audience,
+    unrouted: Audience,
+    escalated: Audience,
+    closed: Audience,
+    others_closed: Audience,
 ) -> dict[str, Audience]:
-    return {DESK: desk, NETWORK: network, UNROUTED: unrouted, ESCALATED: escalated, MISSING: None}
+    return {
+        DESK: desk,
+        NETWORK: network,
+        UNROUTED: unrouted,
+        ESCALATED: escalated,
+        CLOSED: closed,
+        OTHERS_CLOSED: others_closed,
+        MISSING: None,
+    }
 
 
 # fmt: off
 SEES: dict[str, dict[str, Audience]] = {
-    # the columns: desk, network, unrouted, escalated (a missing ticket: nobody sees it)
-    ANONYMOUS:   _row(None,  None,  None,  None),
-    REQUESTER:   _row(REQ,   None,  None,  None),
-    KEY_HOLDER:  _row(REQ,   None,  None,  None),
-    AGENT:       _row(STAFF, None,  STAFF, STAFF),  # escalated: network's, but still theirs
-    OTHER_AGENT: _row(None,  STAFF, STAFF, STAFF),
-    MANAGER:     _row(STAFF, STAFF, STAFF, STAFF),
-    ADMIN:       _row(STAFF, STAFF, STAFF, STAFF),
-    INTEGRATION: _row(INT,   INT,   INT,   INT),
+    # the columns: desk, network, unrouted, escalated, closed (the requester's), someone's
+    # closed (a missing ticket: nobody sees it)
+    ANONYMOUS:   _row(None,  None,  None,  None,  None,  None),
+    REQUESTER:   _row(REQ,   None,  None,  None,  REQ,   None),
+    KEY_HOLDER:  _row(REQ,   None,  None,  None,  REQ,   None),
+    # escalated: network's, but still theirs
+    AGENT:       _row(STAFF, None,  STAFF, STAFF, STAFF, STAFF),
+    OTHER_AGENT: _row(None,  STAFF, STAFF, STAFF, None,  None),
+    MANAGER:     _row(STAFF, STAFF, STAFF, STAFF, STAFF, STAFF),
+    ADMIN:       _row(STAFF, STAFF, STAFF, STAFF, STAFF, STAFF),
+    INTEGRATION: _row(INT,   INT,   INT,   INT,   INT,   INT),
 }
 # fmt: on
 
@@ -124,32 +142,61 @@ SEES: dict[str, dict[str, Audience]] = {
 
 
 @dataclass(frozen=True)
-class TicketRoute:
-    """What a route of one ticket answers, by how the caller sees that ticket."""
+class Answers:
+    """What a route answers staff, the ticket's requester and an integration."""
 
     staff: int
     requester: int
     integration: int
+    # The error code of each refusal (a 404 is always `ticket_not_found`).
+    codes: dict[int, str] = field(default_factory=lambda: {403: "forbidden"})
+
+
+@dataclass(frozen=True)
+class TicketRoute:
+    """What a route of one ticket answers, by how the caller sees that ticket: an open one,
+    and (`closed`) a closed one, where a requester's reply opens a follow-up ticket."""
+
+    staff: int
+    requester: int
+    integration: int
+    closed: Answers
     json: dict[str, Any] | None = None
     # The error code of each refusal the route gives (a 404 is always `ticket_not_found`).
     codes: dict[int, str] = field(default_factory=lambda: {403: "forbidden"})
     html: bool = False
 
-    def status(self, seen_as: Audience) -> int:
+    def status(self, seen_as: Audience, ticket: str) -> int:
         if seen_as is None:
             return 404
-        return {STAFF: self.staff, REQ: self.requester, INT: self.integration}[seen_as]
+        answers = self.closed if ticket in CLOSED_TICKETS else self
+        return {STAFF: answers.staff, REQ: answers.requester, INT: answers.integration}[seen_as]
+
+    def code(self, status: int, ticket: str) -> str:
+        return (self.closed.codes if ticket in CLOSED_TICKETS else self.codes)[status]
 
 
 TICKET_ROUTES: dict[tuple[str, str], TicketRoute] = {
-    ("GET", "/api/v1/tickets/{number}"): TicketRoute(staff=200, requester=200, integration=200),
+    ("GET", "/api/v1/tickets/{number}"): TicketRoute(
+        staff=200, requester=200, integration=200, closed=Answers(200, 200, 200)
+    ),
     # The category it has already: past the door nothing changes, so the cells of the table
     # may run in any order.
     ("PATCH", "/api/v1/tickets/{number}"): TicketRoute(
-        staff=200, requester=403, integration=403, json={"category": CATEGORY}
+        staff=200,
+        requester=403,
+        integration=403,
+        closed=Answers(409, 403, 403, codes={403: "forbidden", 409: "ticket_closed"}),
+        json={"category": CATEGORY},
     ),
+    # On a closed ticket the requester's reply opens a follow-up ticket (201, a new one each
+    # time: nothing of the cast changes); staff's is refused.
     ("POST", "/api/v1/tickets/{number}/comments"): TicketRoute(
-        staff=201, requester=201, integration=403, json={"body": "A reply from the matrix."}
+        staff=201,
+        requester=201,
+        integration=403,
+        closed=Answers(409, 201, 403, codes={403: "forbidden", 409: "ticket_closed"}),
+        json={"body": "A reply from the matrix."},
     ),
     # A move nobody may make from `new` or `open`: a 409 proves the caller got past the door,
     # and leaves the ticket as it was.
@@ -157,6 +204,7 @@ TICKET_ROUTES: dict[tuple[str, str], TicketRoute] = {
         staff=409,
         requester=409,
         integration=403,
+        closed=Answers(409, 409, 403, codes={403: "forbidden", 409: "transition_not_allowed"}),
         json={"to": "closed"},
         codes={403: "forbidden", 409: "transition_not_allowed"},
     ),
@@ -164,18 +212,23 @@ TICKET_ROUTES: dict[tuple[str, str], TicketRoute] = {
         staff=202,
         requester=403,
         integration=403,
+        closed=Answers(409, 403, 403, codes={403: "forbidden", 409: "ticket_not_active"}),
         json={"to_group": "network", "reason": "The matrix asks for help."},
     ),
-    # Not resolved yet: a requester reaches the 409, nobody else gets past the 403.
+    # Not resolved yet (closed: rated already): a requester reaches the 409, nobody else gets
+    # past the 403.
     ("POST", "/api/v1/tickets/{number}/feedback"): TicketRoute(
         staff=403,
         requester=409,
         integration=403,
+        closed=Answers(403, 409, 403, codes={403: "forbidden", 409: "feedback_given"}),
         json={"rating": 5},
         codes={403: "forbidden", 409: "not_resolved"},
     ),
     # The requester's page: their key or their session, nobody else (staff use the API).
-    ("GET", "/t/{number}"): TicketRoute(staff=404, requester=200, integration=404, html=True),
+    ("GET", "/t/{number}"): TicketRoute(
+        staff=404, requester=200, integration=404, closed=Answers(404, 200, 404), html=True
+    ),
 }
 
 
@@ -353,7 +406,15 @@ async def ask_ticket_route(
 ) -> httpx.Response:
     method, template = route
     path = template.format(number=desk.number(ticket))
-    return await desk.call(role, method, path, json=TICKET_ROUTES[route].json)
+    credential = desk.credential_for(role, ticket)
+    answer = await desk.call(
+        role, method, path, credential=credential, json=TICKET_ROUTES[route].json
+    )
+    if answer.status_code == 201 and "follows_up" in answer.json():
+        # Routed where the closed ticket was: its subject ("Re: …") is seen where that one is.
+        desk.follow_ups.add(answer.json()["number"])
+        await desk.route(answer.json(), SERVICE_DESK)
+    return answer
 
 
 def _same_as_missing(answer: httpx.Response, number: str) -> str:
@@ -366,7 +427,7 @@ async def test_a_ticket_route_answers_each_caller_as_the_table_says(
 ) -> None:
     spec = TICKET_ROUTES[route]
     seen_as = SEES[role][ticket]
-    expected = spec.status(seen_as)
+    expected = spec.status(seen_as, ticket)
 
     answer = await ask_ticket_route(desk, role, route, ticket)
 
@@ -382,8 +443,12 @@ async def test_a_ticket_route_answers_each_caller_as_the_table_says(
         if not spec.html:
             assert error_code(answer) == "ticket_not_found"
     elif expected >= 400:
-        assert error_code(answer) == spec.codes[expected]
+        assert error_code(answer) == spec.code(expected, ticket)
     assert leaks(desk, role, answer, asked_for=ticket) == []
+    if route == ("POST", "/api/v1/tickets/{number}/comments") and ticket in CLOSED_TICKETS:
+        # The requester's late reply opened a ticket of theirs, linked to the closed one.
+        opened = answer.json().get("follows_up") if expected == 201 else None
+        assert opened == (desk.number(ticket) if seen_as == REQ else None), answer.text
     if seen_as in (REQ, INT):
         # The public view: the requester's address is for the desk's eyes.
         assert desk.tickets[ticket].requester_email not in answer.text
@@ -492,8 +557,9 @@ async def test_a_list_holds_the_tickets_its_caller_may_see_and_no_other(
     cast = {t.number for t in desk.tickets.values()}
     assert seen & cast == visible_to(desk, role)
     if role == REQUESTER:
-        # Not even the tickets the table opened for others: theirs, and only theirs.
-        assert seen == visible_to(desk, role)
+        # Not even the tickets the table opened for others: theirs, and only theirs (with the
+        # follow-ups their replies to their closed ticket opened).
+        assert seen - desk.follow_ups == visible_to(desk, role)
 
 
 @pytest.mark.parametrize(

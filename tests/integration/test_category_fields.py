@@ -4,6 +4,7 @@ served for forms to be built from, and staff re-categorise without inventing ans
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -148,15 +149,37 @@ async def test_a_category_or_subcategory_the_desk_does_not_declare_is_refused(
     assert details(orphan) == [("subcategory", "value_error")]
 
 
-async def test_a_ticket_without_a_category_keeps_free_fields(
+async def test_a_ticket_without_a_category_sends_no_fields(
     client: httpx.AsyncClient, intake: ServiceUnderTest
 ) -> None:
-    body = {**NEW_TICKET, "category": None, "fields": {"anything": "goes", "n": 1.5}}
-    answer = await open_ticket(client, body)
+    # Fields are a category's (D17): without one they cannot be checked, so none is taken.
+    body = {**NEW_TICKET, "category": None, "fields": {"asset_tag": "HW-1", "n": 1.5}}
+    refused = await open_ticket(client, body)
+    plain = await open_ticket(client, {**NEW_TICKET, "category": None, "fields": {"n": None}})
 
-    assert answer.status_code == 201, answer.text
+    assert details(refused) == [
+        ("fields.asset_tag", "extra_forbidden"),
+        ("fields.n", "extra_forbidden"),
+    ]
+    assert "send a category" in refused.json()["error"]["details"][0]["message"]
+    # Routing may classify it later: a ticket without category (and fields) is still taken.
+    assert plain.status_code == 201, plain.text
     [event] = await intake.published("ticket.created")
-    assert event.data["fields"] == {"anything": "goes", "n": 1.5}
+    assert (event.data["category"], event.data["fields"]) == (None, {})
+
+
+async def test_a_desk_may_require_a_category(database_url: str, tmp_path: Path) -> None:
+    desk_file = tmp_path / "desk.yaml"
+    desk_file.write_text(DESK.replace("intake:\n", "intake:\n  category_required: true\n", 1))
+    async with (
+        service("intake", database_url, desk_config=desk_file) as intake,
+        client_for(intake) as client,
+    ):
+        without = await open_ticket(client, {**NEW_TICKET, "category": None})
+        within = await open_ticket(client, NEW_TICKET)
+
+        assert details(without) == [("category", "missing")]
+        assert within.status_code == 201, within.text
 
 
 async def test_a_replayed_request_gets_the_same_answer(client: httpx.AsyncClient) -> None:
@@ -254,6 +277,32 @@ async def test_staff_re_categorise_to_the_desks_categories_without_new_answers(
         {"category": "hardware", "subcategory": "printer"},
         {"category": "access", "subcategory": None},
     ]
+
+
+async def test_two_re_categorisations_at_once_cannot_make_a_pair_neither_allows(
+    client: httpx.AsyncClient, intake: ServiceUnderTest
+) -> None:
+    # Each alone is allowed on hardware (no subcategory); together they would make
+    # access/printer. The check runs on the ticket as the update locks it: one is refused.
+    for round in range(3):
+        opened = await open_ticket(
+            client, {**NEW_TICKET, "category": "hardware", "fields": {"asset_tag": f"HW-{round}"}}
+        )
+        ticket = opened.json()
+        await route(intake, ticket)
+        path = f"/api/v1/tickets/{ticket['number']}"
+
+        answers = await asyncio.gather(
+            client.patch(path, json={"category": "access"}, headers=as_(SARA)),
+            client.patch(path, json={"subcategory": "printer"}, headers=as_(SARA)),
+        )
+
+        assert sorted(a.status_code for a in answers) == [200, 422], [a.text for a in answers]
+        seen = (await client.get(path, headers=as_(SARA))).json()
+        assert (seen["category"], seen["subcategory"]) in {
+            ("access", None),
+            ("hardware", "printer"),
+        }
 
 
 async def test_a_desk_without_categories_takes_tickets_as_before(database_url: str) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,8 +15,9 @@ import pytest
 
 from spoc_intake import repository
 from spoc_platform.db import utc_now
+from tests.e2e.journey import NEW_TICKET
 from tests.harness import ServiceUnderTest, service
-from tests.integration.test_ticket_workflow import ticket_in
+from tests.integration.test_ticket_workflow import move, route, ticket_in
 from tests.integration.ticket_callers import MONITOR, OLGA, REZA, SARA, as_, client_for
 
 pytestmark = pytest.mark.integration
@@ -179,3 +181,133 @@ async def test_staff_still_cannot_reply_on_a_closed_ticket(
     assert answer.status_code == 409
     assert answer.json()["error"]["code"] == "ticket_closed"
     assert len(await intake.published("ticket.created")) == 1
+
+
+async def test_without_anonymous_intake_a_late_reply_by_key_alone_opens_nothing(
+    database_url: str,
+) -> None:
+    async with service("intake", database_url) as intake, client_for(intake) as client:
+        old = await ticket_in(client, intake, "closed")
+        open_one = await ticket_in(client, intake, "in_progress")
+    async with (
+        service("intake", database_url, anonymous_intake=False) as intake,
+        client_for(intake) as client,
+    ):
+        # What intake published is read from its outbox: the two tickets opened above.
+        before = len(await intake.published("ticket.created"))
+        anonymous = await reply(client, old, by_key(old))
+        # As create_ticket answers an anonymous caller: sign in by link.
+        assert anonymous.status_code == 401, anonymous.text
+        assert anonymous.json()["error"]["code"] == "unauthenticated"
+        assert "sign in" in anonymous.json()["error"]["message"]
+        assert len(await intake.published("ticket.created")) == before
+        # A reply that joins its ticket is no new ticket: still taken by key.
+        assert (await reply(client, open_one, by_key(open_one))).status_code == 201
+        # The requester signed in by link is known: the follow-up opens.
+        signed_in = await reply(client, old, as_(REZA))
+        assert signed_in.status_code == 201, signed_in.text
+        assert signed_in.json()["follows_up"] == old["number"]
+
+
+async def test_an_anonymous_follow_up_spends_a_new_tickets_budget_once_and_a_replay_none(
+    database_url: str,
+) -> None:
+    async with service("intake", database_url) as intake, client_for(intake) as client:
+        old = await ticket_in(client, intake, "closed")
+        open_one = await ticket_in(client, intake, "in_progress")
+    # Not trusted any more: the test client's requests spend from the client's budget.
+    limits = {"rate_limit_per_client": "3/minute", "rate_limit_per_recipient": "100/minute"}
+    async with (
+        service("intake", database_url, trusted_networks="", **limits) as intake,
+        client_for(intake) as client,
+    ):
+        before = len(await intake.published("ticket.created"))
+        keyed = {**by_key(old), "Idempotency-Key": "late-1"}
+        answers = [
+            await reply(client, open_one, by_key(open_one)),  # a reply: 1
+            await reply(client, old, keyed),  # a follow-up, not also a reply: 2
+            await reply(client, old, keyed),  # its replay: nothing
+            await reply(client, old, keyed),
+            await reply(client, old, by_key(old), body="And the printer too."),  # 3
+            await reply(client, old, by_key(old), body="And the scanner."),
+            await reply(client, open_one, by_key(open_one)),
+        ]
+
+        assert [a.status_code for a in answers] == [201, 201, 201, 201, 201, 429, 429]
+        assert answers[2].headers["Idempotent-Replayed"] == "true"
+        assert answers[5].json()["error"]["code"] == "rate_limited"
+        assert len(await intake.published("ticket.created")) == before + 2
+        assert len(await intake.published("ticket.commented")) == 1
+
+
+CATEGORIES_THEN = """
+intake:
+  categories:
+    - id: hardware
+      name: Hardware
+      fields:
+        - {name: asset_tag, label: Asset tag, type: text, required: true}
+      subcategories:
+        - id: printer
+          name: Printer
+          fields:
+            - {name: problem, label: Problem, type: choice, choices: [paper jam, offline]}
+    - id: access
+      name: Access
+      fields:
+        - {name: start_date, label: Start date, type: date}
+"""
+# Later: printer and access are gone, the asset tag is shorter and hardware asks a new question.
+CATEGORIES_NOW = """
+intake:
+  categories:
+    - id: hardware
+      name: Hardware
+      fields:
+        - {name: asset_tag, label: Asset tag, type: text, required: true, max_length: 8}
+        - {name: model, label: Model, type: text, required: true}
+        - {name: floor, label: Floor, type: number}
+    - {id: network, name: Network}
+"""
+
+
+async def test_a_follow_up_keeps_only_the_classification_the_desk_still_declares(
+    database_url: str, tmp_path: Path
+) -> None:
+    desk = tmp_path / "desk.yaml"
+    desk.write_text(CATEGORIES_THEN)
+    printer = {"category": "hardware", "subcategory": "printer"}
+    async with (
+        service("intake", database_url, desk_config=desk) as intake,
+        client_for(intake) as client,
+    ):
+        olds = []
+        for classified in (
+            {**printer, "fields": {"asset_tag": "HW-42", "problem": "offline"}},
+            {**printer, "fields": {"asset_tag": "HW-0000042"}},
+            {"category": "access", "fields": {"start_date": "2026-03-02"}},
+        ):
+            created = await client.post("/api/v1/tickets", json={**NEW_TICKET, **classified})
+            assert created.status_code == 201, created.text
+            await route(intake, created.json())
+            for step in ("resolved", "closed"):
+                assert (await move(client, created.json(), step)).status_code == 200
+            olds.append(created.json())
+    desk.write_text(CATEGORIES_NOW)
+    async with (
+        service("intake", database_url, desk_config=desk) as intake,
+        client_for(intake) as client,
+    ):
+        answers = [await reply(client, old, by_key(old)) for old in olds]
+
+        # Never a 422 for a reply: what no longer belongs is dropped, nothing is asked for.
+        assert [a.status_code for a in answers] == [201, 201, 201], [a.text for a in answers]
+        kept = [
+            (e.data["category"], e.data["subcategory"], e.data["fields"])
+            for e in (await intake.published("ticket.created"))[len(olds) :]
+        ]
+        assert kept == [
+            ("hardware", None, {"asset_tag": "HW-42"}),
+            ("hardware", None, {}),
+            (None, None, {}),
+        ]

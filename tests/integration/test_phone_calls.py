@@ -13,6 +13,7 @@ import pytest
 
 from spoc_contracts import TicketRouted
 from spoc_contracts.routing import GroupRef
+from spoc_intake import repository
 from spoc_platform.sealing import DEVELOPMENT_SECRET, open_sealed
 from tests.e2e.journey import NEW_TICKET
 from tests.harness import ServiceUnderTest, envelope, service
@@ -144,6 +145,56 @@ async def test_the_requester_confirms_and_rates_a_resolution_given_on_the_phone(
         "mina",
         True,
     )
+
+
+async def test_a_reopened_call_is_no_longer_a_first_contact_resolution(
+    client: httpx.AsyncClient, intake: ServiceUnderTest
+) -> None:
+    # D4: resolved at first contact without reopening; the requester's reopen undoes it.
+    created = (await client.post("/api/v1/tickets", json=SOLVED_CALL, headers=as_(SARA))).json()
+    path = f"/api/v1/tickets/{created['number']}"
+
+    reopened = await client.post(f"{path}/status", json={"to": "open"}, headers=as_(REZA))
+
+    assert reopened.status_code == 200, reopened.text
+    view = await agents_view(client, created["number"])
+    assert (view["status"], view["first_contact_resolution"]) == ("open", False)
+    [lost] = [e for e in view["timeline"] if e["kind"] == "first_contact_resolution_lost"]
+    assert "reopened by" in lost["summary"]
+    # The fact travels in the status change itself (resolved → open), for routing's reports.
+    [*_, changed] = await intake.published("ticket.status_changed")
+    assert (changed.data["from_status"], changed.data["to_status"]) == ("resolved", "open")
+    # Solved again, it stays a ticket that needed a second contact.
+    again = await client.post(f"{path}/status", json={"to": "resolved"}, headers=as_(SARA))
+    assert again.status_code == 200, again.text
+    assert (await agents_view(client, created["number"]))["first_contact_resolution"] is False
+
+
+async def test_an_escalated_ticket_is_no_longer_a_first_contact_resolution(
+    client: httpx.AsyncClient, intake: ServiceUnderTest
+) -> None:
+    created = (await client.post("/api/v1/tickets", json=SOLVED_CALL, headers=as_(SARA))).json()
+    path = f"/api/v1/tickets/{created['number']}"
+    # Staff take it back to work (a reopen clears the flag too): set it again to see the
+    # escalation clear it by itself.
+    await client.post(f"{path}/status", json={"to": "open"}, headers=as_(SARA))
+    async with intake.runtime.engine.begin() as conn:
+        await repository.update_ticket(
+            conn, uuid.UUID(created["id"]), first_contact_resolution=True
+        )
+
+    asked = await client.post(
+        f"{path}/escalations",
+        json={"to_group": "network", "reason": "The VPN concentrator needs a look."},
+        headers=as_(SARA),
+    )
+
+    assert asked.status_code == 202, asked.text
+    view = await agents_view(client, created["number"])
+    assert view["first_contact_resolution"] is False
+    lost = [e for e in view["timeline"] if e["kind"] == "first_contact_resolution_lost"]
+    assert "asked network to help" in lost[-1]["summary"]
+    assert len(await intake.published("ticket.escalation_requested")) == 1
 
 
 async def test_routing_later_neither_reopens_a_solved_call_nor_forgets_who_took_it(

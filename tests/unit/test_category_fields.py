@@ -10,7 +10,12 @@ import pytest
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from spoc_intake.categories import Category, check_new_ticket, check_recategorisation
+from spoc_intake.categories import (
+    Category,
+    check_new_ticket,
+    check_recategorisation,
+    still_declared,
+)
 from spoc_intake.desk import IntakeDesk
 from spoc_platform.desk_config import DeskConfigError, load_section
 
@@ -378,10 +383,82 @@ def test_a_subcategorys_fields_are_asked_only_on_its_path() -> None:
     }
 
 
-def test_without_categories_or_without_a_category_fields_stay_free() -> None:
+def test_without_categories_fields_stay_free() -> None:
     free: dict[str, Any] = {"anything": "goes", "n": 1.5, "flag": True, "none": None}
     assert check_new_ticket((), "whatever", "sub", free) == free
-    assert check_new_ticket(CATEGORIES, None, None, free) == free
+    assert check_new_ticket((), None, None, free) == free
+
+
+def test_with_categories_a_ticket_without_one_has_no_fields() -> None:
+    # Fields are a category's (D17): without one, none can be checked, so none is taken.
+    assert check_new_ticket(CATEGORIES, None, None, {}) == {}
+    # Null or blank is no answer, as on a category's path.
+    assert check_new_ticket(CATEGORIES, None, None, {"none": None, "blank": " "}) == {}
+    assert problems_of(None, None, {"asset_tag": "HW-1", "anything": "goes", "none": None}) == [
+        ("fields.asset_tag", "extra_forbidden"),
+        ("fields.anything", "extra_forbidden"),
+    ]
+    assert refusal(None, None, {"anything": "goes"}) == (
+        "fields belong to a category; send a category too, one of 'hardware', 'access', 'network'"
+    )
+    # Every problem at once.
+    assert problems_of(None, "printer", {"floor": 2}) == [
+        ("subcategory", "value_error"),
+        ("fields.floor", "extra_forbidden"),
+    ]
+
+
+def test_a_desk_may_require_a_category_of_every_ticket() -> None:
+    def required(category: str | None, fields: dict[str, Any]) -> list[tuple[str, str]]:
+        try:
+            check_new_ticket(CATEGORIES, category, None, fields, category_required=True)
+        except RequestValidationError as refused:
+            return [(".".join(e["loc"][1:]), e["type"]) for e in refused.errors()]
+        return []
+
+    assert required(None, {}) == [("category", "missing")]
+    assert required(None, {"x": 1}) == [("category", "missing"), ("fields.x", "extra_forbidden")]
+    assert required("network", {}) == []
+    # Off by default; with no categories declared there is nothing to require.
+    assert IntakeDesk().category_required is False
+    assert check_new_ticket((), None, None, {"x": 1}, category_required=True) == {"x": 1}
+    assert IntakeDesk.model_validate({"category_required": True}).category_required is True
+
+
+# --- What a follow-up keeps of an old ticket's classification ------------------------------
+
+
+def test_a_follow_up_keeps_only_what_the_categories_still_declare() -> None:
+    answers: dict[str, Any] = {"asset_tag": "HW-1", "problem": "offline", "floor": 3}
+    assert still_declared(CATEGORIES, "hardware", "printer", answers) == (
+        "hardware",
+        "printer",
+        answers,
+    )
+    # A subcategory gone: its fields go with it, the category's stay.
+    assert still_declared(CATEGORIES, "hardware", "scanner", answers) == (
+        "hardware",
+        None,
+        {"asset_tag": "HW-1"},
+    )
+    # A category gone: nothing of its classification is kept.
+    assert still_declared(CATEGORIES, "vpn", "x", {"asset_tag": "HW-1"}) == (None, None, {})
+    assert still_declared(CATEGORIES, None, None, {"free": "text"}) == (None, None, {})
+    # An answer the field no longer takes is dropped, never refused; a required one missing
+    # is not asked for.
+    changed: dict[str, Any] = {
+        "asset_tag": "TOO-LONG-NOW",
+        "problem": "smoke",
+        "floor": 3,
+        "old": "x",
+    }
+    assert still_declared(CATEGORIES, "hardware", "printer", changed) == (
+        "hardware",
+        "printer",
+        {"floor": 3},
+    )
+    # No categories declared: everything is kept as it was.
+    assert still_declared((), "vpn", "x", {"free": "text"}) == ("vpn", "x", {"free": "text"})
 
 
 # --- Re-categorising --------------------------------------------------------------------------

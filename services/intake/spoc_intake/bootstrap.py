@@ -89,8 +89,13 @@ def bootstrap(settings: IntakeSettings, *, bus: MessageBus | None = None) -> Int
     return IntakeContainer(
         settings=settings,
         runtime=runtime,
-        tickets=TicketService(runtime.unit_of_work, settings, desk.categories),
-        work=TicketWork(runtime.unit_of_work, settings),
+        tickets=TicketService(
+            runtime.unit_of_work,
+            settings,
+            desk.categories,
+            category_required=desk.category_required,
+        ),
+        work=TicketWork(runtime.unit_of_work, settings, desk.categories),
         front_door=FrontDoor(settings),
         staff=staff,
         staff_sign_in=sign_in,

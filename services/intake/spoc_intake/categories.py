@@ -265,17 +265,19 @@ def check_new_ticket(
     category: str | None,
     subcategory: str | None,
     fields: Mapping[str, FieldValue],
+    *,
+    category_required: bool = False,
 ) -> dict[str, FieldValue]:
     """The ticket's fields as stored (text stripped, dates as YYYY-MM-DD, whole numbers as
     integers, unanswered ones left out), or a RequestValidationError naming every problem.
-    With no categories declared, or no category on the ticket, fields are free: routing may
-    classify the ticket later."""
+    With no categories declared, fields are free. With categories, a ticket without one (routing
+    may classify it later) has no fields: they are a category's (D17), so none can be sent
+    around its check; `category_required` (the desk file's) asks every ticket for a category."""
     if not categories:
         return dict(fields)
     if category is None:
-        if subcategory is not None:
-            _refuse_one("subcategory", "a subcategory needs its category", subcategory)
-        return dict(fields)
+        _refuse_uncategorised(categories, subcategory, fields, category_required)
+        return {}
     chosen = _find(categories, category)
     if chosen is None:
         _refuse([_unknown_category(categories, category)])
@@ -322,6 +324,72 @@ def check_new_ticket(
     if problems:
         _refuse(problems)
     return stored
+
+
+def _refuse_uncategorised(
+    categories: Sequence[Category],
+    subcategory: str | None,
+    fields: Mapping[str, FieldValue],
+    category_required: bool,
+) -> None:
+    """Refuses, naming every problem, a ticket without a category that says more than it can:
+    a subcategory, or any field (without a category there is no path to check it against)."""
+    allowed = ", ".join(f"'{c.id}'" for c in categories)
+    problems: list[Problem] = []
+    if category_required:
+        problems.append(
+            _problem(("category",), "missing", f"Field required: a category, one of {allowed}")
+        )
+    if subcategory is not None:
+        problems.append(
+            _problem(
+                ("subcategory",), "value_error", "a subcategory needs its category", subcategory
+            )
+        )
+    for name, value in fields.items():
+        if value is None or (isinstance(value, str) and not value.strip()):
+            continue  # no answer, as on a category's path
+        problems.append(
+            _problem(
+                ("fields", name),
+                "extra_forbidden",
+                f"fields belong to a category; send a category too, one of {allowed}",
+                value,
+            )
+        )
+    if problems:
+        _refuse(problems)
+
+
+def still_declared(
+    categories: Sequence[Category],
+    category: str | None,
+    subcategory: str | None,
+    fields: Mapping[str, FieldValue],
+) -> tuple[str | None, str | None, dict[str, FieldValue]]:
+    """What of a stored classification the desk's categories declare today: the category if
+    still one of them, the subcategory if still under it, and only the fields declared on that
+    path with answers they still take; the rest is dropped, never refused (a follow-up copies
+    an old ticket, and the desk file may have changed since). No categories: all is kept."""
+    if not categories:
+        return category, subcategory, dict(fields)
+    chosen = _find(categories, category) if category is not None else None
+    if chosen is None:
+        return None, None, {}
+    declared: tuple[IntakeField, ...] = chosen.fields
+    sub = chosen.subcategory(subcategory) if subcategory is not None else None
+    if sub is not None:
+        declared = (*declared, *sub.fields)
+    kept: dict[str, FieldValue] = {}
+    for field in declared:
+        value = fields.get(field.name)
+        if value is None or value == "":
+            continue
+        try:
+            kept[field.name] = field.read(value)
+        except WrongValue:
+            continue
+    return chosen.id, sub.id if sub is not None else None, kept
 
 
 def check_recategorisation(

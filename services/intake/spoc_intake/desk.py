@@ -17,6 +17,9 @@ class IntakeDesk(BaseModel):
     staff: tuple[StaffEntry, ...] = ()
     # None declared: a ticket's category is free text and its fields free, as before D17.
     categories: tuple[Category, ...] = ()
+    # With categories declared: whether every new ticket must name one (off: routing may
+    # classify a ticket that came without, and then it carries no fields).
+    category_required: bool = False
 
     @model_validator(mode="after")
     def _each_person_once(self) -> IntakeDesk:

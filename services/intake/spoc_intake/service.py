@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -68,11 +69,15 @@ class TicketService:
         unit_of_work: UnitOfWorkFactory,
         settings: IntakeSettings,
         categories: tuple[Category, ...] = (),
+        *,
+        category_required: bool = False,
     ) -> None:
         self._unit_of_work = unit_of_work
         self._settings = settings
         # The desk file's categories (D17); none: category and fields stay free.
         self.categories = categories
+        # The desk file's `category_required`: with categories, every new ticket names one.
+        self._category_required = category_required
 
     async def create(
         self,
@@ -95,7 +100,13 @@ class TicketService:
             raise work.forbidden("only staff log a phone call solved during the call")
         # Every missing or wrong field in one 422, before anything is looked up; what is kept
         # (and compared on a replay) is the fields as stored.
-        fields = check_new_ticket(self.categories, data.category, data.subcategory, data.fields)
+        fields = check_new_ticket(
+            self.categories,
+            data.category,
+            data.subcategory,
+            data.fields,
+            category_required=self._category_required,
+        )
         data = data.model_copy(update={"fields": fields})
         staff = caller is not None and caller.is_staff
         return await self._open(
@@ -109,11 +120,17 @@ class TicketService:
         )
 
     async def follow_up(
-        self, wanted: work.FollowUpWanted, *, idempotency_key: str | None
+        self,
+        wanted: work.FollowUpWanted,
+        *,
+        idempotency_key: str | None,
+        before_create: Callable[[], Awaitable[object]] | None = None,
     ) -> CreateOutcome:
         """Opens the ticket a requester's late reply asks for (see TicketWork.comment), linked
         to the one replied to. Its Idempotency-Keys are among that ticket's: only its requester
-        (by key or session) gets here, so a replay shows the new key again."""
+        (by key or session) gets here, so a replay shows the new key again. `before_create`
+        (the front door's budget) is called only when a ticket is to be created, not on a
+        replay."""
         return await self._open(
             wanted.ticket,
             idempotency_key,
@@ -124,6 +141,7 @@ class TicketService:
             vouched=False,
             took_call=None,
             follows=wanted.follows,
+            before_create=before_create,
         )
 
     async def _open(
@@ -136,12 +154,15 @@ class TicketService:
         vouched: bool,
         took_call: Caller | None,
         follows: work.FollowedTicket | None,
+        before_create: Callable[[], Awaitable[object]] | None = None,
     ) -> CreateOutcome:
         request_hash = _request_hash(data)
         if idempotency_key is not None:
             earlier = await self._earlier_answer(idempotency_key, scope, request_hash)
             if earlier is not None:
                 return earlier
+        if before_create is not None:
+            await before_create()
         try:
             return await self._create(
                 data,

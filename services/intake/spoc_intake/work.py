@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -18,6 +19,7 @@ from spoc_contracts import (
 )
 from spoc_intake import repository, sla_state, workflow
 from spoc_intake.callers import Caller
+from spoc_intake.categories import Category, check_recategorisation, still_declared
 from spoc_intake.schemas import (
     AuthorRead,
     Channel,
@@ -99,9 +101,16 @@ def closed(number: str) -> ApiError:
 
 
 class TicketWork:
-    def __init__(self, unit_of_work: UnitOfWorkFactory, settings: IntakeSettings) -> None:
+    def __init__(
+        self,
+        unit_of_work: UnitOfWorkFactory,
+        settings: IntakeSettings,
+        categories: Sequence[Category] = (),
+    ) -> None:
         self._unit_of_work = unit_of_work
         self._settings = settings
+        # The desk file's categories (D17): a re-classification and a follow-up keep to them.
+        self._categories = tuple(categories)
 
     async def comment(
         self,
@@ -110,11 +119,15 @@ class TicketWork:
         *,
         caller: Caller,
         access_key: str | None,
+        admit_reply: Callable[[], Awaitable[object]] | None = None,
     ) -> CommentRead | FollowUpWanted:
         """Adds a reply. The route has already held a requester to their own model (no
         `visibility`); here a requester's reply is public whatever it is. A requester's reply
         to a closed ticket, or to a resolution older than the reopen window, joins nothing: it
-        is answered with the follow-up ticket it should open (the route opens it)."""
+        is answered with the follow-up ticket it should open (the route opens it).
+        `admit_reply` (the front door's, for an anonymous caller) is called once the message
+        is known to be a reply, before anything is written: a follow-up spends from the
+        budget of a new ticket instead, not from both."""
         now = utc_now()
         async with self._unit_of_work() as uow:
             row, seen_as = await self._ticket(uow, number, caller, access_key)
@@ -124,9 +137,13 @@ class TicketWork:
                 too_late = self._too_late_for_reply(row, now)
                 if too_late is not None:
                     prefix = self._settings.number_prefix
-                    return _follow_up(row, data.body, caller, prefix, why=too_late)
+                    return _follow_up(
+                        row, data.body, caller, prefix, why=too_late, categories=self._categories
+                    )
             if row.status == "closed":
                 raise closed(number)
+            if admit_reply is not None:
+                await admit_reply()
             actor = self._actor(seen_as, caller, row)
             # A requester's reply is public whatever model it came in.
             visibility: Visibility = "public"
@@ -253,6 +270,13 @@ class TicketWork:
             if row.status == "closed":
                 raise closed(number)
             wanted = data.model_dump(include=data.model_fields_set)
+            # On the row as locked: two PATCHes at once cannot make a pair neither allows (D17).
+            check_recategorisation(
+                self._categories,
+                {k: v for k, v in wanted.items() if k in ("category", "subcategory")},
+                row.category,
+                row.subcategory,
+            )
             changes = {
                 field: value for field, value in wanted.items() if row._mapping[field] != value
             }
@@ -305,6 +329,9 @@ class TicketWork:
                 summary=f"{actor.name} asked {data.to_group} to help: {data.reason}",
                 # Internal text; the requester sees the team that has it once routing answers.
                 public=False,
+            )
+            await lose_first_contact_resolution(
+                uow, row, why=f"{actor.name} asked {data.to_group} to help", now=now
             )
             await repository.update_ticket(uow.conn, row.id, updated_at=now)
             formatted = format_number(self._settings.number_prefix, row.number)
@@ -442,6 +469,8 @@ async def record_move(
         kind="status_changed",
         summary=f"{_words(row.status)} → {_words(to)} by {actor.name}{because}",
     )
+    if to == "open" and row.status == "resolved":
+        await lose_first_contact_resolution(uow, row, why=f"reopened by {actor.name}", now=now)
     await uow.publish(
         TicketStatusChanged(
             number=format_number(prefix, row.number),
@@ -454,13 +483,46 @@ async def record_move(
     )
 
 
-def _follow_up(row: Any, body: str, caller: Caller, prefix: str, *, why: str) -> FollowUpWanted:
+async def lose_first_contact_resolution(
+    uow: UnitOfWork, row: Any, *, why: str, now: datetime
+) -> None:
+    """A ticket solved during the call is a first-contact resolution only until it is reopened
+    or escalated (D4): the flag is cleared in `uow`, with a timeline entry saying why. No event
+    of its own: the ticket.status_changed (resolved → open) or ticket.escalation_requested
+    published in the same transaction carries the fact, and routing's reports will compute
+    first-contact resolution from the events."""
+    if not row.first_contact_resolution:
+        return
+    await repository.update_ticket(uow.conn, row.id, first_contact_resolution=False)
+    await repository.add_timeline(
+        uow.conn,
+        ticket_id=row.id,
+        at=now,
+        kind="first_contact_resolution_lost",
+        summary=f"No longer resolved at first contact: {why}.",
+        public=False,
+    )
+
+
+def _follow_up(
+    row: Any,
+    body: str,
+    caller: Caller,
+    prefix: str,
+    *,
+    why: str,
+    categories: Sequence[Category],
+) -> FollowUpWanted:
     """The new ticket a late reply opens: the same requester and classification, the reply as
     its description and the answers to its category's intake fields (D17: asked once); impact
     and urgency are the new problem's, for the desk to judge. Built from the stored ticket,
-    which was validated when it came in."""
+    which was validated when it came in; the desk's categories may have changed since, so the
+    classification keeps only what they still declare (a reply is never refused for it)."""
     # The requester's portal session, or a script holding the ticket's key.
     channel: Channel = "portal" if caller.role == "requester" else "api"
+    category, subcategory, fields = still_declared(
+        categories, row.category, row.subcategory, dict(row.fields or {})
+    )
     ticket = TicketCreate.model_construct(
         subject=f"Re: {row.subject}"[:MAX_SUBJECT],
         description=body,
@@ -472,12 +534,12 @@ def _follow_up(row: Any, body: str, caller: Caller, prefix: str, *, why: str) ->
             preferred_channel=row.preferred_channel,
         ),
         type=row.type,
-        category=row.category,
-        subcategory=row.subcategory,
+        category=category,
+        subcategory=subcategory,
         item=row.item,
         impact=None,
         urgency=None,
-        fields=dict(row.fields or {}),
+        fields=fields,
         channel=channel,
         resolved_during_call=None,
     )

@@ -15,7 +15,6 @@ from spoc_intake.api.deps import (
     RequesterKey,
     TicketNumber,
 )
-from spoc_intake.categories import check_recategorisation
 from spoc_intake.front_door import client_address
 from spoc_intake.schemas import (
     Channel,
@@ -70,6 +69,13 @@ BAD_CREDENTIALS = error_response(
 )
 NOT_FOUND = error_response(
     404, "No such ticket, or not yours (the two are not told apart); code `ticket_not_found`"
+)
+
+# A late reply opens a new ticket: with anonymous intake off, only by a known caller.
+FOLLOW_UP_NEEDS_SIGN_IN = (
+    "anonymous intake is switched off: this ticket takes no more replies, so yours would open "
+    "a new one; sign in by the link the desk mails you (POST /api/v1/requester/links) and "
+    "reply again"
 )
 
 # Channels only the desk itself receives on: a phone call an agent logs, a mail notify reads.
@@ -297,7 +303,12 @@ def _requesters_comment(data: StaffCommentCreate) -> RequesterCommentCreate:
     # the follow-up ticket the reply opened (its number and access key, and `follows_up`).
     response_model=CommentRead | FollowUpCreatedRead,
     responses={
-        401: BAD_CREDENTIALS,
+        401: error_response(
+            401,
+            "A credential that is not valid, or an anonymous reply that would open a follow-up "
+            "ticket while anonymous intake is switched off (sign in by link); code "
+            "`unauthenticated`",
+        ),
         403: error_response(
             403, "An integration cannot reply, or a blocked network; code `forbidden`/`blocked`"
         ),
@@ -337,17 +348,34 @@ async def add_comment(
     reply: StaffCommentCreate | RequesterCommentCreate = data
     if not caller.is_staff:
         reply = _requesters_comment(data)
-    if caller.is_anonymous:
+
+    async def admit_reply() -> None:
         await container.front_door.admit("reply", client=client_address(request), recipient=None)
+
     response.headers["Cache-Control"] = "no-store"
-    answer = await container.work.comment(number, reply, caller=caller, access_key=access_key)
+    answer = await container.work.comment(
+        number,
+        reply,
+        caller=caller,
+        access_key=access_key,
+        admit_reply=admit_reply if caller.is_anonymous else None,
+    )
     if isinstance(answer, CommentRead):
         return answer
-    # Too late to join the ticket: the reply opens a new one, limited as any new ticket is.
-    await container.front_door.admit(
-        "create", client=client_address(request), recipient=str(answer.ticket.requester.email)
+    # Too late to join the ticket: the reply opens a new one, as create_ticket would.
+    if caller.is_anonymous and not container.settings.anonymous_intake:
+        raise ApiError(401, "unauthenticated", FOLLOW_UP_NEEDS_SIGN_IN)
+
+    async def admit_follow_up() -> None:
+        # Limited as any new ticket is, and only that (not also as a reply); a replay of the
+        # Idempotency-Key creates nothing and spends nothing.
+        await container.front_door.admit(
+            "create", client=client_address(request), recipient=str(answer.ticket.requester.email)
+        )
+
+    outcome = await container.tickets.follow_up(
+        answer, idempotency_key=key, before_create=admit_follow_up
     )
-    outcome = await container.tickets.follow_up(answer, idempotency_key=key)
     root = container.settings.root_path
     response.headers["Location"] = f"{root}/api/v1/tickets/{outcome.body['number']}"
     if outcome.replayed:
@@ -408,20 +436,7 @@ async def update_ticket(
     caller: CurrentCaller,
     response: Response,
 ) -> TicketRead | TicketAgentRead:
-    categories = container.tickets.categories
-    if categories and caller.is_staff and {"category", "subcategory"} & data.model_fields_set:
-        # The desk's categories only (D17), with what the ticket keeps; others get their 403
-        # from the update itself.
-        current = await ticket_for_caller(
-            container.runtime.engine,
-            container.settings.number_prefix,
-            number,
-            caller,
-            access_key,
-            agents_see_all=container.settings.agents_see_all,
-        )
-        sent = data.model_dump(include={"category", "subcategory"} & data.model_fields_set)
-        check_recategorisation(categories, sent, current.category, current.subcategory)
+    # The desk's categories (D17) are checked by the update, on the ticket as it locks it.
     await container.work.update(number, data, caller=caller, access_key=access_key)
     response.headers["Cache-Control"] = "no-store"
     return await ticket_for_caller(
