@@ -28,6 +28,12 @@ def create_app(
 ) -> FastAPI:
     container = container or bootstrap(settings)
     runtime = container.runtime
+    front_door = container.front_door
+
+    async def stop() -> None:
+        await runtime.stop()
+        # A shared rate-limit store (Redis) holds connections of its own.
+        await front_door.aclose()
     app = create_service_app(
         service="intake",
         title="Spoc intake",
@@ -51,7 +57,7 @@ def create_app(
         metrics_token=settings.metrics_token,
         open_without_token=settings.environment != "production",
         start=runtime.start if manage_runtime else None,
-        stop=runtime.stop if manage_runtime else None,
+        stop=stop if manage_runtime else None,
     )
     app.state.container = container
     return app
