@@ -334,6 +334,10 @@ async def test_a_refused_admin_call_says_why_and_how_to_authenticate(sqlite_url:
                 "content": error,
                 "headers": {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}},
             }, (method, path)
+            assert responses["403"] == {
+                "description": "A live bearer token whose role may not use the admin API",
+                "content": error,
+            }, (method, path)
             assert responses["503"]["content"] == error, (method, path)
             assert "Retry-After" in responses["503"]["headers"], (method, path)
 
@@ -371,3 +375,28 @@ async def test_each_service_on_one_in_process_bus_exports_its_own_dead_letters_a
     assert 'spoc_dead_letters{service="sla"} 0.0' in scraped
     assert 'spoc_queue_messages{service="sla"} 3.0' in scraped
     assert 'spoc_queue_messages{service="routing"} 0.0' in scraped
+
+
+@pytest.mark.parametrize("with_container", [True, False], ids=["notify", "bare app"])
+async def test_a_spoc_token_where_no_token_is_known_is_a_401_not_a_crash(
+    sqlite_url: str, with_container: bool
+) -> None:
+    """notify keeps no copy of intake's tokens (nor does an app without a container): a
+    `spoc_` token there is just a wrong token."""
+    token = "spoc_" + "x" * 43
+    if with_container:
+        async with service("notify", sqlite_url, admin_token=TOKEN) as notify:
+            app = SERVICES[ServiceName.notify].create_app(
+                notify.container.settings, notify.container, manage_runtime=False
+            )
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://notify") as http:
+                answer = await http.get(
+                    "/admin/dead-letters", headers={"Authorization": f"Bearer {token}"}
+                )
+    else:
+        async with admin_over(UnansweringBus(DeadLetterQueueMissing("none"))) as http:
+            answer = await http.get(
+                "/admin/dead-letters", headers={"Authorization": f"Bearer {token}"}
+            )
+    assert answer.status_code == 401, answer.text

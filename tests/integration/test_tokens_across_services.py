@@ -149,6 +149,32 @@ async def test_a_live_token_of_another_role_or_an_unknown_one_is_refused(
         await desk.until_status(agent.token, 403, "an agent's token is known and refused")
         await desk.until_status(manager.token, 403, "a manager's token is known and refused")
         assert await desk.admin_status("spoc_" + "x" * 43) == 401
+        refused = await desk.http.get(
+            "/admin/dead-letters", headers={"Authorization": f"Bearer {agent.token}"}
+        )
+        assert refused.json()["error"] == {
+            "code": "forbidden",
+            "message": "the admin API is for admins; this token's role is agent",
+            "details": [],
+        }
+
+
+async def test_a_live_admin_token_counts_only_under_the_bearer_scheme(
+    database_url: str, intake_url: str
+) -> None:
+    async with running_desk(database_url, intake_url) as desk:
+        issued = await create_token(desk.intake.runtime.unit_of_work, role="admin", name="ops")
+        await desk.until_status(issued.token, 200, "routing honours the new admin token")
+        # RFC 6750: the scheme in any case, and one or more spaces before the token.
+        spaced = await desk.http.get(
+            "/admin/dead-letters", headers={"Authorization": f"bEARER   {issued.token}"}
+        )
+        assert spaced.status_code == 200, spaced.text
+        for scheme in ("Basic", "Token", ""):
+            answer = await desk.http.get(
+                "/admin/dead-letters", headers={"Authorization": f"{scheme} {issued.token}"}
+            )
+            assert answer.status_code == 401, (scheme, answer.text)
 
 
 async def test_no_token_works_on_routing_once_intakes_feed_is_stale(

@@ -218,7 +218,9 @@ def admin_guard(token: str) -> Callable[[Request], Awaitable[None]]:
             if holder is None:
                 raise
         if holder.role not in ADMIN_ROLES:
-            raise ApiError(403, "forbidden", f"a {holder.role} token may not use the admin API")
+            raise ApiError(
+                403, "forbidden", f"the admin API is for admins; this token's role is {holder.role}"
+            )
 
     return guard
 

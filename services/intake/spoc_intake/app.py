@@ -34,6 +34,7 @@ def create_app(
         await runtime.stop()
         # A shared rate-limit store (Redis) holds connections of its own.
         await front_door.aclose()
+
     app = create_service_app(
         service="intake",
         title="Spoc intake",
