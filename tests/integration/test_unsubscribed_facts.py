@@ -3,6 +3,7 @@ whose subscriber's queue is missing is retried until it is bound."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -76,5 +77,46 @@ async def test_a_fact_whose_subscribers_queue_is_missing_waits_for_it(store: Sto
             await conn.execute(outbox.update().values(next_attempt_at=utc_now()))
         assert await subscribed.relay_once() == 1
         assert bus.depth("late") == 1
+    finally:
+        await bus.close()
+
+
+async def test_in_a_mixed_batch_the_heard_fact_is_sent_and_only_the_unheard_one_set_aside(
+    store: Store,
+) -> None:
+    bus = FlakyBus()
+    await bus.connect()
+    try:
+        await bus.declare(QueueSpec("listening", ("ticket.created",)))
+        heard = await write_note(store, "someone listens")
+        unheard = await write_note(store, "nobody listens")
+        later = await write_note(store, "not due yet")
+        outbox = store.tables.outbox
+        async with store.engine.begin() as conn:
+            # Same body, another type: one no service subscribes to.
+            await conn.execute(
+                outbox.update()
+                .where(outbox.c.event_id == unheard.id)
+                .values(event_type="ticket.routed")
+            )
+            # A heard fact outside this pass (backing off after a failure) is not touched.
+            await conn.execute(
+                outbox.update()
+                .where(outbox.c.event_id == later.id)
+                .values(attempts=1, next_attempt_at=utc_now() + timedelta(minutes=5))
+            )
+
+        assert await relay(store, bus, subscribed={"ticket.created"}).relay_once() == 1
+        assert bus.depth("listening") == 1
+        async with store.engine.connect() as conn:
+            rows = {
+                row.event_id: row
+                for row in await conn.execute(
+                    select(outbox.c.event_id, outbox.c.published_at, outbox.c.last_error)
+                )
+            }
+        assert rows[heard.id].published_at is not None and rows[heard.id].last_error is None
+        assert rows[unheard.id].last_error == "no service subscribes to this event type"
+        assert rows[later.id].published_at is None and rows[later.id].last_error is None
     finally:
         await bus.close()
