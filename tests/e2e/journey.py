@@ -142,6 +142,33 @@ async def agent_works_the_ticket(client: httpx.AsyncClient, created: dict[str, A
         result: dict[str, Any] = answer.json()
         return result
 
+    # Take and hand over (routing decides and answers): the ticket goes to a colleague, and the
+    # agent takes it back; the requester sees who handles it.
+    async def owned_by(who: str) -> dict[str, Any] | None:
+        seen: dict[str, Any] = (await client.get(ticket, headers=agent)).json()
+        return seen if seen["owner_id"] == who else None
+
+    async def routed_view() -> dict[str, Any] | None:
+        seen: dict[str, Any] = (await client.get(ticket, headers=agent)).json()
+        return seen if seen["owner_id"] else None
+
+    # Routing picks the less loaded of the front line's two agents: either may have it.
+    routed = await eventually(routed_view, timeout=20, message="routing gave it no owner")
+    asked: list[str] = []
+    if routed["owner_id"] != "piotr":
+        await agent_says("assignments", {"agent": "piotr", "reason": "Piotr knows VPNs"}, 202)
+        await eventually(lambda: owned_by("piotr"), timeout=20, message="not handed to piotr")
+        asked.append(f"{AGENT['name']} asked for piotr to take this ticket: Piotr knows VPNs")
+    await agent_says("assignments", {"agent": AGENT["id"]}, 202)
+    taken = await eventually(lambda: owned_by(AGENT["id"]), timeout=20, message="not taken back")
+    asked.append(f"{AGENT['name']} asked to take this ticket.")
+    assert routed["group_id"] == taken["group_id"] == "service-desk"
+    assert [e["summary"] for e in taken["timeline"] if e["kind"] == "assignment_requested"] == asked
+    assert "assigned" in [e["kind"] for e in taken["timeline"]]
+    handed = await client.get(ticket, headers=requester)
+    assert handed.json()["owner"] == {"name": AGENT["name"]}
+    assert "Piotr knows VPNs" not in handed.text
+
     reply = await agent_says(
         "comments", {"body": "Which VPN client version do you run?", "visibility": "public"}, 201
     )

@@ -215,6 +215,13 @@ TICKET_ROUTES: dict[tuple[str, str], TicketRoute] = {
         closed=Answers(409, 403, 403, codes={403: "forbidden", 409: "ticket_not_active"}),
         json={"to_group": "network", "reason": "The matrix asks for help."},
     ),
+    ("POST", "/api/v1/tickets/{number}/assignments"): TicketRoute(
+        staff=202,
+        requester=403,
+        integration=403,
+        closed=Answers(409, 403, 403, codes={403: "forbidden", 409: "ticket_not_active"}),
+        json={"group": "network", "reason": "Their queue."},
+    ),
     # Not resolved yet (closed: rated already): a requester reaches the 409, nobody else gets
     # past the 403.
     ("POST", "/api/v1/tickets/{number}/feedback"): TicketRoute(

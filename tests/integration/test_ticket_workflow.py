@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from spoc_contracts import TicketRouted
-from spoc_contracts.routing import GroupRef
+from spoc_contracts import TicketAssigned, TicketAssignmentRefused, TicketRouted
+from spoc_contracts.routing import AgentRef, GroupRef
 from spoc_intake import repository
 from spoc_intake.workflow import STATUSES, allowed_targets
 from spoc_platform.db import utc_now
@@ -294,3 +294,97 @@ async def test_an_escalation_is_requested_and_the_owner_stays(
         f"/api/v1/tickets/{ticket['number']}", headers={"X-Access-Key": ticket["access_key"]}
     )
     assert "concentrator" not in public.text
+
+
+async def test_an_agent_takes_a_ticket_and_routing_answers_on_the_timeline(
+    client: httpx.AsyncClient, intake: ServiceUnderTest
+) -> None:
+    ticket = await ticket_in(client, intake, "open")
+    path = f"/api/v1/tickets/{ticket['number']}/assignments"
+
+    taken = await client.post(path, json={"agent": "sara", "reason": "Mine."}, headers=as_(SARA))
+
+    assert taken.status_code == 202, taken.text
+    assert taken.json()["agent"] == "sara" and taken.json()["group"] is None
+    [event] = await intake.published("ticket.assignment_requested")
+    assert event.ticket_id == uuid.UUID(ticket["id"])
+    assert event.data | {"requested_by": "Sara Ahmadi", "requested_by_id": "sara"} == {
+        "number": ticket["number"],
+        "agent": "sara",
+        "group": None,
+        "reason": "Mine.",
+        "requested_by": "Sara Ahmadi",
+        "requested_by_id": "sara",
+    }
+    seen = (await client.get(f"/api/v1/tickets/{ticket['number']}", headers=as_(SARA))).json()
+    assert seen["timeline"][-1]["summary"] == "Sara Ahmadi asked to take this ticket: Mine."
+
+    # Routing's answer: the owner changes, and the requester sees who handles the ticket now.
+    assigned = TicketAssigned(
+        number=ticket["number"],
+        owner=AgentRef(id="sara", name="Sara Ahmadi"),
+        group=DESK,
+        reason="taken by Sara Ahmadi: Mine.",
+    )
+    await intake.deliver(
+        envelope(assigned, ticket_id=uuid.UUID(ticket["id"]), source="routing", sequence=2)
+    )
+    public = await client.get(
+        f"/api/v1/tickets/{ticket['number']}", headers={"X-Access-Key": ticket["access_key"]}
+    )
+    assert public.json()["owner"] == {"name": "Sara Ahmadi"}
+    assert "Mine." not in public.text
+    assert public.json()["timeline"][-1]["summary"] == (
+        "Sara Ahmadi (Service Desk) now handles this request."
+    )
+
+    again = await client.post(path, json={"agent": "sara"}, headers=as_(SARA))
+    assert again.status_code == 409 and again.json()["error"]["code"] == "already_assigned"
+
+
+async def test_an_assignment_is_staff_work_on_an_active_ticket_and_a_refusal_is_told(
+    client: httpx.AsyncClient, intake: ServiceUnderTest
+) -> None:
+    ticket = await ticket_in(client, intake, "in_progress")
+    done = await ticket_in(client, intake, "closed")
+    path = f"/api/v1/tickets/{ticket['number']}/assignments"
+
+    answers = [
+        await client.post(path, json={"group": "network"}, headers=as_(REZA)),
+        await client.post(path, json={"group": "network"}, headers=as_(MONITOR)),
+        await client.post(path, json={"group": "network"}),
+        await client.post(
+            f"/api/v1/tickets/{done['number']}/assignments",
+            json={"group": "network"},
+            headers=as_(SARA),
+        ),
+        await client.post(path, json={}, headers=as_(SARA)),
+        await client.post(path, json={"agent": "Sara Ahmadi"}, headers=as_(SARA)),
+        await client.post(path, json={"group": "network", "owner": "x"}, headers=as_(SARA)),
+    ]
+    assert [a.status_code for a in answers] == [403, 403, 404, 409, 422, 422, 422]
+    assert answers[3].json()["error"]["code"] == "ticket_not_active"
+    assert await intake.published("ticket.assignment_requested") == []
+
+    handed = await client.post(path, json={"group": "network"}, headers=as_(SARA))
+    assert handed.status_code == 202
+    refused = TicketAssignmentRefused(
+        number=ticket["number"],
+        group="network",
+        reason="nobody in Network Operations can take it now",
+        requested_by="Sara Ahmadi",
+    )
+    await intake.deliver(
+        envelope(refused, ticket_id=uuid.UUID(ticket["id"]), source="routing", sequence=2)
+    )
+    staff_view = await client.get(f"/api/v1/tickets/{ticket['number']}", headers=as_(SARA))
+    entries = [(e["kind"], e["summary"]) for e in staff_view.json()["timeline"][-2:]]
+    assert entries == [
+        ("assignment_requested", "Sara Ahmadi asked for someone to take this ticket in network."),
+        ("assignment_refused", "Not reassigned: nobody in Network Operations can take it now"),
+    ]
+    public = await client.get(
+        f"/api/v1/tickets/{ticket['number']}", headers={"X-Access-Key": ticket["access_key"]}
+    )
+    assert "Network Operations" not in public.text and "reassigned" not in public.text
+    assert "asked for someone" not in public.text

@@ -10,7 +10,12 @@ from spoc_contracts.envelope import Envelope, Event, InvalidEnvelope
 from spoc_contracts.notification import NotificationFailed, NotificationSent
 from spoc_contracts.registry import REGISTRY, event_class, open_envelope
 from spoc_contracts.requesters import RequesterSignInRequested
-from spoc_contracts.routing import TicketAssigned, TicketEscalated, TicketRouted
+from spoc_contracts.routing import (
+    TicketAssigned,
+    TicketAssignmentRefused,
+    TicketEscalated,
+    TicketRouted,
+)
 from spoc_contracts.sla import (
     ClockTarget,
     SlaBreached,
@@ -23,6 +28,7 @@ from spoc_contracts.staff import StaffUpdated
 from spoc_contracts.tickets import (
     FeedbackSubmitted,
     Requester,
+    TicketAssignmentRequested,
     TicketCommented,
     TicketCreated,
     TicketCreatedV1,
@@ -50,6 +56,8 @@ __all__ = [
     "SlaWarning",
     "StaffUpdated",
     "TicketAssigned",
+    "TicketAssignmentRefused",
+    "TicketAssignmentRequested",
     "TicketCommented",
     "TicketCreated",
     "TicketCreatedV1",

@@ -8,11 +8,17 @@ from spoc_contracts.credentials import CredentialFeedHeartbeat, TokenIssued, Tok
 from spoc_contracts.envelope import Envelope, Event, InvalidEnvelope
 from spoc_contracts.notification import NotificationFailed, NotificationSent
 from spoc_contracts.requesters import RequesterSignInRequested
-from spoc_contracts.routing import TicketAssigned, TicketEscalated, TicketRouted
+from spoc_contracts.routing import (
+    TicketAssigned,
+    TicketAssignmentRefused,
+    TicketEscalated,
+    TicketRouted,
+)
 from spoc_contracts.sla import SlaBreached, SlaClockStarted, SlaClockUpdated, SlaMet, SlaWarning
 from spoc_contracts.staff import StaffUpdated
 from spoc_contracts.tickets import (
     FeedbackSubmitted,
+    TicketAssignmentRequested,
     TicketCommented,
     TicketCreated,
     TicketCreatedV1,
@@ -28,9 +34,11 @@ EVENT_CLASSES: tuple[type[Event], ...] = (
     TicketCommented,
     TicketStatusChanged,
     TicketEscalationRequested,
+    TicketAssignmentRequested,
     FeedbackSubmitted,
     TicketRouted,
     TicketAssigned,
+    TicketAssignmentRefused,
     TicketEscalated,
     SlaClockStarted,
     SlaClockUpdated,

@@ -63,3 +63,18 @@ class TicketEscalated(Event):
     # The front-line owner keeps the ticket through an escalation (D3).
     owner: AgentRef | None = None
     reason: str
+
+
+class TicketAssignmentRefused(Event):
+    """Routing could not do what a ticket.assignment_requested asked (an unknown or inactive
+    agent, an agent outside the group, nobody in the group able to take it): the ticket stays
+    where it was."""
+
+    TYPE = "ticket.assignment_refused"
+    VERSION = 1
+
+    number: str
+    agent: str | None = None
+    group: str | None = None
+    reason: str
+    requested_by: str | None = None

@@ -126,6 +126,25 @@ class TicketEscalationRequested(Event):
     requested_by: str | None = None
 
 
+class TicketAssignmentRequested(Event):
+    """Staff asked for the ticket to go to a person (an agent taking it, or handing it to a
+    colleague) or to a group. Routing decides, and answers with ticket.assigned or
+    ticket.assignment_refused."""
+
+    TYPE = "ticket.assignment_requested"
+    VERSION = 1
+
+    number: str
+    # The staff id of the person asked for; absent: whoever the group's strategy picks.
+    agent: str | None = None
+    # The group asked for; absent: the named agent's own group.
+    group: str | None = None
+    reason: str | None = None
+    requested_by: str | None = None
+    # The staff id of whoever asked (equal to `agent` when an agent takes the ticket).
+    requested_by_id: str | None = None
+
+
 class FeedbackSubmitted(Event):
     TYPE = "feedback.submitted"
     VERSION = 1

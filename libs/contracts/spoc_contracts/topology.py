@@ -15,6 +15,7 @@ SUBSCRIPTIONS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
             "ticket.routed",
             "ticket.assigned",
             "ticket.escalated",
+            "ticket.assignment_refused",
             "sla.clock_started",
             "sla.clock_updated",
             "sla.warning",
@@ -25,6 +26,7 @@ SUBSCRIPTIONS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
         ),
         "routing": (
             "ticket.created",
+            "ticket.assignment_requested",
             "staff.updated",
             "credential.token_issued",
             "credential.token_revoked",

@@ -20,6 +20,7 @@ from spoc_contracts import (
     SlaMet,
     SlaWarning,
     TicketAssigned,
+    TicketAssignmentRefused,
     TicketEscalated,
     TicketRouted,
 )
@@ -117,6 +118,20 @@ async def on_ticket_escalated(
         kind="escalated",
         summary=f"Referred to {event.to_group.name} (tier {event.to_group.tier}); "
         "your contact stays the same.",
+    )
+
+
+async def on_assignment_refused(
+    event: TicketAssignmentRefused, *, envelope: Envelope, uow: UnitOfWork
+) -> None:
+    # The ticket stays where it was; whoever asked reads why on the agent's timeline.
+    await _add_timeline(
+        uow,
+        envelope,
+        at=envelope.occurred_at,
+        kind="assignment_refused",
+        summary=f"Not reassigned: {event.reason}",
+        public=False,
     )
 
 
@@ -313,6 +328,7 @@ HANDLERS: dict[str, Handler] = {
     TicketRouted.TYPE: on_ticket_routed,
     TicketAssigned.TYPE: on_ticket_assigned,
     TicketEscalated.TYPE: on_ticket_escalated,
+    TicketAssignmentRefused.TYPE: on_assignment_refused,
     SlaClockStarted.TYPE: on_sla_clock_started,
     SlaClockUpdated.TYPE: on_sla_clock_updated,
     SlaWarning.TYPE: on_sla_warning,
@@ -327,6 +343,7 @@ PUBLISHES = [
     "ticket.status_changed",
     "ticket.updated",
     "ticket.escalation_requested",
+    "ticket.assignment_requested",
     "feedback.submitted",
     "staff.updated",
     "requester.sign_in_requested",

@@ -403,6 +403,10 @@ class TicketRead(BaseModel):
     )
 
 
+# The id routing knows an agent or a group by (its desk file's ids have the same shape).
+StaffId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]*$", max_length=64)]
+GroupId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]*$", max_length=64)]
+
 # --- The conversation and the workflow (work.py) ----------------------------------------------
 
 TicketStatus = Literal["new", "open", "in_progress", "pending", "resolved", "closed"]
@@ -602,6 +606,32 @@ class EscalationCreate(BaseModel):
 
     to_group: ShortText = Field(description="The id of the group asked to help")
     reason: Reason
+
+
+class AssignmentCreate(BaseModel):
+    """Who should work on the ticket: a person (yourself, to take it; or a colleague), a group
+    (whose strategy picks the person), or a person within a group. Routing decides."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    agent: StaffId | None = Field(default=None, description="The staff id of the person")
+    group: GroupId | None = Field(
+        default=None, description="The id of the group (default: the person's own group)"
+    )
+    reason: Reason | None = None
+
+    @model_validator(mode="after")
+    def _someone(self) -> AssignmentCreate:
+        if self.agent is None and self.group is None:
+            raise ValueError("name an agent, a group, or both")
+        return self
+
+
+class AssignmentRequestedRead(BaseModel):
+    number: str
+    agent: str | None
+    group: str | None
+    requested_at: datetime
 
 
 class EscalationRequestedRead(BaseModel):

@@ -24,7 +24,14 @@ from spoc_contracts import StaffUpdated
 from spoc_intake import staff_repository, tokens
 from spoc_intake.callers import Caller
 from spoc_intake.passwords import MAX_PASSWORD_LENGTH, Passwords, password_problem
-from spoc_intake.schemas import NO_CONTROLS_PATTERN, EmailAddress, OneLine, email_key
+from spoc_intake.schemas import (
+    NO_CONTROLS_PATTERN,
+    EmailAddress,
+    GroupId,
+    OneLine,
+    StaffId,
+    email_key,
+)
 from spoc_intake.settings import IntakeSettings
 from spoc_intake.staff_sign_in import StaffSignIn
 from spoc_platform.db import is_outage, utc_now
@@ -37,9 +44,6 @@ log = logging.getLogger(__name__)
 StaffRole = Literal["agent", "manager", "admin"]
 # Lowest first: a change down this list takes the account's tokens away (tokens.py).
 ROLE_RANK: dict[str, int] = {"agent": 0, "manager": 1, "admin": 2}
-# The id routing knows the agent by (its desk file's agent ids have the same shape).
-StaffId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]*$", max_length=64)]
-GroupId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]*$", max_length=64)]
 # Stripped, 1 to 200 characters, no control characters (PostgreSQL cannot store a NUL).
 PersonName = OneLine
 # Each group once, in the order given (the first is where routing places a new agent).

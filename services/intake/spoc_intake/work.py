@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from spoc_contracts import (
     FeedbackSubmitted,
+    TicketAssignmentRequested,
     TicketCommented,
     TicketEscalationRequested,
     TicketStatusChanged,
@@ -21,6 +22,8 @@ from spoc_intake import repository, sla_state, workflow
 from spoc_intake.callers import Caller
 from spoc_intake.categories import Category, check_recategorisation, still_declared
 from spoc_intake.schemas import (
+    AssignmentCreate,
+    AssignmentRequestedRead,
     AuthorRead,
     Channel,
     CommentRead,
@@ -311,16 +314,8 @@ class TicketWork:
     ) -> EscalationRequestedRead:
         now = utc_now()
         async with self._unit_of_work() as uow:
-            row, seen_as = await self._ticket(uow, number, caller, access_key)
-            if seen_as != "staff":
-                raise forbidden("only staff escalate a ticket")
-            if row.status not in ACTIVE:
-                raise ApiError(
-                    409,
-                    "ticket_not_active",
-                    f"{number} is {_words(row.status)}: only an active ticket is escalated",
-                )
-            actor = self._actor(seen_as, caller, row)
+            row = await self._active_for_staff(uow, number, caller, access_key, "escalated")
+            actor = agent(caller)
             await repository.add_timeline(
                 uow.conn,
                 ticket_id=row.id,
@@ -345,6 +340,64 @@ class TicketWork:
                 ticket_id=row.id,
             )
         return EscalationRequestedRead(number=formatted, to_group=data.to_group, requested_at=now)
+
+    async def request_assignment(
+        self, number: str, data: AssignmentCreate, *, caller: Caller, access_key: str | None
+    ) -> AssignmentRequestedRead:
+        """An agent takes the ticket, or hands it to a colleague or a group: routing decides
+        (it knows who is active, in which group, and who has room) and answers with
+        ticket.assigned or ticket.assignment_refused, both on the timeline."""
+        now = utc_now()
+        async with self._unit_of_work() as uow:
+            row = await self._active_for_staff(uow, number, caller, access_key, "assigned")
+            if data.agent is not None and data.agent == row.owner_id:
+                if data.group is None or data.group == row.group_id:
+                    raise ApiError(
+                        409,
+                        "already_assigned",
+                        f"{number} is already {data.agent}'s (group {row.group_id})",
+                    )
+            actor = agent(caller)
+            await repository.add_timeline(
+                uow.conn,
+                ticket_id=row.id,
+                at=now,
+                kind="assignment_requested",
+                summary=_assignment_words(actor, data),
+                # The requester hears who handles it once routing has decided (ticket.assigned).
+                public=False,
+            )
+            await repository.update_ticket(uow.conn, row.id, updated_at=now)
+            formatted = format_number(self._settings.number_prefix, row.number)
+            await uow.publish(
+                TicketAssignmentRequested(
+                    number=formatted,
+                    agent=data.agent,
+                    group=data.group,
+                    reason=data.reason,
+                    requested_by=actor.name,
+                    requested_by_id=actor.id,
+                ),
+                ticket_id=row.id,
+            )
+        return AssignmentRequestedRead(
+            number=formatted, agent=data.agent, group=data.group, requested_at=now
+        )
+
+    async def _active_for_staff(
+        self, uow: UnitOfWork, number: str, caller: Caller, access_key: str | None, done: str
+    ) -> Any:
+        """The ticket, locked, for a change only staff make and only while it is active."""
+        row, seen_as = await self._ticket(uow, number, caller, access_key)
+        if seen_as != "staff":
+            raise forbidden(f"only staff have a ticket {done}")
+        if row.status not in ACTIVE:
+            raise ApiError(
+                409,
+                "ticket_not_active",
+                f"{number} is {_words(row.status)}: only an active ticket is {done}",
+            )
+        return row
 
     async def _move(
         self,
@@ -576,3 +629,15 @@ def _not_allowed(
 
 def _feedback_given(number: str) -> ApiError:
     return ApiError(409, "feedback_given", f"{number} has been rated already; thank you")
+
+
+def _assignment_words(actor: Actor, data: AssignmentCreate) -> str:
+    if data.agent is not None and data.agent == actor.id:
+        wanted = "to take this ticket"
+    elif data.agent is not None:
+        wanted = f"for {data.agent} to take this ticket"
+    else:
+        wanted = "for someone to take this ticket"
+    within = f" in {data.group}" if data.group is not None else ""
+    why = f": {data.reason}" if data.reason else "."
+    return f"{actor.name} asked {wanted}{within}{why}"

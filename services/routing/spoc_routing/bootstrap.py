@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from spoc_contracts import (
     StaffUpdated,
+    TicketAssignmentRequested,
     TicketCreated,
 )
 from spoc_platform.bus import MessageBus
@@ -44,6 +45,9 @@ def bootstrap(settings: RoutingSettings, *, bus: MessageBus | None = None) -> Ro
         handlers={
             TicketCreated.TYPE: bind_handler(handlers.on_ticket_created, desk=desk),
             StaffUpdated.TYPE: bind_handler(handlers.on_staff_updated, desk=desk),
+            TicketAssignmentRequested.TYPE: bind_handler(
+                handlers.on_assignment_requested, desk=desk
+            ),
             **feed_handlers(TOKENS),
         },
         publishes=handlers.PUBLISHES,

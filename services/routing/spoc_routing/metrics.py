@@ -9,6 +9,11 @@ tickets_routed = Counter(
     "Tickets triaged, by priority and group.",
     ["priority", "group"],
 )
+assignments = Counter(
+    "spoc_routing_assignment_requests_total",
+    "Staff requests to take or hand over a ticket, by outcome (assigned or refused).",
+    ["outcome"],
+)
 
 
 def initialise(desk: RoutingDesk) -> None:
@@ -18,3 +23,5 @@ def initialise(desk: RoutingDesk) -> None:
     for priority in sorted(priorities):
         for group in desk.groups:
             tickets_routed.labels(priority, group.id)
+    for outcome in ("assigned", "refused"):
+        assignments.labels(outcome)

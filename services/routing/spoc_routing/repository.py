@@ -123,3 +123,45 @@ async def apply_staff_profile(
         update(agent).where(agent.c.id == agent_id).values(staff_updated_at=updated_at, **profile)
     )
     return True
+
+
+# --- Assignment requests (handlers.on_assignment_requested): rare, so plain queries ----------
+
+
+async def triage_for_change(conn: AsyncConnection, ticket_id: Any) -> Any:
+    """The ticket's triage, locked until the transaction ends (on PostgreSQL), or None if the
+    ticket is not triaged yet."""
+    query = select(triage).where(triage.c.ticket_id == ticket_id).with_for_update()
+    return (await conn.execute(query)).first()
+
+
+async def agent_profile(conn: AsyncConnection, agent_id: str) -> Any:
+    query = select(
+        agent.c.id,
+        agent.c.name,
+        agent.c.group_id,
+        agent.c.active,
+        agent.c.staff_active,
+        agent.c.staff_groups,
+    ).where(agent.c.id == agent_id)
+    return (await conn.execute(query)).first()
+
+
+async def agent_name(conn: AsyncConnection, agent_id: str) -> str | None:
+    return (await conn.execute(select(agent.c.name).where(agent.c.id == agent_id))).scalar()
+
+
+async def count_assignment(conn: AsyncConnection, agent_id: str) -> None:
+    await conn.execute(
+        update(agent)
+        .where(agent.c.id == agent_id)
+        .values(assigned_count=agent.c.assigned_count + 1)
+    )
+
+
+async def reassign(conn: AsyncConnection, ticket_id: Any, *, group_id: str, owner_id: str) -> None:
+    await conn.execute(
+        update(triage)
+        .where(triage.c.ticket_id == ticket_id)
+        .values(group_id=group_id, owner_id=owner_id)
+    )

@@ -17,6 +17,8 @@ from spoc_intake.api.deps import (
 )
 from spoc_intake.front_door import client_address
 from spoc_intake.schemas import (
+    AssignmentCreate,
+    AssignmentRequestedRead,
     Channel,
     CommentRead,
     EscalationCreate,
@@ -471,6 +473,37 @@ async def request_escalation(
     caller: CurrentCaller,
 ) -> EscalationRequestedRead:
     return await container.work.request_escalation(
+        number, data, caller=caller, access_key=access_key
+    )
+
+
+@router.post(
+    "/{number}/assignments",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=AssignmentRequestedRead,
+    responses={
+        401: BAD_CREDENTIALS,
+        403: error_response(403, "Only staff assign; code `forbidden`"),
+        404: NOT_FOUND,
+        409: error_response(
+            409,
+            "The ticket is resolved or closed (`ticket_not_active`), or already the named "
+            "agent's (`already_assigned`)",
+        ),
+        422: error_response(422, "Neither an agent nor a group, or a malformed id"),
+        503: error_response(503),
+    },
+    summary="Take a ticket, or hand it to a colleague or a group (staff). Routing decides and "
+    "answers with ticket.assigned (or ticket.assignment_refused), both on the timeline",
+)
+async def request_assignment(
+    number: TicketNumber,
+    data: AssignmentCreate,
+    container: Container,
+    access_key: RequesterKey,
+    caller: CurrentCaller,
+) -> AssignmentRequestedRead:
+    return await container.work.request_assignment(
         number, data, caller=caller, access_key=access_key
     )
 
