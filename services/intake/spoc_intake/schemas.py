@@ -612,13 +612,19 @@ class AssignmentCreate(BaseModel):
     """Who should work on the ticket: a person (yourself, to take it; or a colleague), a group
     (whose strategy picks the person), or a person within a group. Routing decides."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"anyOf": [{"required": ["agent"]}, {"required": ["group"]}]},
+    )
 
-    agent: StaffId | None = Field(default=None, description="The staff id of the person")
-    group: GroupId | None = Field(
+    # Not null in the document (as if left out): the request names an agent, a group or both.
+    agent: StaffId | SkipJsonSchema[None] = Field(
+        default=None, description="The staff id of the person"
+    )
+    group: GroupId | SkipJsonSchema[None] = Field(
         default=None, description="The id of the group (default: the person's own group)"
     )
-    reason: Reason | None = None
+    reason: Reason | SkipJsonSchema[None] = None
 
     @model_validator(mode="after")
     def _someone(self) -> AssignmentCreate:
