@@ -220,7 +220,7 @@ TICKET_ROUTES: dict[tuple[str, str], TicketRoute] = {
         requester=403,
         integration=403,
         closed=Answers(409, 403, 403, codes={403: "forbidden", 409: "ticket_not_active"}),
-        json={"group": "network", "reason": "Their queue."},
+        json={"agent": "lena", "reason": "Lena knows this."},
     ),
     # Not resolved yet (closed: rated already): a requester reaches the 409, nobody else gets
     # past the 403.

@@ -149,10 +149,21 @@ async def test_an_agent_is_handed_a_ticket_in_another_group_they_belong_to(
         ({"group": "nowhere"}, "there is no group nowhere"),
         ({"group": "network"}, "nobody in Network Operations can take it now"),
         ({}, "the request names neither an agent nor a group"),
+        # An agent hands over within their own groups only (anything else is an escalation).
+        (
+            {"group": "desktop-support", "within_groups": ["service-desk"]},
+            "Desktop Support is not a group of Sara Ahmadi's: ask it for help with an "
+            "escalation (the owner stays), or ask a manager",
+        ),
+        (
+            {"agent": "lena", "within_groups": ["network", "service-desk"]},
+            "Desktop Support is not a group of Sara Ahmadi's: ask it for help with an "
+            "escalation (the owner stays), or ask a manager",
+        ),
     ],
 )
 async def test_a_request_routing_cannot_honour_is_refused_and_nothing_moves(
-    database_url: str, request_: dict[str, str], reason: str
+    database_url: str, request_: dict[str, Any], reason: str
 ) -> None:
     async with service("routing", database_url) as routing:
         await routing.deliver(staff_updated("lena", name="Lena Berg", groups=("desktop-support",)))
@@ -169,7 +180,7 @@ async def test_a_request_routing_cannot_honour_is_refused_and_nothing_moves(
         assert isinstance(answer, TicketAssignmentRefused)
         assert answer.reason == reason
         assert (answer.agent, answer.group) == (request_.get("agent"), request_.get("group"))
-        assert answer.requested_by == "Sara Ahmadi"
+        assert (answer.requested_by, answer.requested_by_id) == ("Sara Ahmadi", "sara")
         assert tuple(await triage_of(routing, ticket_id)) == before
         assert outcomes("refused") == refused_before + 1
 
@@ -194,3 +205,46 @@ async def test_a_request_that_overtakes_the_creation_waits_for_it(database_url: 
         [assigned] = await routing.published("ticket.assigned")
         assert assigned.causation_id == asked.id and routed.sequence < assigned.sequence
         assert TicketAssigned.model_validate(assigned.data).owner.id == "piotr"
+
+
+async def test_a_request_that_changes_nothing_is_refused_and_counts_nobody(
+    database_url: str,
+) -> None:
+    # Two clicks on "take" both pass intake's check (its projection lags routing's answer).
+    async with service("routing", database_url) as routing:
+        ticket_id, routed = await routed_ticket(routing)
+        assert routed.owner is not None and routed.owner.id == "sara"
+        taken = await ask(routing, ticket_id, routed.number, agent="sara")
+        assert isinstance(taken, TicketAssignmentRefused)
+        assert taken.reason == "Sara Ahmadi has it already, in Service Desk"
+        assert await routing.published("ticket.assigned") == []
+
+        # sara 1, piotr 0, and still so: the next new ticket goes to piotr.
+        _, following = await routed_ticket(routing)
+        assert following.owner is not None and following.owner.id == "piotr"
+
+
+async def test_a_hand_over_within_the_group_goes_to_someone_else(database_url: str) -> None:
+    async with service("routing", database_url) as routing:
+        ticket_id, routed = await routed_ticket(routing)  # sara
+        await ask(routing, ticket_id, routed.number, agent="piotr")  # sara 1, piotr 1
+        handed = await ask(routing, ticket_id, routed.number, group="service-desk")
+        assert isinstance(handed, TicketAssigned)
+        assert handed.owner.id == "sara"  # not piotr, though sara wins the tie by position
+        await routing.deliver(
+            staff_updated("piotr", name="Piotr Nowak", groups=("service-desk",), active=False)
+        )
+        alone = await ask(routing, ticket_id, routed.number, group="service-desk")
+        assert isinstance(alone, TicketAssignmentRefused)
+        assert alone.reason == "nobody else in Service Desk can take it now"
+
+
+async def test_an_agent_hands_a_ticket_to_a_colleague_within_their_groups(
+    database_url: str,
+) -> None:
+    async with service("routing", database_url) as routing:
+        ticket_id, routed = await routed_ticket(routing)
+        answer = await ask(
+            routing, ticket_id, routed.number, agent="piotr", within_groups=["service-desk"]
+        )
+        assert isinstance(answer, TicketAssigned) and answer.owner.id == "piotr"

@@ -18,7 +18,7 @@ from spoc_intake.workflow import STATUSES, allowed_targets
 from spoc_platform.db import utc_now
 from tests.e2e.journey import NEW_TICKET
 from tests.harness import ServiceUnderTest, envelope, service
-from tests.integration.ticket_callers import MONITOR, OLGA, REZA, SARA, as_, client_for
+from tests.integration.ticket_callers import MINA, MONITOR, OLGA, REZA, SARA, as_, client_for
 
 pytestmark = pytest.mark.integration
 DESK = GroupRef(id="service-desk", name="Service Desk", tier=1)
@@ -315,6 +315,7 @@ async def test_an_agent_takes_a_ticket_and_routing_answers_on_the_timeline(
         "reason": "Mine.",
         "requested_by": "Sara Ahmadi",
         "requested_by_id": "sara",
+        "within_groups": ["service-desk"],
     }
     seen = (await client.get(f"/api/v1/tickets/{ticket['number']}", headers=as_(SARA))).json()
     assert seen["timeline"][-1]["summary"] == "Sara Ahmadi asked to take this ticket: Mine."
@@ -361,13 +362,19 @@ async def test_an_assignment_is_staff_work_on_an_active_ticket_and_a_refusal_is_
         await client.post(path, json={}, headers=as_(SARA)),
         await client.post(path, json={"agent": "Sara Ahmadi"}, headers=as_(SARA)),
         await client.post(path, json={"group": "network", "owner": "x"}, headers=as_(SARA)),
+        # Not one of Sara's groups: moving it there is an escalation, not a hand-over.
+        await client.post(path, json={"group": "network"}, headers=as_(SARA)),
     ]
-    assert [a.status_code for a in answers] == [403, 403, 404, 409, 422, 422, 422]
+    assert [a.status_code for a in answers] == [403, 403, 404, 409, 422, 422, 422, 403]
     assert answers[3].json()["error"]["code"] == "ticket_not_active"
+    assert "escalation" in answers[7].json()["error"]["message"]
     assert await intake.published("ticket.assignment_requested") == []
 
-    handed = await client.post(path, json={"group": "network"}, headers=as_(SARA))
+    # A manager may move it to any group; routing answers.
+    handed = await client.post(path, json={"group": "network"}, headers=as_(MINA))
     assert handed.status_code == 202
+    [asked] = await intake.published("ticket.assignment_requested")
+    assert asked.data["within_groups"] is None
     refused = TicketAssignmentRefused(
         number=ticket["number"],
         group="network",
@@ -380,7 +387,7 @@ async def test_an_assignment_is_staff_work_on_an_active_ticket_and_a_refusal_is_
     staff_view = await client.get(f"/api/v1/tickets/{ticket['number']}", headers=as_(SARA))
     entries = [(e["kind"], e["summary"]) for e in staff_view.json()["timeline"][-2:]]
     assert entries == [
-        ("assignment_requested", "Sara Ahmadi asked for someone to take this ticket in network."),
+        ("assignment_requested", "Mina Rad asked for someone to take this ticket in network."),
         ("assignment_refused", "Not reassigned: nobody in Network Operations can take it now"),
     ]
     public = await client.get(

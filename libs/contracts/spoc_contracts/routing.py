@@ -49,6 +49,8 @@ class TicketAssigned(Event):
     owner: AgentRef
     group: GroupRef
     previous_owner: AgentRef | None = None
+    # Why, for staff: the rule or the request that led here, with the staff member's own words
+    # (internal; intake keeps it off the requester's view).
     reason: str | None = None
 
 
@@ -78,3 +80,4 @@ class TicketAssignmentRefused(Event):
     group: str | None = None
     reason: str
     requested_by: str | None = None
+    requested_by_id: str | None = None

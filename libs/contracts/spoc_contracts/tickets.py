@@ -143,6 +143,10 @@ class TicketAssignmentRequested(Event):
     requested_by: str | None = None
     # The staff id of whoever asked (equal to `agent` when an agent takes the ticket).
     requested_by_id: str | None = None
+    # The groups the ticket may be handed into: an agent's own groups (moving it anywhere else
+    # is an escalation, and the front-line owner stays, D3). Absent: any group (a manager or an
+    # admin asked).
+    within_groups: list[str] | None = None
 
 
 class FeedbackSubmitted(Event):

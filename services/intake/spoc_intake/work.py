@@ -350,6 +350,12 @@ class TicketWork:
         now = utc_now()
         async with self._unit_of_work() as uow:
             row = await self._active_for_staff(uow, number, caller, access_key, "assigned")
+            if caller.role == "agent" and data.group is not None:
+                if data.group not in caller.groups:
+                    raise forbidden(
+                        f"{data.group} is not one of your groups: an agent hands a ticket over "
+                        "within their groups (ask another group for help with an escalation)"
+                    )
             if data.agent is not None and data.agent == row.owner_id:
                 if data.group is None or data.group == row.group_id:
                     raise ApiError(
@@ -377,6 +383,8 @@ class TicketWork:
                     reason=data.reason,
                     requested_by=actor.name,
                     requested_by_id=actor.id,
+                    # An agent hands over within their groups; managers and admins anywhere.
+                    within_groups=sorted(caller.groups) if caller.role == "agent" else None,
                 ),
                 ticket_id=row.id,
             )

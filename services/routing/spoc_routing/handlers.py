@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from spoc_contracts import (
     Envelope,
@@ -95,7 +96,7 @@ async def on_assignment_requested(
     current = await repository.triage_for_change(uow.conn, envelope.ticket_id)
     if current is None:
         raise NotTriagedYet(f"{event.number} is not triaged yet")
-    decision = await _decide_assignment(uow, event, desk)
+    decision = await _decide_assignment(uow, event, desk, current)
     if isinstance(decision, str):
         await uow.publish(
             TicketAssignmentRefused(
@@ -104,6 +105,7 @@ async def on_assignment_requested(
                 group=event.group,
                 reason=decision,
                 requested_by=event.requested_by,
+                requested_by_id=event.requested_by_id,
             ),
             ticket_id=envelope.ticket_id,
         )
@@ -129,18 +131,26 @@ async def on_assignment_requested(
 
 
 async def _decide_assignment(
-    uow: UnitOfWork, event: TicketAssignmentRequested, desk: RoutingDesk
+    uow: UnitOfWork, event: TicketAssignmentRequested, desk: RoutingDesk, current: Any
 ) -> tuple[Group, AgentRef] | str:
-    """The group and owner the request leads to, or why it cannot be done."""
+    """The group and owner the request leads to, or why it cannot be done. A request that
+    would change nothing (a repeated click, or one that raced the previous answer) is refused
+    before anyone is counted: intake's already_assigned check reads a projection that lags."""
     known = {group.id: group for group in desk.groups}
     if event.group is not None and event.group not in known:
         return f"there is no group {event.group}"
     if event.agent is None:
         if event.group is None:
             return "the request names neither an agent nor a group"
-        taken = await repository.take_least_loaded_agent(uow.conn, event.group)
+        if not _may_hand_into(event, event.group):
+            return _outside(event, known[event.group])
+        same_group = event.group == current.group_id and current.owner_id is not None
+        taken = await repository.take_least_loaded_agent(
+            uow.conn, event.group, excluding=current.owner_id if same_group else None
+        )
         if taken is None:
-            return f"nobody in {known[event.group].name} can take it now"
+            others = " else" if same_group else ""
+            return f"nobody{others} in {known[event.group].name} can take it now"
         return known[event.group], AgentRef(id=taken[0], name=taken[1])
     person = await repository.agent_profile(uow.conn, event.agent)
     if person is None:
@@ -152,8 +162,24 @@ async def _decide_assignment(
     group_id = event.group or person.group_id
     if group_id != person.group_id and group_id not in (person.staff_groups or []):
         return f"{person.name} is not a member of {known[group_id].name}"
+    if not _may_hand_into(event, group_id):
+        return _outside(event, known[group_id])
+    if person.id == current.owner_id and group_id == current.group_id:
+        return f"{person.name} has it already, in {known[group_id].name}"
     await repository.count_assignment(uow.conn, person.id)
     return known[group_id], AgentRef(id=person.id, name=person.name)
+
+
+def _may_hand_into(event: TicketAssignmentRequested, group_id: str) -> bool:
+    return event.within_groups is None or group_id in event.within_groups
+
+
+def _outside(event: TicketAssignmentRequested, group: Group) -> str:
+    asked_by = event.requested_by or "the agent"
+    return (
+        f"{group.name} is not a group of {asked_by}'s: ask it for help with an escalation "
+        "(the owner stays), or ask a manager"
+    )
 
 
 def _assignment_reason(event: TicketAssignmentRequested, owner: AgentRef) -> str:

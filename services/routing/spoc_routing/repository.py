@@ -43,23 +43,30 @@ async def sync_agents(conn: AsyncConnection, desk: RoutingDesk) -> None:
 
 
 # Built once and executed with parameters: these run for every ticket routed.
-_TAKE_LEAST_LOADED_AGENT = (
-    update(agent)
-    .where(
-        agent.c.id
-        == select(agent.c.id)
+def _take_least_loaded_agent(*also: Any) -> Executable:
+    return (
+        update(agent)
         .where(
-            agent.c.group_id == bindparam("b_group_id"),
-            agent.c.active.is_(True),
-            agent.c.staff_active.is_(True),
+            agent.c.id
+            == select(agent.c.id)
+            .where(
+                agent.c.group_id == bindparam("b_group_id"),
+                agent.c.active.is_(True),
+                agent.c.staff_active.is_(True),
+                *also,
+            )
+            .order_by(agent.c.assigned_count, agent.c.position)
+            .limit(1)
+            .scalar_subquery()
         )
-        .order_by(agent.c.assigned_count, agent.c.position)
-        .limit(1)
-        .scalar_subquery()
+        .values(assigned_count=agent.c.assigned_count + 1)
+        .returning(agent.c.id, agent.c.name)
     )
-    .values(assigned_count=agent.c.assigned_count + 1)
-    .returning(agent.c.id, agent.c.name)
-)
+
+
+_TAKE_LEAST_LOADED_AGENT = _take_least_loaded_agent()
+# For a hand-over within the group: anyone but the ticket's current owner.
+_TAKE_LEAST_LOADED_OTHER = _take_least_loaded_agent(agent.c.id != bindparam("b_excluding"))
 
 
 @functools.cache
@@ -71,9 +78,17 @@ def _save_triage(dialect_name: str) -> Executable:
     )
 
 
-async def take_least_loaded_agent(conn: AsyncConnection, group_id: str) -> tuple[str, str] | None:
-    """The group's active agent with the fewest tickets so far, now counted one more."""
-    row = (await conn.execute(_TAKE_LEAST_LOADED_AGENT, {"b_group_id": group_id})).first()
+async def take_least_loaded_agent(
+    conn: AsyncConnection, group_id: str, *, excluding: str | None = None
+) -> tuple[str, str] | None:
+    """The group's active agent with the fewest tickets so far (other than `excluding`), now
+    counted one more."""
+    if excluding is None:
+        statement, values = _TAKE_LEAST_LOADED_AGENT, {"b_group_id": group_id}
+    else:
+        statement = _TAKE_LEAST_LOADED_OTHER
+        values = {"b_group_id": group_id, "b_excluding": excluding}
+    row = (await conn.execute(statement, values)).first()
     return (row.id, row.name) if row else None
 
 
