@@ -224,6 +224,7 @@ def test_the_catalogue_names_every_event_of_the_architecture() -> None:
             # Take or hand over a ticket: intake asks, routing answers.
             "ticket.assignment_requested",
             "ticket.assignment_refused",
+            "ticket.escalation_refused",
         )
     } | {"ticket.created.v2"}  # the access key sealed to notify (v1 stays for messages in flight)
 

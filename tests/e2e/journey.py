@@ -169,6 +169,18 @@ async def agent_works_the_ticket(client: httpx.AsyncClient, created: dict[str, A
     assert handed.json()["owner"] == {"name": AGENT["name"]}
     assert "Piotr knows VPNs" not in handed.text
 
+    # A functional escalation (D3, D8): desktop support helps, the requester sees the new team,
+    # and the agent stays their one contact.
+    await agent_says("escalations", {"to_group": "desktop-support", "reason": "Reimage?"}, 202)
+
+    async def escalated() -> dict[str, Any] | None:
+        seen: dict[str, Any] = (await client.get(ticket, headers=requester)).json()
+        return seen if seen["team"]["name"] == "Desktop Support" else None
+
+    referred = await eventually(escalated, timeout=20, message="routing did not escalate")
+    assert referred["owner"] == {"name": AGENT["name"]} and referred["team"]["tier"] == 2
+    assert "Reimage?" not in str(referred)
+
     reply = await agent_says(
         "comments", {"body": "Which VPN client version do you run?", "visibility": "public"}, 201
     )

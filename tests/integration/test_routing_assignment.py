@@ -1,6 +1,6 @@
-"""Routing answers staff's assignment requests: a person takes the ticket or is handed it, a
-group's strategy picks someone, or the request is refused with the reason, and the ticket
-stays where it was."""
+"""Routing answers staff's requests: an assignment (a person takes the ticket or is handed it,
+a group's strategy picks someone) and a functional escalation (another group helps, the owner
+stays); or the request is refused with the reason, and the ticket stays where it was."""
 
 from __future__ import annotations
 
@@ -15,6 +15,9 @@ from spoc_contracts import (
     TicketAssigned,
     TicketAssignmentRefused,
     TicketAssignmentRequested,
+    TicketEscalated,
+    TicketEscalationRefused,
+    TicketEscalationRequested,
     TicketRouted,
 )
 from spoc_platform.bus import RetryLater
@@ -248,3 +251,74 @@ async def test_an_agent_hands_a_ticket_to_a_colleague_within_their_groups(
             routing, ticket_id, routed.number, agent="piotr", within_groups=["service-desk"]
         )
         assert isinstance(answer, TicketAssigned) and answer.owner.id == "piotr"
+
+
+async def escalate(
+    routing: ServiceUnderTest, ticket_id: uuid.UUID, number: str, to_group: str
+) -> TicketEscalated | TicketEscalationRefused:
+    before = len(await routing.published())
+    asked = TicketEscalationRequested(
+        number=number, to_group=to_group, reason="The switch needs a look.", requested_by="Sara"
+    )
+    await routing.deliver(envelope(asked, ticket_id=ticket_id, source="intake"))
+    [answer] = (await routing.published())[before:]
+    assert answer.ticket_id == ticket_id and answer.causation_id is not None
+    if answer.type == TicketEscalated.TYPE:
+        return TicketEscalated.model_validate(answer.data)
+    assert answer.type == TicketEscalationRefused.TYPE
+    return TicketEscalationRefused.model_validate(answer.data)
+
+
+async def test_an_escalation_moves_the_ticket_to_the_group_and_keeps_its_owner(
+    database_url: str,
+) -> None:
+    async with service("routing", database_url) as routing:
+        ticket_id, routed = await routed_ticket(routing)
+        assert routed.owner is not None
+
+        answer = await escalate(routing, ticket_id, routed.number, "network")
+
+        assert isinstance(answer, TicketEscalated)
+        assert answer.kind == "functional" and answer.reason == "The switch needs a look."
+        assert (answer.to_group.id, answer.to_group.name, answer.to_group.tier) == (
+            "network",
+            "Network Operations",
+            3,
+        )
+        assert answer.from_group is not None and answer.from_group.id == "service-desk"
+        assert answer.owner == routed.owner
+        assert tuple(await triage_of(routing, ticket_id)) == ("network", routed.owner.id)
+
+
+@pytest.mark.parametrize(
+    ("to_group", "reason"),
+    [("nowhere", "there is no group nowhere"), ("service-desk", "Service Desk has it already")],
+)
+async def test_an_escalation_routing_cannot_honour_is_refused(
+    database_url: str, to_group: str, reason: str
+) -> None:
+    async with service("routing", database_url) as routing:
+        ticket_id, routed = await routed_ticket(routing)
+        before = tuple(await triage_of(routing, ticket_id))
+
+        answer = await escalate(routing, ticket_id, routed.number, to_group)
+
+        assert isinstance(answer, TicketEscalationRefused)
+        assert (answer.to_group, answer.reason, answer.requested_by) == (to_group, reason, "Sara")
+        assert tuple(await triage_of(routing, ticket_id)) == before
+
+
+async def test_an_escalation_that_overtakes_the_creation_waits_for_it(database_url: str) -> None:
+    async with service("routing", database_url) as routing:
+        ticket_id = uuid.uuid4()
+        asked = envelope(
+            TicketEscalationRequested(number="SD-000042", to_group="network", reason="Help"),
+            ticket_id=ticket_id,
+            source="intake",
+        )
+        with pytest.raises(RetryLater):
+            await routing.deliver(asked)
+        await routing.deliver(envelope(ticket_created(), ticket_id=ticket_id))
+        await routing.deliver(asked, delivery_count=1)
+        [escalated] = await routing.published("ticket.escalated")
+        assert TicketEscalated.model_validate(escalated.data).to_group.id == "network"

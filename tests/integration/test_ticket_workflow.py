@@ -11,7 +11,12 @@ from typing import Any
 import httpx
 import pytest
 
-from spoc_contracts import TicketAssigned, TicketAssignmentRefused, TicketRouted
+from spoc_contracts import (
+    TicketAssigned,
+    TicketAssignmentRefused,
+    TicketEscalationRefused,
+    TicketRouted,
+)
 from spoc_contracts.routing import AgentRef, GroupRef
 from spoc_intake import repository
 from spoc_intake.workflow import STATUSES, allowed_targets
@@ -294,6 +299,23 @@ async def test_an_escalation_is_requested_and_the_owner_stays(
         f"/api/v1/tickets/{ticket['number']}", headers={"X-Access-Key": ticket["access_key"]}
     )
     assert "concentrator" not in public.text
+
+    # Routing's refusal (a group it does not have) is told to staff only.
+    refused = TicketEscalationRefused(
+        number=ticket["number"], to_group="network", reason="there is no group network"
+    )
+    await intake.deliver(
+        envelope(refused, ticket_id=uuid.UUID(ticket["id"]), source="routing", sequence=2)
+    )
+    staff_view = await client.get(f"/api/v1/tickets/{ticket['number']}", headers=as_(SARA))
+    assert staff_view.json()["timeline"][-1] == staff_view.json()["timeline"][-1] | {
+        "kind": "escalation_refused",
+        "summary": "Not escalated to network: there is no group network",
+    }
+    public = await client.get(
+        f"/api/v1/tickets/{ticket['number']}", headers={"X-Access-Key": ticket["access_key"]}
+    )
+    assert "escalation_refused" not in public.text
 
 
 async def test_an_agent_takes_a_ticket_and_routing_answers_on_the_timeline(

@@ -14,6 +14,7 @@ from spoc_contracts.routing import (
     TicketAssigned,
     TicketAssignmentRefused,
     TicketEscalated,
+    TicketEscalationRefused,
     TicketRouted,
 )
 from spoc_contracts.sla import (
@@ -62,6 +63,7 @@ __all__ = [
     "TicketCreated",
     "TicketCreatedV1",
     "TicketEscalated",
+    "TicketEscalationRefused",
     "TicketEscalationRequested",
     "TicketRouted",
     "TicketStatusChanged",

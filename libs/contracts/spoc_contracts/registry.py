@@ -12,6 +12,7 @@ from spoc_contracts.routing import (
     TicketAssigned,
     TicketAssignmentRefused,
     TicketEscalated,
+    TicketEscalationRefused,
     TicketRouted,
 )
 from spoc_contracts.sla import SlaBreached, SlaClockStarted, SlaClockUpdated, SlaMet, SlaWarning
@@ -40,6 +41,7 @@ EVENT_CLASSES: tuple[type[Event], ...] = (
     TicketAssigned,
     TicketAssignmentRefused,
     TicketEscalated,
+    TicketEscalationRefused,
     SlaClockStarted,
     SlaClockUpdated,
     SlaWarning,

@@ -81,3 +81,16 @@ class TicketAssignmentRefused(Event):
     reason: str
     requested_by: str | None = None
     requested_by_id: str | None = None
+
+
+class TicketEscalationRefused(Event):
+    """Routing could not do what a ticket.escalation_requested asked (a group this desk does
+    not have, or the group that has the ticket already): the ticket stays where it was."""
+
+    TYPE = "ticket.escalation_refused"
+    VERSION = 1
+
+    number: str
+    to_group: str
+    reason: str
+    requested_by: str | None = None

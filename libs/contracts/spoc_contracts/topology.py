@@ -16,6 +16,7 @@ SUBSCRIPTIONS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
             "ticket.assigned",
             "ticket.escalated",
             "ticket.assignment_refused",
+            "ticket.escalation_refused",
             "sla.clock_started",
             "sla.clock_updated",
             "sla.warning",
@@ -27,6 +28,7 @@ SUBSCRIPTIONS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
         "routing": (
             "ticket.created",
             "ticket.assignment_requested",
+            "ticket.escalation_requested",
             "staff.updated",
             "credential.token_issued",
             "credential.token_revoked",

@@ -22,6 +22,7 @@ from spoc_contracts import (
     TicketAssigned,
     TicketAssignmentRefused,
     TicketEscalated,
+    TicketEscalationRefused,
     TicketRouted,
 )
 from spoc_intake import repository, sla_state
@@ -131,6 +132,19 @@ async def on_assignment_refused(
         at=envelope.occurred_at,
         kind="assignment_refused",
         summary=f"Not reassigned: {event.reason}",
+        public=False,
+    )
+
+
+async def on_escalation_refused(
+    event: TicketEscalationRefused, *, envelope: Envelope, uow: UnitOfWork
+) -> None:
+    await _add_timeline(
+        uow,
+        envelope,
+        at=envelope.occurred_at,
+        kind="escalation_refused",
+        summary=f"Not escalated to {event.to_group}: {event.reason}",
         public=False,
     )
 
@@ -329,6 +343,7 @@ HANDLERS: dict[str, Handler] = {
     TicketAssigned.TYPE: on_ticket_assigned,
     TicketEscalated.TYPE: on_ticket_escalated,
     TicketAssignmentRefused.TYPE: on_assignment_refused,
+    TicketEscalationRefused.TYPE: on_escalation_refused,
     SlaClockStarted.TYPE: on_sla_clock_started,
     SlaClockUpdated.TYPE: on_sla_clock_updated,
     SlaWarning.TYPE: on_sla_warning,

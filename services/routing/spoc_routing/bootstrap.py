@@ -8,13 +8,14 @@ from spoc_contracts import (
     StaffUpdated,
     TicketAssignmentRequested,
     TicketCreated,
+    TicketEscalationRequested,
 )
 from spoc_platform.bus import MessageBus
 from spoc_platform.consumer import bind_handler
 from spoc_platform.desk_config import load_section
 from spoc_platform.runtime import ServiceRuntime, build_runtime
 from spoc_platform.token_projection import TokenProjection, feed_handlers
-from spoc_routing import handlers, metrics, repository
+from spoc_routing import handlers, metrics, repository, staff_requests
 from spoc_routing.desk import RoutingDesk
 from spoc_routing.models import MESSAGING, TOKENS
 from spoc_routing.settings import RoutingSettings
@@ -46,11 +47,14 @@ def bootstrap(settings: RoutingSettings, *, bus: MessageBus | None = None) -> Ro
             TicketCreated.TYPE: bind_handler(handlers.on_ticket_created, desk=desk),
             StaffUpdated.TYPE: bind_handler(handlers.on_staff_updated, desk=desk),
             TicketAssignmentRequested.TYPE: bind_handler(
-                handlers.on_assignment_requested, desk=desk
+                staff_requests.on_assignment_requested, desk=desk
+            ),
+            TicketEscalationRequested.TYPE: bind_handler(
+                staff_requests.on_escalation_requested, desk=desk
             ),
             **feed_handlers(TOKENS),
         },
-        publishes=handlers.PUBLISHES,
+        publishes=handlers.PUBLISHES + staff_requests.PUBLISHES,
         bus=bus,
         on_start=[sync_agents],
     )

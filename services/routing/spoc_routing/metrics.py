@@ -14,6 +14,11 @@ assignments = Counter(
     "Staff requests to take or hand over a ticket, by outcome (assigned or refused).",
     ["outcome"],
 )
+escalations = Counter(
+    "spoc_routing_escalation_requests_total",
+    "Staff requests for another group's help (functional escalation), by outcome.",
+    ["outcome"],
+)
 
 
 def initialise(desk: RoutingDesk) -> None:
@@ -25,3 +30,5 @@ def initialise(desk: RoutingDesk) -> None:
             tickets_routed.labels(priority, group.id)
     for outcome in ("assigned", "refused"):
         assignments.labels(outcome)
+    for outcome in ("escalated", "refused"):
+        escalations.labels(outcome)

@@ -180,3 +180,9 @@ async def reassign(conn: AsyncConnection, ticket_id: Any, *, group_id: str, owne
         .where(triage.c.ticket_id == ticket_id)
         .values(group_id=group_id, owner_id=owner_id)
     )
+
+
+async def move_group(conn: AsyncConnection, ticket_id: Any, *, group_id: str) -> None:
+    await conn.execute(
+        update(triage).where(triage.c.ticket_id == ticket_id).values(group_id=group_id)
+    )

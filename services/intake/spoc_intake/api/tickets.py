@@ -463,7 +463,7 @@ async def update_ticket(
         503: error_response(503),
     },
     summary="Ask another group to help (functional escalation); the owner stays. Routing "
-    "decides and answers with ticket.escalated",
+    "decides and answers with ticket.escalated (or ticket.escalation_refused)",
 )
 async def request_escalation(
     number: TicketNumber,

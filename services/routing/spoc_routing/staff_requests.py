@@ -1,0 +1,203 @@
+"""Staff's requests about a ticket, which routing decides because it knows the groups, who is
+active in them and who has room: an assignment (take it, hand it to a colleague or a group)
+and a functional escalation (another group helps; the front-line owner stays, D3)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from spoc_contracts import (
+    Envelope,
+    TicketAssigned,
+    TicketAssignmentRefused,
+    TicketAssignmentRequested,
+    TicketEscalated,
+    TicketEscalationRefused,
+    TicketEscalationRequested,
+)
+from spoc_contracts.routing import AgentRef, GroupRef
+from spoc_platform.consumer import PermanentError
+from spoc_platform.unit_of_work import UnitOfWork
+from spoc_routing import metrics, repository
+from spoc_routing.desk import Group, RoutingDesk
+
+
+class NotTriagedYet(Exception):
+    """A request overtook the ticket's creation in routing's queue: retried (the
+    creation is handled meanwhile), never dropped."""
+
+
+async def on_assignment_requested(
+    event: TicketAssignmentRequested,
+    *,
+    envelope: Envelope,
+    uow: UnitOfWork,
+    desk: RoutingDesk,
+) -> None:
+    """Staff asked for the ticket to go to a person or a group: routing checks that the person
+    may take it (a known, active agent of that group) or picks one by the group's strategy,
+    and answers with ticket.assigned, or ticket.assignment_refused saying why."""
+    current = await _triage(envelope, uow, event.number)
+    decision = await _decide_assignment(uow, event, desk, current)
+    if isinstance(decision, str):
+        await uow.publish(
+            TicketAssignmentRefused(
+                number=event.number,
+                agent=event.agent,
+                group=event.group,
+                reason=decision,
+                requested_by=event.requested_by,
+                requested_by_id=event.requested_by_id,
+            ),
+            ticket_id=envelope.ticket_id,
+        )
+        metrics.assignments.labels("refused").inc()
+        return
+    group, owner = decision
+    await repository.reassign(uow.conn, envelope.ticket_id, group_id=group.id, owner_id=owner.id)
+    previous = None
+    if current.owner_id is not None:
+        previous_name = await repository.agent_name(uow.conn, current.owner_id)
+        previous = AgentRef(id=current.owner_id, name=previous_name or current.owner_id)
+    await uow.publish(
+        TicketAssigned(
+            number=event.number,
+            owner=owner,
+            group=_ref(group),
+            previous_owner=previous,
+            reason=_assignment_reason(event, owner),
+        ),
+        ticket_id=envelope.ticket_id,
+    )
+    metrics.assignments.labels("assigned").inc()
+
+
+async def _decide_assignment(
+    uow: UnitOfWork, event: TicketAssignmentRequested, desk: RoutingDesk, current: Any
+) -> tuple[Group, AgentRef] | str:
+    """The group and owner the request leads to, or why it cannot be done. A request that
+    would change nothing (a repeated click, or one that raced the previous answer) is refused
+    before anyone is counted: intake's already_assigned check reads a projection that lags."""
+    known = {group.id: group for group in desk.groups}
+    if event.group is not None and event.group not in known:
+        return f"there is no group {event.group}"
+    if event.agent is None:
+        if event.group is None:
+            return "the request names neither an agent nor a group"
+        if not _may_hand_into(event, event.group):
+            return _outside(event, known[event.group])
+        same_group = event.group == current.group_id and current.owner_id is not None
+        taken = await repository.take_least_loaded_agent(
+            uow.conn, event.group, excluding=current.owner_id if same_group else None
+        )
+        if taken is None:
+            others = " else" if same_group else ""
+            return f"nobody{others} in {known[event.group].name} can take it now"
+        return known[event.group], AgentRef(id=taken[0], name=taken[1])
+    person = await repository.agent_profile(uow.conn, event.agent)
+    if person is None:
+        return f"{event.agent} is not an agent of this desk"
+    if not person.staff_active:
+        return f"{person.name}'s account is deactivated"
+    if not person.active or person.group_id not in known:
+        return f"{person.name} is in no group of this desk"
+    group_id = event.group or person.group_id
+    if group_id != person.group_id and group_id not in (person.staff_groups or []):
+        return f"{person.name} is not a member of {known[group_id].name}"
+    if not _may_hand_into(event, group_id):
+        return _outside(event, known[group_id])
+    if person.id == current.owner_id and group_id == current.group_id:
+        return f"{person.name} has it already, in {known[group_id].name}"
+    await repository.count_assignment(uow.conn, person.id)
+    return known[group_id], AgentRef(id=person.id, name=person.name)
+
+
+def _may_hand_into(event: TicketAssignmentRequested, group_id: str) -> bool:
+    return event.within_groups is None or group_id in event.within_groups
+
+
+def _outside(event: TicketAssignmentRequested, group: Group) -> str:
+    asked_by = event.requested_by or "the agent"
+    return (
+        f"{group.name} is not a group of {asked_by}'s: ask it for help with an escalation "
+        "(the owner stays), or ask a manager"
+    )
+
+
+def _assignment_reason(event: TicketAssignmentRequested, owner: AgentRef) -> str:
+    asked_by = event.requested_by or "staff"
+    if event.requested_by_id is not None and event.requested_by_id == owner.id:
+        said = f"taken by {owner.name}"
+    elif event.agent is None:
+        said = f"{asked_by} asked for the group; {owner.name} has the fewest tickets"
+    else:
+        said = f"{asked_by} asked for {owner.name}"
+    return f"{said}: {event.reason}" if event.reason else said
+
+
+async def on_escalation_requested(
+    event: TicketEscalationRequested,
+    *,
+    envelope: Envelope,
+    uow: UnitOfWork,
+    desk: RoutingDesk,
+) -> None:
+    """A functional escalation: the ticket's group becomes the one asked to help, and its
+    owner stays the requester's one contact (D3); ticket.escalated says so, or
+    ticket.escalation_refused says why not."""
+    current = await _triage(envelope, uow, event.number)
+    known = {group.id: group for group in desk.groups}
+    target = known.get(event.to_group)
+    if target is None or target.id == current.group_id:
+        await uow.publish(
+            TicketEscalationRefused(
+                number=event.number,
+                to_group=event.to_group,
+                reason=f"there is no group {event.to_group}"
+                if target is None
+                else f"{target.name} has it already",
+                requested_by=event.requested_by,
+            ),
+            ticket_id=envelope.ticket_id,
+        )
+        metrics.escalations.labels("refused").inc()
+        return
+    await repository.move_group(uow.conn, envelope.ticket_id, group_id=target.id)
+    source = known.get(current.group_id)
+    owner = None
+    if current.owner_id is not None:
+        name = await repository.agent_name(uow.conn, current.owner_id)
+        owner = AgentRef(id=current.owner_id, name=name or current.owner_id)
+    await uow.publish(
+        TicketEscalated(
+            number=event.number,
+            kind="functional",
+            to_group=_ref(target),
+            from_group=_ref(source) if source is not None else None,
+            owner=owner,
+            reason=event.reason,
+        ),
+        ticket_id=envelope.ticket_id,
+    )
+    metrics.escalations.labels("escalated").inc()
+
+
+async def _triage(envelope: Envelope, uow: UnitOfWork, number: str) -> Any:
+    if envelope.ticket_id is None:
+        raise PermanentError(f"{envelope.type} without a ticket_id")
+    current = await repository.triage_for_change(uow.conn, envelope.ticket_id)
+    if current is None:
+        raise NotTriagedYet(f"{number} is not triaged yet")
+    return current
+
+
+def _ref(group: Group) -> GroupRef:
+    return GroupRef(id=group.id, name=group.name, tier=group.tier)
+
+
+PUBLISHES = [
+    TicketAssigned.TYPE,
+    TicketAssignmentRefused.TYPE,
+    TicketEscalated.TYPE,
+    TicketEscalationRefused.TYPE,
+]
