@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from spoc_contracts import (
     ClockTarget,
@@ -21,9 +21,10 @@ from spoc_contracts import (
     TicketRouted,
 )
 from spoc_contracts.routing import AgentRef, GroupRef
-from spoc_intake.models import TimelineEntry
-from spoc_intake.schemas import TicketCreate
-from spoc_intake.views import ticket_for_requester
+from spoc_intake.callers import Caller
+from spoc_intake.models import Ticket, TimelineEntry
+from spoc_intake.schemas import TicketAgentRead, TicketCreate
+from spoc_intake.views import ticket_for_caller, ticket_for_requester
 from spoc_platform.bus import PoisonMessage
 from tests.e2e.journey import NEW_TICKET
 from tests.harness import ServiceUnderTest, envelope, service
@@ -431,3 +432,53 @@ async def test_news_of_no_ticket_at_all_is_dead_lettered_with_the_reason(
     with pytest.raises(PoisonMessage) as dead:
         await intake.deliver(orphan)
     assert str(dead.value) == "ticket.routed without a ticket_id"
+
+
+async def test_routings_triage_is_explained_to_staff_and_its_category_fills_a_blank_one(
+    intake: ServiceUnderTest,
+) -> None:
+    ticket_id, number, key = await open_ticket(intake)
+    agent = Caller(role="agent", subject_id="sara", groups=frozenset({"service-desk"}))
+    blank_before = await ticket_for_caller(
+        intake.runtime.engine, "SD", number, agent, None, agents_see_all=False
+    )
+    assert blank_before.category == "network"  # NEW_TICKET's; cleared below for the test
+    async with intake.runtime.engine.begin() as conn:
+        await conn.execute(update(Ticket).where(Ticket.id == ticket_id).values(category=None))
+    decided = routed("Sara Ahmadi").model_copy(
+        update={
+            "category": "hardware",
+            "subcategory": "printer",
+            "auto_classified": True,
+            "tags": ["vip"],
+            "rules": ["vip"],
+            "desk_version": "c6d91488f88a",
+            "reason": "impact high × urgency medium → P2; rule vip (VIP requester)",
+        }
+    )
+    await intake.deliver(envelope(decided, ticket_id=ticket_id, source="routing"))
+
+    seen = await ticket_for_caller(
+        intake.runtime.engine, "SD", number, agent, None, agents_see_all=False
+    )
+    assert isinstance(seen, TicketAgentRead)
+    assert (seen.category, seen.subcategory, seen.auto_classified) == ("hardware", "printer", True)
+    assert seen.tags == ["vip"]
+    [*_, why] = await timeline_rows(intake, ticket_id)
+    assert (why["kind"], why["public"], why["summary"]) == (
+        "triage",
+        False,
+        "Triage: impact high × urgency medium → P2; rule vip (VIP requester) (desk c6d91488f88a).",
+    )
+    public = await view(intake, number, key)
+    assert "Triage" not in str(public) and "vip" not in str(public)
+
+
+async def test_routing_never_overwrites_a_category_a_person_gave(intake: ServiceUnderTest) -> None:
+    ticket_id, _, _ = await open_ticket(intake)  # NEW_TICKET names "network"
+    guessed = routed(None).model_copy(update={"category": "hardware", "auto_classified": True})
+    await intake.deliver(envelope(guessed, ticket_id=ticket_id, source="routing"))
+    async with intake.runtime.engine.connect() as conn:
+        query = select(Ticket.category, Ticket.auto_classified).where(Ticket.id == ticket_id)
+        row = (await conn.execute(query)).one()
+    assert tuple(row) == ("network", False)

@@ -149,8 +149,14 @@ async def test_the_routed_event_and_routings_record_carry_the_whole_triage(
             "category": "network",
             "group": {"id": "service-desk", "name": "Service Desk", "tier": 1},
             "owner": {"id": "sara", "name": "Sara Ahmadi"},
-            "reason": "impact high × urgency medium → P2; default group",
+            "reason": "impact high × urgency medium → P2; Service Desk by the default group",
             "ticket_created_at": "2026-11-23T10:00:00Z",
+            "subcategory": None,
+            "item": None,
+            "auto_classified": False,
+            "tags": [],
+            "rules": [],
+            "desk_version": RoutingDesk().version,
         }
         assert await triage_record(routing, ticket_id) == {
             "ticket_id": ticket_id,
@@ -161,6 +167,12 @@ async def test_the_routed_event_and_routings_record_carry_the_whole_triage(
             "category": "network",
             "group_id": "service-desk",
             "owner_id": "sara",
+            "subcategory": None,
+            "item": None,
+            "auto_classified": False,
+            "tags": [],
+            "rules": [],
+            "desk_version": RoutingDesk().version,
         }
         assert routed_total("P2", "service-desk") == before + 1
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from spoc_contracts.envelope import Event
 
@@ -39,6 +39,16 @@ class TicketRouted(Event):
     reason: str
     # When the requester submitted it: SLA clocks run from here, not from routing's turn.
     ticket_created_at: datetime | None = None
+    # Where the ticket sits in the desk's category tree (D23) as routing decided it.
+    subcategory: str | None = None
+    item: str | None = None
+    # Routing chose the category from the ticket's words: it came without one.
+    auto_classified: bool = False
+    tags: list[str] = Field(default_factory=list)
+    # The desk's rules that matched, in order (`reason` says what each did).
+    rules: list[str] = Field(default_factory=list)
+    # Which routing configuration decided: a digest of the desk file's routing section.
+    desk_version: str | None = None
 
 
 class TicketAssigned(Event):

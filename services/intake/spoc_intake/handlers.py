@@ -65,6 +65,7 @@ async def on_ticket_routed(event: TicketRouted, *, envelope: Envelope, uow: Unit
         group_tier=event.group.tier,
         owner_id=event.owner.id if event.owner else None,
         owner_name=event.owner.name if event.owner else None,
+        tags=event.tags,
     )
     owner = f", owner {event.owner.name}" if event.owner else ""
     await _add_timeline(
@@ -73,6 +74,25 @@ async def on_ticket_routed(event: TicketRouted, *, envelope: Envelope, uow: Unit
         at=envelope.occurred_at,
         kind="routed",
         summary=f"Priority {event.priority}; assigned to {event.group.name}{owner}.",
+    )
+    if event.auto_classified and event.category is not None:
+        await repository.classify_if_unclassified(
+            uow.conn,
+            ticket_id,
+            category=event.category,
+            subcategory=event.subcategory,
+            item=event.item,
+        )
+    # Why, for staff (D23, D24): what decided the priority and the group, which rules matched,
+    # and which desk configuration did it.
+    version = f" (desk {event.desk_version})" if event.desk_version else ""
+    await repository.add_timeline(
+        uow.conn,
+        ticket_id=ticket_id,
+        at=envelope.occurred_at,
+        kind="triage",
+        summary=f"Triage: {event.reason}{version}.",
+        public=False,
     )
 
 

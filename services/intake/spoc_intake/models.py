@@ -103,6 +103,10 @@ class Ticket(Base):
     taken_by: Mapped[str | None] = mapped_column(String(64))
     first_contact_resolution: Mapped[bool] = mapped_column(default=False, server_default=false())
     follows_up: Mapped[int | None] = mapped_column(BigInteger)
+    # Routing's triage (0010): it chose the category from the ticket's words (the ticket came
+    # without one; an agent re-categorising clears the flag), and the tags its rules gave.
+    auto_classified: Mapped[bool] = mapped_column(default=False, server_default=false())
+    tags: Mapped[list[str] | None] = mapped_column(Json)
 
 
 class TimelineEntry(Base):

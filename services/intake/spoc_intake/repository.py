@@ -196,6 +196,18 @@ async def apply_routing(
     )
 
 
+async def classify_if_unclassified(
+    conn: AsyncConnection, ticket_id: uuid.UUID, **classification: Any
+) -> None:
+    """Routing's category for a ticket that came without one, unless someone has given it one
+    since (an agent's re-categorisation is never overwritten)."""
+    await conn.execute(
+        update(ticket)
+        .where(ticket.c.id == ticket_id, ticket.c.category.is_(None))
+        .values(auto_classified=True, **classification)
+    )
+
+
 # --- SLA state and notifications, for agents (handlers.py, sla_state.py; migration 0007) -----
 
 notification: Table = cast(Table, Notification.__table__)

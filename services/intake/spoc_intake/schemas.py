@@ -531,6 +531,11 @@ class TicketAgentRead(TicketRead):
     first_contact_resolution: bool = Field(
         default=False, description="Solved while the caller was on the line (D4)"
     )
+    auto_classified: bool = Field(
+        default=False,
+        description="Routing chose the category from the ticket's words (it came without one)",
+    )
+    tags: list[str] = Field(default_factory=list, description="Given by the desk's routing rules")
     timeline: list[AgentTimelineEntryRead]  # type: ignore[assignment]
     sla: SlaRead = Field(
         default=SlaRead(state=None, first_response=_NO_CLOCK, resolution=_NO_CLOCK)

@@ -176,6 +176,8 @@ async def ticket_for_caller(
             # A phone call: who took it, and whether it was solved on the line (D4).
             "taken_by": row.taken_by,
             "first_contact_resolution": row.first_contact_resolution,
+            "auto_classified": row.auto_classified,
+            "tags": row.tags or [],
             # Everything: internal notes, failed notifications, and who was told what.
             "timeline": [
                 AgentTimelineEntryRead(at=e.at, kind=e.kind, summary=e.summary, public=e.public)

@@ -285,7 +285,11 @@ class TicketWork:
             }
             if not changes:
                 return
-            await repository.update_ticket(uow.conn, row.id, updated_at=now, **changes)
+            # A person's category is no longer routing's guess.
+            reclassified = {"auto_classified": False} if "category" in changes else {}
+            await repository.update_ticket(
+                uow.conn, row.id, updated_at=now, **changes, **reclassified
+            )
             actor = self._actor(seen_as, caller, row)
             said = ", ".join(
                 f"{field} {row._mapping[field] or 'none'} → {value or 'none'}"

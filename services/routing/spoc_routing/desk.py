@@ -1,12 +1,29 @@
-"""Routing's part of the desk configuration: the priority matrix, groups and their agents."""
+"""Routing's part of the desk configuration: the priority matrix, groups and their agents, the
+category tree (D23) and the ordered triage rules."""
 
 from __future__ import annotations
 
-from typing import Literal
+import hashlib
+from collections import Counter
+from functools import cached_property
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 Level = Literal["high", "medium", "low"]
+TicketType = Literal["incident", "request", "complaint", "suggestion"]
+Channel = Literal["portal", "email", "api", "chat", "phone"]
+NodeId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]*$", max_length=64)]
+# A word or phrase looked for in the subject and description, whole words, any case.
+Keyword = Annotated[
+    str, StringConstraints(min_length=2, max_length=100, strip_whitespace=True, to_lower=True)
+]
+Domain = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^[a-z0-9.-]+\.[a-z]{2,}$", max_length=253, strip_whitespace=True, to_lower=True
+    ),
+]
 
 
 class Agent(BaseModel):
@@ -23,6 +40,63 @@ class Group(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     tier: int = Field(default=1, ge=1, le=3)
     agents: tuple[Agent, ...] = ()
+
+
+class Classified(BaseModel):
+    """What a node of the category tree says about its tickets: the group that takes them and
+    the impact and urgency they have when the requester's ticket does not say (D23, D24)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: NodeId
+    name: str | None = Field(default=None, max_length=200)
+    group: NodeId | None = None
+    impact: Level | None = None
+    urgency: Level | None = None
+    # For tickets that come without a category: the words that point here (auto-classified).
+    keywords: tuple[Keyword, ...] = ()
+
+
+class Item(Classified):
+    """An affected item (a service or a configuration item, D23)."""
+
+
+class Subcategory(Classified):
+    items: tuple[Item, ...] = ()
+
+
+class Category(Classified):
+    subcategories: tuple[Subcategory, ...] = ()
+
+
+class RuleWhen(BaseModel):
+    """Every condition given must hold; within a list, any one value will do."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    category: tuple[NodeId, ...] = ()
+    type: tuple[TicketType, ...] = ()
+    channel: tuple[Channel, ...] = ()
+    requester_domain: tuple[Domain, ...] = ()
+    vip: bool | None = None
+    keywords: tuple[Keyword, ...] = ()
+
+
+class RuleThen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    group: NodeId | None = None
+    # At least this urgent: a P2 floor turns a P3 or P4 into a P2 and leaves a P1 alone.
+    priority_floor: str | None = Field(default=None, max_length=16)
+    tags: tuple[NodeId, ...] = ()
+
+
+class Rule(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: NodeId
+    when: RuleWhen = Field(default_factory=RuleWhen)
+    then: RuleThen
 
 
 def _default_matrix() -> dict[Level, dict[Level, str]]:
@@ -55,6 +129,14 @@ class RoutingDesk(BaseModel):
     matrix: dict[Level, dict[Level, str]] = Field(default_factory=_default_matrix)
     default_group: str = "service-desk"
     groups: tuple[Group, ...] = Field(default_factory=_default_groups)
+    # Most urgent first. Default: the matrix's priorities in name order (P1 before P5).
+    priority_order: tuple[str, ...] | None = None
+    categories: tuple[Category, ...] = ()
+    # Every rule whose conditions hold applies, in this order: the first that names a group
+    # decides the group, the most urgent floor wins, and the tags add up.
+    rules: tuple[Rule, ...] = ()
+    # Requesters the desk treats as VIP (rules' `vip: true`): addresses, or @domain for all of one.
+    vip_requesters: tuple[str, ...] = ()
 
     @model_validator(mode="after")
     def _complete(self) -> RoutingDesk:
@@ -63,12 +145,78 @@ class RoutingDesk(BaseModel):
             missing = [u for u in levels if u not in self.matrix.get(impact, {})]
             if missing:
                 raise ValueError(f"matrix[{impact}] lacks urgency {', '.join(missing)}")
-        if self.default_group not in {g.id for g in self.groups}:
+        groups = {g.id for g in self.groups}
+        if self.default_group not in groups:
             raise ValueError(f"default_group '{self.default_group}' is not among the groups")
+        priorities = {p for row in self.matrix.values() for p in row.values()}
+        if self.priority_order is not None and set(self.priority_order) != priorities:
+            raise ValueError(
+                f"priority_order must list the matrix's priorities once each: {sorted(priorities)}"
+            )
+        problems = [
+            *(
+                f"categories.{'.'.join(path)}: group '{node.group}' is not among the groups"
+                for path, node in self.category_nodes()
+                if node.group is not None and node.group not in groups
+            ),
+            *(
+                f"rules[{i}] ({rule.name}): group '{rule.then.group}' is not among the groups"
+                for i, rule in enumerate(self.rules)
+                if rule.then.group is not None and rule.then.group not in groups
+            ),
+            *(
+                f"rules[{i}] ({rule.name}): priority_floor '{rule.then.priority_floor}' is not "
+                f"one of {sorted(priorities)}"
+                for i, rule in enumerate(self.rules)
+                if rule.then.priority_floor is not None
+                and rule.then.priority_floor not in priorities
+            ),
+            *(
+                f"rules[{i}] ({rule.name}): category '{category}' is not declared"
+                for i, rule in enumerate(self.rules)
+                for category in rule.when.category
+                if self.categories and category not in {c.id for c in self.categories}
+            ),
+        ]
+        problems += _repeats("categories", [c.id for c in self.categories])
+        for c in self.categories:
+            problems += _repeats(f"categories.{c.id}", [s.id for s in c.subcategories])
+            for sub in c.subcategories:
+                problems += _repeats(f"categories.{c.id}.{sub.id}", [i.id for i in sub.items])
+        problems += _repeats("rules", [rule.name for rule in self.rules])
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
+
+    def category_nodes(self) -> list[tuple[tuple[str, ...], Classified]]:
+        """Every node of the category tree with its path of ids, in file order, parents first."""
+        nodes: list[tuple[tuple[str, ...], Classified]] = []
+        for c in self.categories:
+            nodes.append(((c.id,), c))
+            for sub in c.subcategories:
+                nodes.append(((c.id, sub.id), sub))
+                nodes += [((c.id, sub.id, i.id), i) for i in sub.items]
+        return nodes
+
+    @cached_property
+    def ranks(self) -> dict[str, int]:
+        """Each priority's urgency rank: 0 is the most urgent."""
+        order = self.priority_order or tuple(
+            sorted({p for row in self.matrix.values() for p in row.values()})
+        )
+        return {priority: rank for rank, priority in enumerate(order)}
+
+    @cached_property
+    def version(self) -> str:
+        """Which configuration a decision used: a digest of this section as loaded."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:12]
 
     def priority(self, impact: Level, urgency: Level) -> str:
         return self.matrix[impact][urgency]
 
     def group(self, group_id: str) -> Group:
         return next(g for g in self.groups if g.id == group_id)
+
+
+def _repeats(where: str, ids: list[str]) -> list[str]:
+    return [f"{where}: '{i}' is declared twice" for i, n in sorted(Counter(ids).items()) if n > 1]

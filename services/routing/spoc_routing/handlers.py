@@ -18,6 +18,7 @@ from spoc_platform.db import utc_now
 from spoc_platform.unit_of_work import UnitOfWork
 from spoc_routing import metrics, repository
 from spoc_routing.desk import RoutingDesk
+from spoc_routing.triage import TicketFacts, triage
 
 log = logging.getLogger(__name__)
 
@@ -32,19 +33,37 @@ async def on_ticket_created(
 ) -> None:
     if envelope.ticket_id is None:
         raise PermanentError("ticket.created without a ticket_id")
-    impact = event.impact or desk.default_impact
-    urgency = event.urgency or desk.default_urgency
-    priority = desk.priority(impact, urgency)
-    group = desk.group(desk.default_group)
+    decision = triage(
+        TicketFacts(
+            subject=event.subject,
+            description=event.description,
+            type=event.type,
+            channel=event.channel,
+            requester_email=event.requester.email,
+            category=event.category,
+            subcategory=event.subcategory,
+            item=event.item,
+            impact=event.impact,
+            urgency=event.urgency,
+        ),
+        desk,
+    )
+    group = decision.group
     owner = await repository.take_least_loaded_agent(uow.conn, group.id)
     first_time = await repository.save_triage(
         uow.conn,
         ticket_id=envelope.ticket_id,
         number=event.number,
-        impact=impact,
-        urgency=urgency,
-        priority=priority,
-        category=event.category,
+        impact=decision.impact,
+        urgency=decision.urgency,
+        priority=decision.priority,
+        category=decision.category,
+        subcategory=decision.subcategory,
+        item=decision.item,
+        auto_classified=decision.auto_classified,
+        tags=list(decision.tags),
+        rules=list(decision.rules),
+        desk_version=desk.version,
         group_id=group.id,
         owner_id=owner[0] if owner else None,
         routed_at=utc_now(),
@@ -59,18 +78,24 @@ async def on_ticket_created(
     await uow.publish(
         TicketRouted(
             number=event.number,
-            priority=priority,
-            impact=impact,
-            urgency=urgency,
-            category=event.category,
+            priority=decision.priority,
+            impact=decision.impact,
+            urgency=decision.urgency,
+            category=decision.category,
+            subcategory=decision.subcategory,
+            item=decision.item,
+            auto_classified=decision.auto_classified,
+            tags=list(decision.tags),
+            rules=list(decision.rules),
+            desk_version=desk.version,
             group=GroupRef(id=group.id, name=group.name, tier=group.tier),
             owner=AgentRef(id=owner[0], name=owner[1]) if owner else None,
-            reason=f"impact {impact} × urgency {urgency} → {priority}; default group",
+            reason=decision.reason,
             ticket_created_at=event.created_at,
         ),
         ticket_id=envelope.ticket_id,
     )
-    metrics.tickets_routed.labels(priority, group.id).inc()
+    metrics.tickets_routed.labels(decision.priority, group.id).inc()
 
 
 async def on_staff_updated(

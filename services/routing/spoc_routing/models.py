@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import JSON, Integer, String, Uuid, true
+from sqlalchemy import JSON, Integer, String, Uuid, false, true
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -32,6 +32,13 @@ class Triage(Base):
     group_id: Mapped[str] = mapped_column(String(64))
     owner_id: Mapped[str | None] = mapped_column(String(64))
     routed_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    subcategory: Mapped[str | None] = mapped_column(String(100))
+    item: Mapped[str | None] = mapped_column(String(100))
+    auto_classified: Mapped[bool] = mapped_column(default=False, server_default=false())
+    tags: Mapped[list[str] | None] = mapped_column(Json)
+    # The rules that matched and the desk configuration that decided (triage.py).
+    rules: Mapped[list[str] | None] = mapped_column(Json)
+    desk_version: Mapped[str | None] = mapped_column(String(64))
 
 
 class Agent(Base):
