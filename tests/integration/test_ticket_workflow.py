@@ -417,3 +417,32 @@ async def test_an_assignment_is_staff_work_on_an_active_ticket_and_a_refusal_is_
     )
     assert "Network Operations" not in public.text and "reassigned" not in public.text
     assert "asked for someone" not in public.text
+
+
+async def test_an_agents_category_replaces_routings_guess(
+    client: httpx.AsyncClient, intake: ServiceUnderTest
+) -> None:
+    unsorted = {key: value for key, value in NEW_TICKET.items() if key != "category"}
+    ticket = (await client.post("/api/v1/tickets", json=unsorted)).json()
+    guessed = TicketRouted(
+        number=ticket["number"],
+        priority="P3",
+        impact="medium",
+        urgency="medium",
+        category="hardware",
+        auto_classified=True,
+        group=DESK,
+        owner=None,
+        reason="classified hardware by 'laptop'",
+    )
+    await intake.deliver(
+        envelope(guessed, ticket_id=uuid.UUID(ticket["id"]), source="routing", sequence=1)
+    )
+    path = f"/api/v1/tickets/{ticket['number']}"
+    seen = (await client.get(path, headers=as_(SARA))).json()
+    assert (seen["category"], seen["auto_classified"]) == ("hardware", True)
+
+    changed = await client.patch(path, json={"category": "network"}, headers=as_(SARA))
+
+    assert changed.status_code == 200, changed.text
+    assert (changed.json()["category"], changed.json()["auto_classified"]) == ("network", False)
