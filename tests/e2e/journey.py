@@ -181,6 +181,20 @@ async def agent_works_the_ticket(client: httpx.AsyncClient, created: dict[str, A
     assert referred["owner"] == {"name": AGENT["name"]} and referred["team"]["tier"] == 2
     assert "Reimage?" not in str(referred)
 
+    # Re-classified (D24): the whole office is affected, so routing re-triages P2 → P1; the
+    # team and the owner stay.
+    assert referred["priority"] == "P2"
+    changed = await client.patch(ticket, json={"urgency": "high"}, headers=agent)
+    assert changed.status_code == 200, changed.text
+
+    async def retriaged() -> dict[str, Any] | None:
+        seen: dict[str, Any] = (await client.get(ticket, headers=requester)).json()
+        return seen if seen["priority"] == "P1" else None
+
+    raised = await eventually(retriaged, timeout=20, message="routing did not re-triage")
+    assert raised["team"]["name"] == "Desktop Support"
+    assert raised["owner"] == {"name": AGENT["name"]}
+
     reply = await agent_says(
         "comments", {"body": "Which VPN client version do you run?", "visibility": "public"}, 201
     )

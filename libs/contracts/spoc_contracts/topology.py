@@ -29,6 +29,7 @@ SUBSCRIPTIONS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
             "ticket.created",
             "ticket.assignment_requested",
             "ticket.escalation_requested",
+            "ticket.updated",
             "staff.updated",
             "credential.token_issued",
             "credential.token_revoked",

@@ -9,6 +9,7 @@ from spoc_contracts import (
     TicketAssignmentRequested,
     TicketCreated,
     TicketEscalationRequested,
+    TicketUpdated,
 )
 from spoc_platform.bus import MessageBus
 from spoc_platform.consumer import bind_handler
@@ -46,6 +47,7 @@ def bootstrap(settings: RoutingSettings, *, bus: MessageBus | None = None) -> Ro
         handlers={
             TicketCreated.TYPE: bind_handler(handlers.on_ticket_created, desk=desk),
             StaffUpdated.TYPE: bind_handler(handlers.on_staff_updated, desk=desk),
+            TicketUpdated.TYPE: bind_handler(handlers.on_ticket_updated, desk=desk),
             TicketAssignmentRequested.TYPE: bind_handler(
                 staff_requests.on_assignment_requested, desk=desk
             ),

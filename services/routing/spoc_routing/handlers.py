@@ -11,6 +11,7 @@ from spoc_contracts import (
     TicketCreated,
     TicketCreatedV1,
     TicketRouted,
+    TicketUpdated,
 )
 from spoc_contracts.routing import AgentRef, GroupRef
 from spoc_platform.consumer import AlreadyHandled, PermanentError
@@ -18,7 +19,8 @@ from spoc_platform.db import utc_now
 from spoc_platform.unit_of_work import UnitOfWork
 from spoc_routing import metrics, repository
 from spoc_routing.desk import RoutingDesk
-from spoc_routing.triage import TicketFacts, triage
+from spoc_routing.staff_requests import NotTriagedYet
+from spoc_routing.triage import RETRIAGED_BY, TicketFacts, recalled, remembered, triage
 
 log = logging.getLogger(__name__)
 
@@ -33,21 +35,19 @@ async def on_ticket_created(
 ) -> None:
     if envelope.ticket_id is None:
         raise PermanentError("ticket.created without a ticket_id")
-    decision = triage(
-        TicketFacts(
-            subject=event.subject,
-            description=event.description,
-            type=event.type,
-            channel=event.channel,
-            requester_email=event.requester.email,
-            category=event.category,
-            subcategory=event.subcategory,
-            item=event.item,
-            impact=event.impact,
-            urgency=event.urgency,
-        ),
-        desk,
+    facts = TicketFacts(
+        subject=event.subject,
+        description=event.description,
+        type=event.type,
+        channel=event.channel,
+        requester_email=event.requester.email,
+        category=event.category,
+        subcategory=event.subcategory,
+        item=event.item,
+        impact=event.impact,
+        urgency=event.urgency,
     )
+    decision = triage(facts, desk)
     group = decision.group
     owner = await repository.take_least_loaded_agent(uow.conn, group.id)
     first_time = await repository.save_triage(
@@ -64,6 +64,7 @@ async def on_ticket_created(
         tags=list(decision.tags),
         rules=list(decision.rules),
         desk_version=desk.version,
+        facts=remembered(facts, desk),
         group_id=group.id,
         owner_id=owner[0] if owner else None,
         routed_at=utc_now(),
@@ -92,6 +93,80 @@ async def on_ticket_created(
             owner=AgentRef(id=owner[0], name=owner[1]) if owner else None,
             reason=decision.reason,
             ticket_created_at=event.created_at,
+        ),
+        ticket_id=envelope.ticket_id,
+    )
+    metrics.tickets_routed.labels(decision.priority, group.id).inc()
+
+
+async def on_ticket_updated(
+    event: TicketUpdated, *, envelope: Envelope, uow: UnitOfWork, desk: RoutingDesk
+) -> None:
+    """An agent re-classified the ticket: routing triages it again (a new priority reaches sla
+    and intake on ticket.routed), and the group and owner stay, whatever the tree or the rules
+    would say now (moving the work is a hand-over or an escalation, D3)."""
+    if not RETRIAGED_BY & event.changes.keys():
+        return
+    if envelope.ticket_id is None:
+        raise PermanentError("ticket.updated without a ticket_id")
+    current = await repository.triage_for_change(uow.conn, envelope.ticket_id)
+    if current is None:
+        raise NotTriagedYet(f"{event.number} is not triaged yet")
+    record = current.facts or {
+        # Triaged before routing kept the ticket's facts: what it decided then stands in.
+        "type": "incident",
+        "channel": "api",
+        "requester_email": "",
+        **{field: current._mapping[field] for field in ("category", "subcategory", "item")},
+        "impact": current.impact,
+        "urgency": current.urgency,
+    }
+    facts = recalled(record, event.changes)
+    decision = triage(facts, desk)
+    group = next((g for g in desk.groups if g.id == current.group_id), decision.group)
+    await repository.retriage(
+        uow.conn,
+        envelope.ticket_id,
+        impact=decision.impact,
+        urgency=decision.urgency,
+        priority=decision.priority,
+        category=decision.category,
+        subcategory=decision.subcategory,
+        item=decision.item,
+        auto_classified=decision.auto_classified,
+        tags=list(decision.tags),
+        rules=list(decision.rules),
+        desk_version=desk.version,
+        facts={**record, **{f: getattr(facts, f) for f in RETRIAGED_BY}},
+    )
+    owner = None
+    if current.owner_id is not None:
+        name = await repository.agent_name(uow.conn, current.owner_id)
+        owner = AgentRef(id=current.owner_id, name=name or current.owner_id)
+    by = f" by {event.updated_by}" if event.updated_by else ""
+    changed = ", ".join(sorted(RETRIAGED_BY & event.changes.keys()))
+    await uow.publish(
+        TicketRouted(
+            number=event.number,
+            priority=decision.priority,
+            impact=decision.impact,
+            urgency=decision.urgency,
+            category=decision.category,
+            subcategory=decision.subcategory,
+            item=decision.item,
+            auto_classified=decision.auto_classified,
+            tags=list(decision.tags),
+            rules=list(decision.rules),
+            desk_version=desk.version,
+            group=GroupRef(id=group.id, name=group.name, tier=group.tier),
+            owner=owner,
+            reason="; ".join(
+                [
+                    f"re-triaged after a change of {changed}{by}",
+                    *decision.steps[:-1],
+                    f"{group.name} and the owner stay",
+                ]
+            ),
         ),
         ticket_id=envelope.ticket_id,
     )

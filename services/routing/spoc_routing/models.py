@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import JSON, Integer, String, Uuid, false, true
 from sqlalchemy.dialects.postgresql import JSONB
@@ -39,6 +40,9 @@ class Triage(Base):
     # The rules that matched and the desk configuration that decided (triage.py).
     rules: Mapped[list[str] | None] = mapped_column(Json)
     desk_version: Mapped[str | None] = mapped_column(String(64))
+    # What the ticket itself says, as routing last heard it (not the defaults it decided), and
+    # the desk's keywords its text held: a re-categorisation re-triages from these.
+    facts: Mapped[dict[str, Any] | None] = mapped_column(Json)
 
 
 class Agent(Base):

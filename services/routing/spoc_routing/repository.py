@@ -186,3 +186,7 @@ async def move_group(conn: AsyncConnection, ticket_id: Any, *, group_id: str) ->
     await conn.execute(
         update(triage).where(triage.c.ticket_id == ticket_id).values(group_id=group_id)
     )
+
+
+async def retriage(conn: AsyncConnection, ticket_id: Any, **values: Any) -> None:
+    await conn.execute(update(triage).where(triage.c.ticket_id == ticket_id).values(**values))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from spoc_routing.desk import Classified, Group, Level, RoutingDesk, Rule
 
@@ -25,6 +26,18 @@ class TicketFacts:
     item: str | None = None
     impact: Level | None = None
     urgency: Level | None = None
+    # For a re-triage, which routing does without the text: the desk's keywords the subject
+    # and description held when the ticket was created (keywords_found).
+    words: frozenset[str] | None = None
+
+    def says(self, word: str) -> bool:
+        if self.words is not None:
+            return word in self.words
+        return _word_pattern(word).search(self._text) is not None
+
+    @functools.cached_property
+    def _text(self) -> str:
+        return f"{self.subject}\n{self.description}".lower()
 
 
 @dataclass(frozen=True)
@@ -41,14 +54,52 @@ class Decision:
     tags: tuple[str, ...]
     # The names of the rules that matched, in the desk's order.
     rules: tuple[str, ...]
-    # Why, in words, for staff: each step and what decided it.
-    reason: str
+    # Why, in words, for staff: each step and what decided it, the group last.
+    steps: tuple[str, ...]
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(self.steps)
+
+
+# What a re-categorisation may change: the fields of ticket.updated that triage reads.
+RETRIAGED_BY = frozenset({"type", "category", "subcategory", "item", "impact", "urgency"})
+
+
+def remembered(facts: TicketFacts, desk: RoutingDesk) -> dict[str, Any]:
+    """What routing keeps of a ticket to triage it again without its text."""
+    kept = {field: getattr(facts, field) for field in (*RETRIAGED_BY, "channel")}
+    return {**kept, "requester_email": facts.requester_email, "words": keywords_found(facts, desk)}
+
+
+def recalled(record: dict[str, Any], changes: dict[str, Any]) -> TicketFacts:
+    """The ticket as `remembered` kept it, with an agent's changes applied."""
+    values = {**record, **{f: v for f, v in changes.items() if f in RETRIAGED_BY}}
+    return TicketFacts(
+        subject="",
+        description="",
+        type=values["type"],
+        channel=values["channel"],
+        requester_email=values["requester_email"],
+        category=values.get("category"),
+        subcategory=values.get("subcategory"),
+        item=values.get("item"),
+        impact=values.get("impact"),
+        urgency=values.get("urgency"),
+        words=frozenset(values.get("words") or ()),
+    )
+
+
+def keywords_found(facts: TicketFacts, desk: RoutingDesk) -> list[str]:
+    """Every keyword of the desk's tree and rules that the ticket's words hold."""
+    keywords = {word for _, node in desk.category_nodes() for word in node.keywords}
+    keywords |= {word for rule in desk.rules for word in rule.when.keywords}
+    return sorted(word for word in keywords if facts.says(word))
 
 
 def triage(facts: TicketFacts, desk: RoutingDesk) -> Decision:
-    text = f"{facts.subject}\n{facts.description}".lower()
     why: list[str] = []
-    chain, auto_classified = _classify(facts, desk, text, why)
+    chain, auto_classified = _classify(facts, desk, why)
     path = [node.id for node in chain] + [None] * (3 - len(chain))
     category = path[0] if chain else facts.category
     impact = facts.impact or _deepest(chain, "impact") or desk.default_impact
@@ -59,7 +110,7 @@ def triage(facts: TicketFacts, desk: RoutingDesk) -> Decision:
     matched = [
         (rule, said)
         for rule in desk.rules
-        if (said := _matches(rule, facts, category, text, desk)) is not None
+        if (said := _matches(rule, facts, category, desk)) is not None
     ]
     group_id: str | None = None
     group_by = ""
@@ -93,12 +144,12 @@ def triage(facts: TicketFacts, desk: RoutingDesk) -> Decision:
         group=group,
         tags=tuple(tags),
         rules=tuple(rule.name for rule, _ in matched),
-        reason="; ".join(why),
+        steps=tuple(why),
     )
 
 
 def _classify(
-    facts: TicketFacts, desk: RoutingDesk, text: str, why: list[str]
+    facts: TicketFacts, desk: RoutingDesk, why: list[str]
 ) -> tuple[list[Classified], bool]:
     """The ticket's place in the tree, category first: as it says, or found by keywords when
     it names no category (then auto-classified). Empty: a category the tree does not know."""
@@ -108,7 +159,7 @@ def _classify(
     found: list[Classified] = []
     words: list[str] = []
     for position, (path, node) in enumerate(desk.category_nodes()):
-        hits = [word for word in node.keywords if _contains(text, word)]
+        hits = [word for word in node.keywords if facts.says(word)]
         if hits and (len(hits), len(path), -position) > best:
             best = (len(hits), len(path), -position)
             found, words = _chain(desk, *path), hits
@@ -142,9 +193,7 @@ def _deepest(chain: list[Classified], attribute: str) -> Level | None:
     return next((value for value in values if value is not None), None)
 
 
-def _matches(
-    rule: Rule, facts: TicketFacts, category: str | None, text: str, desk: RoutingDesk
-) -> str | None:
+def _matches(rule: Rule, facts: TicketFacts, category: str | None, desk: RoutingDesk) -> str | None:
     """What made the rule match, in words, or None if one of its conditions does not hold."""
     when = rule.when
     said: list[str] = []
@@ -171,7 +220,7 @@ def _matches(
             return None
         said.append("VIP requester" if vip else "not a VIP requester")
     if when.keywords:
-        hits = [word for word in when.keywords if _contains(text, word)]
+        hits = [word for word in when.keywords if facts.says(word)]
         if not hits:
             return None
         said.append(", ".join(f"'{word}'" for word in hits))
@@ -182,10 +231,6 @@ def is_vip(desk: RoutingDesk, email: str) -> bool:
     address = email.lower()
     domain = "@" + address.rpartition("@")[2]
     return any(entry.lower() in (address, domain) for entry in desk.vip_requesters)
-
-
-def _contains(text: str, word: str) -> bool:
-    return _word_pattern(word).search(text) is not None
 
 
 @functools.cache

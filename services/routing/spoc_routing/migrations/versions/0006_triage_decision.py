@@ -1,5 +1,6 @@
 """The triage decision's detail: the category tree's subcategory and item, whether routing
-classified the ticket itself, its tags, the rules that matched and the desk version.
+classified the ticket itself, its tags, the rules that matched, the desk version, and the
+ticket's own facts for a re-triage.
 
 Revision ID: 0006
 Revises: 0005
@@ -29,10 +30,14 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("tags", JSON, nullable=True))
         batch_op.add_column(sa.Column("rules", JSON, nullable=True))
         batch_op.add_column(sa.Column("desk_version", sa.String(length=64), nullable=True))
+        # Unknown for tickets triaged before: re-categorising one of them re-triages from the
+        # category, impact and urgency routing decided.
+        batch_op.add_column(sa.Column("facts", JSON, nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("triage", schema=None) as batch_op:
+        batch_op.drop_column("facts")
         batch_op.drop_column("desk_version")
         batch_op.drop_column("rules")
         batch_op.drop_column("tags")
