@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic import command
@@ -15,7 +16,8 @@ from alembic.util import CommandError
 from sqlalchemy import Connection, inspect
 
 from spoc.services import SERVICES, ServiceName
-from spoc_platform.db import create_engine
+from spoc_platform.db import create_engine, new_metadata
+from spoc_platform.messaging_tables import define_messaging_tables
 from spoc_platform.migrations import alembic_config, downgrade, upgrade
 
 pytestmark = pytest.mark.integration
@@ -108,3 +110,34 @@ def test_the_offline_sql_of_a_history_has_its_data_changes_with_their_values_inl
     [head] = ScriptDirectory.from_config(config).get_heads()
     assert f"SET version_num='{head}'" in sql
     assert not (tmp_path / "notify.sqlite3").exists(), "the offline run touched a database"
+
+
+def _messaging_differences(connection: Connection) -> list[object]:
+    # Built here, not at import: a mutation tool switches a mutant on per test, after the
+    # services' models were imported, so only tables defined inside a test can show it.
+    fresh = new_metadata()
+    define_messaging_tables(fresh)
+
+    def messaging(thing: Any, name: str | None, kind: str, *_: Any) -> bool:
+        table = name if kind == "table" else getattr(getattr(thing, "table", None), "name", None)
+        return table in fresh.tables
+
+    context = MigrationContext.configure(
+        connection, opts={"compare_type": True, "include_object": messaging}
+    )
+    return list(compare_metadata(context, fresh))
+
+
+async def test_the_messaging_tables_as_defined_now_are_what_every_migration_history_builds(
+    database_url: str,
+) -> None:
+    for service in ServiceName:
+        migrations = SERVICES[service].migrations
+        upgrade(migrations, database_url)
+        engine = create_engine(database_url)
+        try:
+            async with engine.connect() as conn:
+                assert await conn.run_sync(_messaging_differences) == [], service
+        finally:
+            await engine.dispose()
+        downgrade(migrations, database_url, "base")
