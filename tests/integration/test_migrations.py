@@ -13,7 +13,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import Connection, inspect
+from sqlalchemy import Connection, String, UniqueConstraint, inspect
 
 from spoc.services import SERVICES, ServiceName
 from spoc_platform.db import create_engine, new_metadata
@@ -128,6 +128,56 @@ def _messaging_differences(connection: Connection) -> list[object]:
     return list(compare_metadata(context, fresh))
 
 
+def _messaging_shape(connection: Connection) -> tuple[dict[str, object], dict[str, object]]:
+    """What Alembic's comparison does not look at, as defined and as built: each column's
+    nullability and string length, and the names of keys, unique constraints and indexes."""
+    fresh = new_metadata()
+    define_messaging_tables(fresh)
+    built = inspect(connection)
+    defined: dict[str, object] = {}
+    found: dict[str, object] = {}
+    for table in fresh.tables.values():
+        # Unique keys as a set: PostgreSQL reports a unique constraint as an index too.
+        defined[table.name] = (
+            {c.name: (c.nullable, getattr(c.type, "length", None)) for c in table.columns},
+            table.primary_key.name,
+            {
+                (u.name, tuple(c.name for c in u.columns))
+                for u in table.constraints
+                if isinstance(u, UniqueConstraint)
+            }
+            | {(i.name, tuple(c.name for c in i.columns)) for i in table.indexes if i.unique},
+            sorted(
+                (i.name, tuple(c.name for c in i.columns)) for i in table.indexes if not i.unique
+            ),
+        )
+        # Lengths of strings only (SQLite reflects a UUID as CHAR(32)).
+        strings = {c.name for c in table.columns if isinstance(c.type, String)}
+        columns = built.get_columns(table.name)
+        found[table.name] = (
+            {
+                c["name"]: (c["nullable"], c["type"].length if c["name"] in strings else None)
+                for c in columns
+            },
+            built.get_pk_constraint(table.name)["name"],
+            {
+                (u["name"], tuple(u["column_names"]))
+                for u in built.get_unique_constraints(table.name)
+            }
+            | {
+                (i["name"], tuple(i["column_names"]))
+                for i in built.get_indexes(table.name)
+                if i["unique"]
+            },
+            sorted(
+                (i["name"], tuple(i["column_names"]))
+                for i in built.get_indexes(table.name)
+                if not i["unique"]
+            ),
+        )
+    return defined, found
+
+
 async def test_the_messaging_tables_as_defined_now_are_what_every_migration_history_builds(
     database_url: str,
 ) -> None:
@@ -138,6 +188,8 @@ async def test_the_messaging_tables_as_defined_now_are_what_every_migration_hist
         try:
             async with engine.connect() as conn:
                 assert await conn.run_sync(_messaging_differences) == [], service
+                defined, found = await conn.run_sync(_messaging_shape)
+                assert defined == found, service
         finally:
             await engine.dispose()
         downgrade(migrations, database_url, "base")
