@@ -120,3 +120,33 @@ async def test_a_re_classification_that_overtakes_the_creation_waits_for_it(
         await routing.deliver(updated, delivery_count=1)
         [_, again] = [TicketRouted.model_validate(e.data) for e in await routing.published()]
         assert (again.impact, again.priority) == ("high", "P2")
+
+
+CLASSIFYING_DESK = """
+routing:
+  categories:
+    - id: hardware
+      subcategories:
+        - {id: printer, impact: low, urgency: low, keywords: [toner]}
+        - {id: laptop, impact: high, urgency: high, keywords: [battery]}
+"""
+
+
+async def test_an_agents_subcategory_stands_on_an_auto_classified_ticket(
+    database_url: str, tmp_path: Path
+) -> None:
+    desk = tmp_path / "desk.yaml"
+    desk.write_text(CLASSIFYING_DESK)
+    async with service("routing", database_url, desk_config=desk) as routing:
+        ticket_id = uuid.uuid4()
+        created = ticket_created(subject="No toner", description="Floor 3")
+        await routing.deliver(envelope(created, ticket_id=ticket_id))
+        [first] = [TicketRouted.model_validate(e.data) for e in await routing.published()]
+        assert (first.subcategory, first.priority, first.auto_classified) == ("printer", "P5", True)
+
+        # Intake shows hardware › printer; the agent moves it to laptop: not guessed again.
+        [again] = await retriaged(routing, ticket_id, subcategory="laptop")
+        assert (again.category, again.subcategory, again.priority) == ("hardware", "laptop", "P1")
+        assert again.auto_classified  # the category is still routing's choice
+        [lowered] = await retriaged(routing, ticket_id, impact="low")
+        assert (lowered.subcategory, lowered.priority) == ("laptop", "P3")

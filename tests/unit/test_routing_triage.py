@@ -173,6 +173,19 @@ async def test_the_routed_event_and_routings_record_carry_the_whole_triage(
             "tags": [],
             "rules": [],
             "desk_version": RoutingDesk().version,
+            # What the ticket said, for a re-triage (triage.remembered).
+            "facts": {
+                "type": "incident",
+                "channel": "portal",
+                "category": "network",
+                "subcategory": None,
+                "item": None,
+                "impact": "high",
+                "urgency": "medium",
+                "requester_email": "ala@example.org",
+                "requester_vouched": True,
+                "words": [],
+            },
         }
         assert routed_total("P2", "service-desk") == before + 1
 

@@ -62,6 +62,7 @@ def facts(**values: Any) -> TicketFacts:
         type="request",
         channel="portal",
         requester_email="ala@example.org",
+        requester_vouched=True,
     )
     return replace(ticket, **values)
 
@@ -232,3 +233,51 @@ def test_the_desk_version_follows_the_configuration(desk: RoutingDesk) -> None:
     other = RoutingDesk.model_validate({**yaml.safe_load(DESK_YAML), "vip_requesters": []})
     assert desk.version == same.version != other.version
     assert len(desk.version) == 12
+
+
+def test_priority_order_is_a_true_order() -> None:
+    named = {
+        "high": {"high": "critical", "medium": "high", "low": "medium"},
+        "medium": {"high": "high", "medium": "medium", "low": "low"},
+        "low": {"high": "medium", "medium": "low", "low": "planning"},
+    }
+    floor = [{"name": "r", "then": {"priority_floor": "medium"}}]
+    # By name "low" would rank above "medium": a floor needs the order said.
+    with pytest.raises(ValidationError, match="priority_order is needed"):
+        RoutingDesk.model_validate({"matrix": named, "rules": floor})
+    with pytest.raises(ValidationError, match="once each"):
+        RoutingDesk.model_validate({"priority_order": ["P1", "P2", "P3", "P4", "P5", "P1"]})
+    ten = {
+        i: {u: "P10" if p == "P5" else p for u, p in row.items()}
+        for i, row in RoutingDesk().matrix.items()
+    }
+    assert list(RoutingDesk.model_validate({"matrix": ten}).ranks) == [
+        "P1",
+        "P2",
+        "P3",
+        "P4",
+        "P10",
+    ]
+
+
+def test_a_keyword_listed_twice_counts_once() -> None:
+    desk = RoutingDesk.model_validate(
+        {
+            "categories": [
+                {"id": "a", "keywords": ["vpn", "VPN"]},
+                {"id": "b", "keywords": ["vpn", "wifi"]},
+            ]
+        }
+    )
+    decision = triage(facts(description="the vpn drops on wifi"), desk)
+    assert decision.category == "b"
+
+
+def test_rules_on_who_the_requester_is_hold_only_for_an_address_the_desk_vouches_for(
+    desk: RoutingDesk,
+) -> None:
+    claimed = facts(requester_email="x@board.example.org", requester_vouched=False)
+    assert triage(claimed, desk).rules == () and triage(claimed, desk).priority == "P3"
+    partner = facts(category="network", requester_email="jo@partner.example.com")
+    assert triage(partner, desk).tags == ("partner",)
+    assert triage(replace(partner, requester_vouched=False), desk).tags == ()

@@ -4,6 +4,7 @@ category tree (D23) and the ordered triage rules."""
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import Counter
 from functools import cached_property
 from typing import Annotated, Literal
@@ -149,9 +150,21 @@ class RoutingDesk(BaseModel):
         if self.default_group not in groups:
             raise ValueError(f"default_group '{self.default_group}' is not among the groups")
         priorities = {p for row in self.matrix.values() for p in row.values()}
-        if self.priority_order is not None and set(self.priority_order) != priorities:
+        if self.priority_order is not None and (
+            set(self.priority_order) != priorities or len(self.priority_order) != len(priorities)
+        ):
             raise ValueError(
                 f"priority_order must list the matrix's priorities once each: {sorted(priorities)}"
+            )
+        if (
+            self.priority_order is None
+            and any(rule.then.priority_floor is not None for rule in self.rules)
+            and not all(_NUMBERED.match(p) for p in priorities)
+        ):
+            # "high" < "low" < "medium" by name: a floor would raise the wrong way.
+            raise ValueError(
+                f"priority_order is needed (most urgent first) for floors of priorities not "
+                f"named P1, P2, …: {sorted(priorities)}"
             )
         problems = [
             *(
@@ -202,7 +215,7 @@ class RoutingDesk(BaseModel):
     def ranks(self) -> dict[str, int]:
         """Each priority's urgency rank: 0 is the most urgent."""
         order = self.priority_order or tuple(
-            sorted({p for row in self.matrix.values() for p in row.values()})
+            sorted({p for row in self.matrix.values() for p in row.values()}, key=_urgency_key)
         )
         return {priority: rank for rank, priority in enumerate(order)}
 
@@ -216,6 +229,15 @@ class RoutingDesk(BaseModel):
 
     def group(self, group_id: str) -> Group:
         return next(g for g in self.groups if g.id == group_id)
+
+
+_NUMBERED = re.compile(r"^P(\d+)$", re.IGNORECASE)
+
+
+def _urgency_key(priority: str) -> tuple[int, str]:
+    """P1 before P2 before P10; anything else after, by name."""
+    numbered = _NUMBERED.match(priority)
+    return (int(numbered.group(1)), "") if numbered else (1 << 30, priority)
 
 
 def _repeats(where: str, ids: list[str]) -> list[str]:

@@ -4,6 +4,7 @@ ticket are in staff_requests.py)."""
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from spoc_contracts import (
     Envelope,
@@ -41,13 +42,17 @@ async def on_ticket_created(
         type=event.type,
         channel=event.channel,
         requester_email=event.requester.email,
+        # v1 creations never said: not vouched.
+        requester_vouched=getattr(event, "requester_known", False),
         category=event.category,
         subcategory=event.subcategory,
         item=event.item,
         impact=event.impact,
         urgency=event.urgency,
     )
-    decision = triage(facts, desk)
+    kept = remembered(facts, desk)
+    # The text is searched once, for every keyword of the desk; triage reads the words found.
+    decision = triage(replace(facts, words=frozenset(kept["words"])), desk)
     group = decision.group
     owner = await repository.take_least_loaded_agent(uow.conn, group.id)
     first_time = await repository.save_triage(
@@ -64,7 +69,7 @@ async def on_ticket_created(
         tags=list(decision.tags),
         rules=list(decision.rules),
         desk_version=desk.version,
-        facts=remembered(facts, desk),
+        facts=kept,
         group_id=group.id,
         owner_id=owner[0] if owner else None,
         routed_at=utc_now(),
@@ -114,15 +119,29 @@ async def on_ticket_updated(
         raise NotTriagedYet(f"{event.number} is not triaged yet")
     record = current.facts or {
         # Triaged before routing kept the ticket's facts: what it decided then stands in.
-        "type": "incident",
-        "channel": "api",
+        # Type and channel are unknown: no rule on them matches (rather than every legacy
+        # request passing for an API incident).
+        "type": "",
+        "channel": "",
         "requester_email": "",
         **{field: current._mapping[field] for field in ("category", "subcategory", "item")},
         "impact": current.impact,
         "urgency": current.urgency,
     }
+    classified = current.auto_classified and "category" not in event.changes
+    if classified and record.get("category") is None:
+        # Routing chose the category and intake shows it: an agent's change of subcategory,
+        # item, type, impact or urgency applies to that place in the tree, not to a fresh
+        # guess from the words (which would undo the agent's subcategory, or move the ticket
+        # under a tree changed since).
+        record = {
+            **record,
+            **{field: current._mapping[field] for field in ("category", "subcategory", "item")},
+        }
     facts = recalled(record, event.changes)
     decision = triage(facts, desk)
+    if classified and not decision.auto_classified:
+        decision = replace(decision, auto_classified=True)
     group = next((g for g in desk.groups if g.id == current.group_id), decision.group)
     await repository.retriage(
         uow.conn,
@@ -170,7 +189,6 @@ async def on_ticket_updated(
         ),
         ticket_id=envelope.ticket_id,
     )
-    metrics.tickets_routed.labels(decision.priority, group.id).inc()
 
 
 async def on_staff_updated(
