@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -482,3 +483,38 @@ async def test_routing_never_overwrites_a_category_a_person_gave(intake: Service
         query = select(Ticket.category, Ticket.auto_classified).where(Ticket.id == ticket_id)
         row = (await conn.execute(query)).one()
     assert tuple(row) == ("network", False)
+
+
+async def test_routings_guess_fills_a_blank_category_only_with_one_intake_declares(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    desk = tmp_path / "desk.yaml"
+    desk.write_text(
+        "intake:\n  categories:\n    - id: hardware\n      name: Hardware\n"
+        "      subcategories: [{id: printer, name: Printer}]\n"
+    )
+    async with service("intake", sqlite_url, desk_config=desk) as intake:
+        outcomes = []
+        for category, subcategory in (("software", None), ("hardware", "scanner")):
+            unsorted = {k: v for k, v in NEW_TICKET.items() if k != "category"}
+            created = await intake.container.tickets.create(
+                TicketCreate.model_validate(unsorted), idempotency_key=None
+            )
+            ticket_id = uuid.UUID(created.body["id"])
+            guessed = routed(None).model_copy(
+                update={
+                    "number": created.body["number"],
+                    "category": category,
+                    "subcategory": subcategory,
+                    "item": "x-1",
+                    "auto_classified": True,
+                }
+            )
+            await intake.deliver(envelope(guessed, ticket_id=ticket_id, source="routing"))
+            async with intake.runtime.engine.connect() as conn:
+                query = select(Ticket.category, Ticket.subcategory, Ticket.item).where(
+                    Ticket.id == ticket_id
+                )
+                outcomes.append(tuple((await conn.execute(query)).one()))
+    # An undeclared category is not filled; an undeclared subcategory (and its item) dropped.
+    assert outcomes == [(None, None, None), ("hardware", None, None)]

@@ -281,3 +281,12 @@ def test_rules_on_who_the_requester_is_hold_only_for_an_address_the_desk_vouches
     partner = facts(category="network", requester_email="jo@partner.example.com")
     assert triage(partner, desk).tags == ("partner",)
     assert triage(replace(partner, requester_vouched=False), desk).tags == ()
+
+
+def test_a_category_typed_in_another_case_is_found_in_the_tree(desk: RoutingDesk) -> None:
+    decided = triage(facts(category="Hardware", subcategory="PRINTER"), desk)
+    assert (decided.category, decided.subcategory, decided.group.id) == (
+        "hardware",
+        "printer",
+        "desktop-support",
+    )

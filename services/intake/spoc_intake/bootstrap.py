@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from spoc_contracts import TicketRouted
 from spoc_intake import handlers, repository, staff_repository, tokens
 from spoc_intake.desk import IntakeDesk
 from spoc_intake.front_door import FrontDoor
@@ -16,6 +17,7 @@ from spoc_intake.staff import StaffService, build_staff
 from spoc_intake.staff_sign_in import StaffSignIn
 from spoc_intake.work import TicketWork
 from spoc_platform.bus import MessageBus
+from spoc_platform.consumer import bind_handler
 from spoc_platform.db import utc_now
 from spoc_platform.desk_config import load_section
 from spoc_platform.runtime import ServiceRuntime, build_runtime
@@ -70,7 +72,10 @@ def bootstrap(settings: IntakeSettings, *, bus: MessageBus | None = None) -> Int
         settings,
         service="intake",
         tables=MESSAGING,
-        handlers=handlers.HANDLERS,
+        handlers={
+            **handlers.HANDLERS,
+            TicketRouted.TYPE: bind_handler(handlers.on_ticket_routed, categories=desk.categories),
+        },
         publishes=handlers.PUBLISHES,
         bus=bus,
         housekeeping=[

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +27,7 @@ from spoc_contracts import (
     TicketRouted,
 )
 from spoc_intake import repository, sla_state
+from spoc_intake.categories import Category, still_declared
 from spoc_intake.sla_state import MetricState, SlaFact
 from spoc_platform.consumer import Handler, PermanentError
 from spoc_platform.db import utc_now
@@ -52,7 +54,15 @@ async def _add_timeline(uow: UnitOfWork, envelope: Envelope, **entry: Any) -> No
         raise PermanentError(f"{envelope.type} names a ticket intake does not have") from error
 
 
-async def on_ticket_routed(event: TicketRouted, *, envelope: Envelope, uow: UnitOfWork) -> None:
+async def on_ticket_routed(
+    event: TicketRouted,
+    *,
+    envelope: Envelope,
+    uow: UnitOfWork,
+    categories: Sequence[Category] = (),
+) -> None:
+    """`categories`: the desk's (intake section); routing's guess fills a blank category only
+    with one intake itself would take."""
     ticket_id = _ticket_id(envelope)
     await repository.apply_routing(
         uow.conn,
@@ -75,13 +85,14 @@ async def on_ticket_routed(event: TicketRouted, *, envelope: Envelope, uow: Unit
         kind="routed",
         summary=f"Priority {event.priority}; assigned to {event.group.name}{owner}.",
     )
-    if event.auto_classified and event.category is not None:
+    category, subcategory, _ = still_declared(categories, event.category, event.subcategory, {})
+    if event.auto_classified and category is not None:
         await repository.classify_if_unclassified(
             uow.conn,
             ticket_id,
-            category=event.category,
-            subcategory=event.subcategory,
-            item=event.item,
+            category=category,
+            subcategory=subcategory,
+            item=event.item if subcategory == event.subcategory else None,
         )
     # Why, for staff (D23, D24): what decided the priority and the group, which rules matched,
     # and which desk configuration did it.

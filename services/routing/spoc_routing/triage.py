@@ -184,8 +184,11 @@ def _chain(
     desk: RoutingDesk, category: str, subcategory: str | None = None, item: str | None = None
 ) -> list[Classified]:
     """The tree's nodes on the path, as far as the tree knows them."""
+    # Ids are lower case; a desk whose intake declares no categories takes them as typed.
+    subcategory = subcategory.lower() if subcategory is not None else None
+    item = item.lower() if item is not None else None
     chain: list[Classified] = []
-    node = next((c for c in desk.categories if c.id == category), None)
+    node = next((c for c in desk.categories if c.id == category.lower()), None)
     if node is None:
         return chain
     chain.append(node)
