@@ -934,6 +934,8 @@ def test_grafana_dashboard_is_provisioned_against_the_provisioned_datasource() -
         "spoc_http_request_duration_seconds_bucket",
         "spoc_intake_tickets_created_total",
         "spoc_routing_tickets_routed_total",
+        "spoc_routing_assignment_requests_total",
+        "spoc_routing_escalation_requests_total",
     ):
         assert series in everything, f"the dashboard shows nothing of {series}"
 
