@@ -139,7 +139,8 @@ def _messaging_shape(connection: Connection) -> tuple[dict[str, object], dict[st
     for table in fresh.tables.values():
         # Unique keys as a set: PostgreSQL reports a unique constraint as an index too.
         defined[table.name] = (
-            {c.name: (c.nullable, getattr(c.type, "length", None)) for c in table.columns},
+            # nullable=None renders NOT NULL, as False does: the same column, not a difference.
+            {c.name: (c.nullable is True, getattr(c.type, "length", None)) for c in table.columns},
             table.primary_key.name,
             {
                 (u.name, tuple(c.name for c in u.columns))

@@ -150,7 +150,7 @@ async def test_an_agent_is_handed_a_ticket_in_another_group_they_belong_to(
         ({"agent": "lena", "group": "service-desk"}, "Lena Berg is not a member of Service Desk"),
         ({"agent": "ghost"}, "Ghost Writer is in no group of this desk"),
         ({"group": "nowhere"}, "there is no group nowhere"),
-        ({"group": "network"}, "nobody in Network Operations can take it now"),
+        ({"group": "network"}, "nobody in Network Operations has room for it now"),
         ({}, "the request names neither an agent nor a group"),
         # An agent hands over within their own groups only (anything else is an escalation).
         (
@@ -239,7 +239,7 @@ async def test_a_hand_over_within_the_group_goes_to_someone_else(database_url: s
         )
         alone = await ask(routing, ticket_id, routed.number, group="service-desk")
         assert isinstance(alone, TicketAssignmentRefused)
-        assert alone.reason == "nobody else in Service Desk can take it now"
+        assert alone.reason == "nobody else in Service Desk has room for it now"
 
 
 async def test_an_agent_hands_a_ticket_to_a_colleague_within_their_groups(

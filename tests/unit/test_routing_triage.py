@@ -186,6 +186,7 @@ async def test_the_routed_event_and_routings_record_carry_the_whole_triage(
                 "requester_vouched": True,
                 "words": [],
             },
+            "active": True,
         }
         assert routed_total("P2", "service-desk") == before + 1
 
@@ -222,7 +223,10 @@ async def test_a_group_with_no_one_on_duty_gets_the_ticket_without_an_owner_and_
             for r in caplog.records
             if r.name == "spoc_routing.handlers"
         ] == [
-            ("WARNING", "group night-shift has no active agent; SD-000042 routed without an owner")
+            (
+                "WARNING",
+                "nobody in group night-shift has room; SD-000042 waits in its queue, unowned",
+            )
         ]
 
 

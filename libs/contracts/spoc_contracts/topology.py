@@ -30,6 +30,7 @@ SUBSCRIPTIONS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
             "ticket.assignment_requested",
             "ticket.escalation_requested",
             "ticket.updated",
+            "ticket.status_changed",
             "staff.updated",
             "credential.token_issued",
             "credential.token_revoked",

@@ -9,6 +9,7 @@ from spoc_contracts import (
     TicketAssignmentRequested,
     TicketCreated,
     TicketEscalationRequested,
+    TicketStatusChanged,
     TicketUpdated,
 )
 from spoc_platform.bus import MessageBus
@@ -48,6 +49,7 @@ def bootstrap(settings: RoutingSettings, *, bus: MessageBus | None = None) -> Ro
             TicketCreated.TYPE: bind_handler(handlers.on_ticket_created, desk=desk),
             StaffUpdated.TYPE: bind_handler(handlers.on_staff_updated, desk=desk),
             TicketUpdated.TYPE: bind_handler(handlers.on_ticket_updated, desk=desk),
+            TicketStatusChanged.TYPE: bind_handler(handlers.on_ticket_status_changed, desk=desk),
             TicketAssignmentRequested.TYPE: bind_handler(
                 staff_requests.on_assignment_requested, desk=desk
             ),
@@ -56,7 +58,7 @@ def bootstrap(settings: RoutingSettings, *, bus: MessageBus | None = None) -> Ro
             ),
             **feed_handlers(TOKENS),
         },
-        publishes=handlers.PUBLISHES + staff_requests.PUBLISHES,
+        publishes=sorted({*handlers.PUBLISHES, *staff_requests.PUBLISHES}),
         bus=bus,
         on_start=[sync_agents],
     )

@@ -32,6 +32,8 @@ class Agent(BaseModel):
 
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$", max_length=64)
     name: str = Field(min_length=1, max_length=200)
+    # Open tickets at once; none: no limit (or the group's agent_capacity).
+    capacity: int | None = Field(default=None, ge=1, le=10_000)
 
 
 class Group(BaseModel):
@@ -41,6 +43,10 @@ class Group(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     tier: int = Field(default=1, ge=1, le=3)
     agents: tuple[Agent, ...] = ()
+    # Open tickets at once for a member who has no capacity of their own (also those intake
+    # places here); none: no limit. A full group's new tickets wait in its queue, unowned,
+    # until a member resolves one.
+    agent_capacity: int | None = Field(default=None, ge=1, le=10_000)
 
 
 class Classified(BaseModel):

@@ -9,9 +9,11 @@ from dataclasses import replace
 from spoc_contracts import (
     Envelope,
     StaffUpdated,
+    TicketAssigned,
     TicketCreated,
     TicketCreatedV1,
     TicketRouted,
+    TicketStatusChanged,
     TicketUpdated,
 )
 from spoc_contracts.routing import AgentRef, GroupRef
@@ -54,7 +56,9 @@ async def on_ticket_created(
     # The text is searched once, for every keyword of the desk; triage reads the words found.
     decision = triage(replace(facts, words=frozenset(kept["words"])), desk)
     group = decision.group
-    owner = await repository.take_least_loaded_agent(uow.conn, group.id)
+    owner = await repository.take_least_loaded_agent(
+        uow.conn, group.id, capacity=group.agent_capacity
+    )
     first_time = await repository.save_triage(
         uow.conn,
         ticket_id=envelope.ticket_id,
@@ -79,7 +83,7 @@ async def on_ticket_created(
         raise AlreadyHandled(f"ticket {event.number} was already triaged")
     if owner is None:
         log.warning(
-            "group %s has no active agent; %s routed without an owner", group.id, event.number
+            "nobody in group %s has room; %s waits in its queue, unowned", group.id, event.number
         )
     await uow.publish(
         TicketRouted(
@@ -191,6 +195,57 @@ async def on_ticket_updated(
     )
 
 
+ACTIVE = frozenset({"new", "open", "in_progress", "pending"})
+
+
+async def on_ticket_status_changed(
+    event: TicketStatusChanged, *, envelope: Envelope, uow: UnitOfWork, desk: RoutingDesk
+) -> None:
+    """The owner's load follows the ticket (D3: a reopened ticket comes back to its owner,
+    room or not); a resolution gives the owner room for the group's longest-waiting ticket."""
+    if envelope.ticket_id is None:
+        raise PermanentError("ticket.status_changed without a ticket_id")
+    current = await repository.triage_for_change(uow.conn, envelope.ticket_id)
+    if current is None:
+        raise NotTriagedYet(f"{event.number} is not triaged yet")
+    active = event.to_status in ACTIVE
+    if active == current.active:
+        return
+    await repository.set_active(uow.conn, envelope.ticket_id, active)
+    if current.owner_id is None:
+        return
+    if active:
+        await repository.take_ticket(uow.conn, current.owner_id, counted=False)
+        return
+    await repository.release_ticket(uow.conn, current.owner_id)
+    await _give_waiting_work(uow, desk, current.owner_id)
+
+
+async def _give_waiting_work(uow: UnitOfWork, desk: RoutingDesk, agent_id: str) -> None:
+    """The agent's group's longest-waiting ticket, if the agent may take it and has room."""
+    person = await repository.agent_profile(uow.conn, agent_id)
+    groups = {group.id: group for group in desk.groups}
+    if person is None or not (person.active and person.staff_active):
+        return
+    group = groups.get(person.group_id)
+    if group is None or not await repository.has_room(uow.conn, agent_id, group.agent_capacity):
+        return
+    waiting = await repository.oldest_waiting(uow.conn, group.id)
+    if waiting is None:
+        return
+    await repository.reassign(uow.conn, waiting.ticket_id, group_id=group.id, owner_id=agent_id)
+    await repository.take_ticket(uow.conn, agent_id)
+    await uow.publish(
+        TicketAssigned(
+            number=waiting.number,
+            owner=AgentRef(id=agent_id, name=person.name),
+            group=GroupRef(id=group.id, name=group.name, tier=group.tier),
+            reason=f"{person.name} has room now: the longest-waiting ticket of {group.name}",
+        ),
+        ticket_id=waiting.ticket_id,
+    )
+
+
 async def on_staff_updated(
     event: StaffUpdated, *, envelope: Envelope, uow: UnitOfWork, desk: RoutingDesk
 ) -> None:
@@ -212,4 +267,4 @@ async def on_staff_updated(
         log.info("staff.updated for %s is older than what routing has; ignored", event.id)
 
 
-PUBLISHES = [TicketRouted.TYPE]
+PUBLISHES = [TicketRouted.TYPE, TicketAssigned.TYPE]

@@ -43,6 +43,9 @@ class Triage(Base):
     # What the ticket itself says, as routing last heard it (not the defaults it decided), and
     # the desk's keywords its text held: a re-categorisation re-triages from these.
     facts: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    # Not resolved or closed (ticket.status_changed): counted in its owner's load, and in its
+    # group's queue while it has no owner.
+    active: Mapped[bool] = mapped_column(default=True, server_default=true())
 
 
 class Agent(Base):
@@ -55,6 +58,10 @@ class Agent(Base):
     # Placed in a group by the desk file (or by intake's staff.updated, see handlers.py).
     active: Mapped[bool] = mapped_column(default=True)
     assigned_count: Mapped[int] = mapped_column(Integer, default=0)
+    # The agent's load: active tickets they own, kept from ticket events (routed, assigned,
+    # resolved, closed, reopened), and the most they take at once (NULL: the group's say).
+    open_tickets: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    capacity: Mapped[int | None] = mapped_column(Integer)
     # The person's account in intake, as its latest staff.updated said: an inactive account
     # gets no tickets whatever the desk file says. NULL updated_at: intake has said nothing.
     staff_active: Mapped[bool] = mapped_column(default=True, server_default=true())

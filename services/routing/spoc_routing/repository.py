@@ -6,7 +6,7 @@ import functools
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Executable, Table, bindparam, select, update
+from sqlalchemy import Executable, Integer, Table, bindparam, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from spoc_platform.db import insert_for
@@ -34,12 +34,25 @@ async def sync_agents(conn: AsyncConnection, desk: RoutingDesk) -> None:
             position=position,
             active=True,
             assigned_count=0,
+            capacity=a.capacity,
         )
         stmt = stmt.on_conflict_do_update(
             index_elements=[agent.c.id],
-            set_={"name": a.name, "group_id": group_id, "position": position, "active": True},
+            set_={
+                "name": a.name,
+                "group_id": group_id,
+                "position": position,
+                "active": True,
+                "capacity": a.capacity,
+            },
         )
         await conn.execute(stmt)
+
+
+# An agent with room: fewer open tickets than their capacity, or the group's for members
+# without one (b_capacity; NULL: no limit).
+_CAPACITY = func.coalesce(agent.c.capacity, bindparam("b_capacity", type_=Integer))
+HAS_ROOM = or_(_CAPACITY.is_(None), agent.c.open_tickets < _CAPACITY)
 
 
 # Built once and executed with parameters: these run for every ticket routed.
@@ -53,13 +66,17 @@ def _take_least_loaded_agent(*also: Any) -> Executable:
                 agent.c.group_id == bindparam("b_group_id"),
                 agent.c.active.is_(True),
                 agent.c.staff_active.is_(True),
+                HAS_ROOM,
                 *also,
             )
-            .order_by(agent.c.assigned_count, agent.c.position)
+            .order_by(agent.c.open_tickets, agent.c.assigned_count, agent.c.position)
             .limit(1)
-            .scalar_subquery()
+            .scalar_subquery(),
+            # Checked again on the row itself: on PostgreSQL a concurrent decision that filled
+            # the agent meanwhile makes this one update nothing (and pick again), never go over.
+            HAS_ROOM,
         )
-        .values(assigned_count=agent.c.assigned_count + 1)
+        .values(assigned_count=agent.c.assigned_count + 1, open_tickets=agent.c.open_tickets + 1)
         .returning(agent.c.id, agent.c.name)
     )
 
@@ -67,6 +84,8 @@ def _take_least_loaded_agent(*also: Any) -> Executable:
 _TAKE_LEAST_LOADED_AGENT = _take_least_loaded_agent()
 # For a hand-over within the group: anyone but the ticket's current owner.
 _TAKE_LEAST_LOADED_OTHER = _take_least_loaded_agent(agent.c.id != bindparam("b_excluding"))
+# How often a pick that lost a race for an agent's last place is tried again.
+_PICKS = 3
 
 
 @functools.cache
@@ -79,17 +98,38 @@ def _save_triage(dialect_name: str) -> Executable:
 
 
 async def take_least_loaded_agent(
-    conn: AsyncConnection, group_id: str, *, excluding: str | None = None
+    conn: AsyncConnection,
+    group_id: str,
+    *,
+    capacity: int | None = None,
+    excluding: str | None = None,
 ) -> tuple[str, str] | None:
-    """The group's active agent with the fewest tickets so far (other than `excluding`), now
-    counted one more."""
-    if excluding is None:
-        statement, values = _TAKE_LEAST_LOADED_AGENT, {"b_group_id": group_id}
-    else:
-        statement = _TAKE_LEAST_LOADED_OTHER
-        values = {"b_group_id": group_id, "b_excluding": excluding}
-    row = (await conn.execute(statement, values)).first()
-    return (row.id, row.name) if row else None
+    """The group's active agent with room and the fewest open tickets (other than
+    `excluding`), now one more; None if nobody has room. `capacity`: the group's, for members
+    without their own."""
+    values: dict[str, Any] = {"b_group_id": group_id, "b_capacity": capacity}
+    statement = _TAKE_LEAST_LOADED_AGENT
+    if excluding is not None:
+        statement, values["b_excluding"] = _TAKE_LEAST_LOADED_OTHER, excluding
+    for _ in range(_PICKS):
+        row = (await conn.execute(statement, values)).first()
+        if row is not None:
+            return (row.id, row.name)
+        if not await _anyone_with_room(conn, values):
+            return None
+    return None
+
+
+async def _anyone_with_room(conn: AsyncConnection, values: dict[str, Any]) -> bool:
+    query = select(agent.c.id).where(
+        agent.c.group_id == bindparam("b_group_id"),
+        agent.c.active.is_(True),
+        agent.c.staff_active.is_(True),
+        HAS_ROOM,
+    )
+    if "b_excluding" in values:
+        query = query.where(agent.c.id != bindparam("b_excluding"))
+    return (await conn.execute(query.limit(1), values)).first() is not None
 
 
 async def save_triage(conn: AsyncConnection, **values: Any) -> bool:
@@ -166,12 +206,56 @@ async def agent_name(conn: AsyncConnection, agent_id: str) -> str | None:
     return (await conn.execute(select(agent.c.name).where(agent.c.id == agent_id))).scalar()
 
 
-async def count_assignment(conn: AsyncConnection, agent_id: str) -> None:
+async def take_ticket(conn: AsyncConnection, agent_id: str, *, counted: bool = True) -> None:
+    """One more open ticket for the agent (`counted`: and one more assignment in all)."""
+    values: dict[str, Any] = {"open_tickets": agent.c.open_tickets + 1}
+    if counted:
+        values["assigned_count"] = agent.c.assigned_count + 1
+    await conn.execute(update(agent).where(agent.c.id == agent_id).values(**values))
+
+
+async def release_ticket(conn: AsyncConnection, agent_id: str) -> None:
+    """One open ticket fewer (resolved, closed, or handed to someone else)."""
     await conn.execute(
         update(agent)
         .where(agent.c.id == agent_id)
-        .values(assigned_count=agent.c.assigned_count + 1)
+        .values(open_tickets=case((agent.c.open_tickets > 0, agent.c.open_tickets - 1), else_=0))
     )
+
+
+async def has_room(conn: AsyncConnection, agent_id: str, capacity: int | None) -> bool:
+    query = select(agent.c.id).where(agent.c.id == agent_id, HAS_ROOM)
+    return (await conn.execute(query, {"b_capacity": capacity})).first() is not None
+
+
+async def agent_load(conn: AsyncConnection, agent_id: str) -> tuple[int, int | None]:
+    row = (
+        await conn.execute(
+            select(agent.c.open_tickets, agent.c.capacity).where(agent.c.id == agent_id)
+        )
+    ).one()
+    return row.open_tickets, row.capacity
+
+
+async def set_active(conn: AsyncConnection, ticket_id: Any, active: bool) -> None:
+    await conn.execute(update(triage).where(triage.c.ticket_id == ticket_id).values(active=active))
+
+
+async def oldest_waiting(conn: AsyncConnection, group_id: str) -> Any:
+    """The group's active ticket without an owner that has waited longest, locked (on
+    PostgreSQL, one another decision holds is skipped: it is being given to someone)."""
+    query = (
+        select(triage.c.ticket_id, triage.c.number)
+        .where(
+            triage.c.group_id == group_id,
+            triage.c.owner_id.is_(None),
+            triage.c.active.is_(True),
+        )
+        .order_by(triage.c.routed_at)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    return (await conn.execute(query)).first()
 
 
 async def reassign(conn: AsyncConnection, ticket_id: Any, *, group_id: str, owner_id: str) -> None:

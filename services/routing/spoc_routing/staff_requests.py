@@ -55,6 +55,9 @@ async def on_assignment_requested(
         return
     group, owner = decision
     await repository.reassign(uow.conn, envelope.ticket_id, group_id=group.id, owner_id=owner.id)
+    if current.owner_id is not None and current.owner_id != owner.id:
+        # The ticket leaves the previous owner's load (the new owner's was counted).
+        await repository.release_ticket(uow.conn, current.owner_id)
     previous = None
     if current.owner_id is not None:
         previous_name = await repository.agent_name(uow.conn, current.owner_id)
@@ -79,6 +82,8 @@ async def _decide_assignment(
     would change nothing (a repeated click, or one that raced the previous answer) is refused
     before anyone is counted: intake's already_assigned check reads a projection that lags."""
     known = {group.id: group for group in desk.groups}
+    if not current.active:
+        return "the ticket is resolved or closed"
     if event.group is not None and event.group not in known:
         return f"there is no group {event.group}"
     if event.agent is None:
@@ -88,11 +93,14 @@ async def _decide_assignment(
             return _outside(event, known[event.group])
         same_group = event.group == current.group_id and current.owner_id is not None
         taken = await repository.take_least_loaded_agent(
-            uow.conn, event.group, excluding=current.owner_id if same_group else None
+            uow.conn,
+            event.group,
+            capacity=known[event.group].agent_capacity,
+            excluding=current.owner_id if same_group else None,
         )
         if taken is None:
             others = " else" if same_group else ""
-            return f"nobody{others} in {known[event.group].name} can take it now"
+            return f"nobody{others} in {known[event.group].name} has room for it now"
         return known[event.group], AgentRef(id=taken[0], name=taken[1])
     person = await repository.agent_profile(uow.conn, event.agent)
     if person is None:
@@ -108,7 +116,14 @@ async def _decide_assignment(
         return _outside(event, known[group_id])
     if person.id == current.owner_id and group_id == current.group_id:
         return f"{person.name} has it already, in {known[group_id].name}"
-    await repository.count_assignment(uow.conn, person.id)
+    # Never hand a full colleague more; an agent may take one more themselves.
+    taking_it = event.requested_by_id == person.id
+    capacity = known[person.group_id].agent_capacity
+    if not taking_it and not await repository.has_room(uow.conn, person.id, capacity):
+        open_tickets, own = await repository.agent_load(uow.conn, person.id)
+        return f"{person.name} has no room ({open_tickets} open, at most {own or capacity})"
+    if person.id != current.owner_id:
+        await repository.take_ticket(uow.conn, person.id)
     return known[group_id], AgentRef(id=person.id, name=person.name)
 
 

@@ -1,0 +1,205 @@
+"""Load and capacity (issue 8): an agent's open tickets are kept from ticket events, nobody is
+given more than their capacity, and a ticket nobody has room for waits in its group's queue
+until a member resolves one."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import func, select
+
+from spoc_contracts import (
+    TicketAssigned,
+    TicketAssignmentRefused,
+    TicketAssignmentRequested,
+    TicketRouted,
+    TicketStatusChanged,
+)
+from spoc_routing.models import Agent, Triage
+from tests.harness import ServiceUnderTest, envelope, service, ticket_created
+
+pytestmark = pytest.mark.integration
+
+DESK = """
+routing:
+  groups:
+    - id: service-desk
+      name: Service Desk
+      agent_capacity: 2
+      agents:
+        - {id: sara, name: Sara Ahmadi, capacity: 1}
+        - {id: piotr, name: Piotr Nowak}
+    - {id: network, name: Network Operations, tier: 3}
+"""
+CAPACITY = {"sara": 1, "piotr": 2}
+
+
+@pytest.fixture
+def desk_file(tmp_path: Path) -> Path:
+    path = tmp_path / "desk.yaml"
+    path.write_text(DESK)
+    return path
+
+
+async def create(routing: ServiceUnderTest) -> tuple[uuid.UUID, str | None]:
+    ticket_id = uuid.uuid4()
+    number = f"SD-{ticket_id.int % 10**6:06d}"
+    await routing.deliver(envelope(ticket_created(number=number), ticket_id=ticket_id))
+    [routed] = [e for e in await routing.published("ticket.routed") if e.ticket_id == ticket_id]
+    owner = TicketRouted.model_validate(routed.data).owner
+    return ticket_id, owner.id if owner else None
+
+
+async def move(routing: ServiceUnderTest, ticket_id: uuid.UUID, to: str, was: str = "open") -> None:
+    moved = TicketStatusChanged(number="SD-000001", from_status=was, to_status=to)
+    await routing.deliver(envelope(moved, ticket_id=ticket_id, source="intake", sequence=9))
+
+
+async def loads(routing: ServiceUnderTest) -> dict[str, int]:
+    async with routing.runtime.engine.connect() as conn:
+        rows = await conn.execute(select(Agent.id, Agent.open_tickets))
+        return {row.id: row.open_tickets for row in rows}
+
+
+async def owned(routing: ServiceUnderTest) -> dict[str, int]:
+    """Active tickets per owner, as routing's triage records them (None: waiting)."""
+    async with routing.runtime.engine.connect() as conn:
+        query = (
+            select(Triage.owner_id, func.count())
+            .where(Triage.active.is_(True))
+            .group_by(Triage.owner_id)
+        )
+        return {row[0]: row[1] for row in await conn.execute(query)}
+
+
+async def test_a_full_front_line_leaves_a_ticket_waiting_until_someone_resolves_one(
+    database_url: str, desk_file: Path
+) -> None:
+    async with service("routing", database_url, desk_config=desk_file) as routing:
+        tickets = [await create(routing) for _ in range(4)]
+        assert [owner for _, owner in tickets] == ["sara", "piotr", "piotr", None]
+        assert await loads(routing) == {"sara": 1, "piotr": 2}
+
+        await move(routing, tickets[0][0], "resolved")
+
+        [given_out] = await routing.published("ticket.assigned")
+        assert given_out.ticket_id == tickets[3][0]
+        assigned = TicketAssigned.model_validate(given_out.data)
+        assert (assigned.owner.id, assigned.previous_owner) == ("sara", None)
+        assert assigned.reason == (
+            "Sara Ahmadi has room now: the longest-waiting ticket of Service Desk"
+        )
+        assert await loads(routing) == {"sara": 1, "piotr": 2}
+
+        # Reopened, the ticket comes back to its owner, room or not (D3).
+        await move(routing, tickets[0][0], "open", was="resolved")
+        assert await loads(routing) == {"sara": 2, "piotr": 2}
+        # Moves between active statuses change nothing; closing a resolved one neither.
+        await move(routing, tickets[1][0], "pending")
+        await move(routing, tickets[2][0], "resolved")
+        await move(routing, tickets[2][0], "closed", was="resolved")
+        assert await loads(routing) == {"sara": 2, "piotr": 1}
+        assert await owned(routing) == {"sara": 2, "piotr": 1}
+
+
+async def test_a_full_colleague_is_not_handed_more_but_an_agent_may_take_one_more(
+    database_url: str, desk_file: Path
+) -> None:
+    async with service("routing", database_url, desk_config=desk_file) as routing:
+        first, _ = await create(routing)  # sara, now full
+        second, _ = await create(routing)  # piotr
+
+        async def ask(ticket_id: uuid.UUID, by: str, **request: Any) -> Any:
+            before = len(await routing.published())
+            asked = TicketAssignmentRequested(
+                number="SD-000001", requested_by=by.title(), requested_by_id=by, **request
+            )
+            await routing.deliver(envelope(asked, ticket_id=ticket_id, source="intake"))
+            [answer] = (await routing.published())[before:]
+            return answer
+
+        refused = await ask(second, "piotr", agent="sara")
+        assert refused.type == TicketAssignmentRefused.TYPE
+        assert refused.data["reason"] == "Sara Ahmadi has no room (1 open, at most 1)"
+
+        taken = await ask(second, "sara", agent="sara")
+        assert taken.type == TicketAssigned.TYPE
+        # The load moved with the ticket.
+        assert await loads(routing) == {"sara": 2, "piotr": 0}
+
+        await move(routing, first, "resolved")
+        refused_late = await ask(first, "piotr", agent="piotr")
+        assert refused_late.data["reason"] == "the ticket is resolved or closed"
+
+
+Operation = tuple[str, int]
+
+
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["create", "resolve", "reopen"]), st.integers(0, 50)),
+        max_size=25,
+    )
+)
+def test_nobody_is_ever_given_more_than_their_capacity_and_the_load_is_what_they_own(
+    tmp_path: Path, operations: list[Operation]
+) -> None:
+    asyncio.run(_run(tmp_path, operations))
+
+
+async def _run(tmp_path: Path, operations: list[Operation]) -> None:
+    run = tmp_path / uuid.uuid4().hex
+    run.mkdir()
+    desk = run / "desk.yaml"
+    desk.write_text(DESK)
+    url = f"sqlite+aiosqlite:///{run / 'routing.sqlite3'}"
+    active: list[uuid.UUID] = []
+    done: list[uuid.UUID] = []
+    reopened = False
+    async with service("routing", url, desk_config=desk) as routing:
+        for kind, pick in operations:
+            if kind == "create":
+                ticket_id, owner = await create(routing)
+                active.append(ticket_id)
+                if owner is not None and not reopened:
+                    assert (await loads(routing))[owner] <= CAPACITY[owner]
+            elif kind == "resolve" and active:
+                ticket_id = active.pop(pick % len(active))
+                await move(routing, ticket_id, "resolved")
+                done.append(ticket_id)
+            elif kind == "reopen" and done:
+                ticket_id = done.pop(pick % len(done))
+                await move(routing, ticket_id, "open", was="resolved")
+                active.append(ticket_id)
+                reopened = True
+            load = await loads(routing)
+            holding = await owned(routing)
+            # The load is exactly the active tickets each agent owns.
+            assert {a: n for a, n in load.items() if n} == {
+                a: n for a, n in holding.items() if a is not None
+            }
+            # A ticket waits only while everyone in the group is full.
+            if holding.get(None):
+                assert all(load[a] >= CAPACITY[a] for a in CAPACITY)
+
+
+async def test_concurrent_decisions_never_book_an_agent_beyond_capacity(
+    postgres_url: str, desk_file: Path
+) -> None:
+    async with service("routing", postgres_url, desk_config=desk_file) as routing:
+        results = await asyncio.gather(*(create(routing) for _ in range(12)))
+        owners = [owner for _, owner in results]
+        assert sorted(o for o in owners if o) == ["piotr", "piotr", "sara"]
+        assert owners.count(None) == 9
+        assert await loads(routing) == {"sara": 1, "piotr": 2}
