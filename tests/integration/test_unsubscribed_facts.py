@@ -13,7 +13,9 @@ from sqlalchemy import select
 from spoc_platform.bus import QueueSpec
 from spoc_platform.db import utc_now
 from spoc_platform.relay import OutboxRelay, RelaySettings
+from tests.integration.test_claims_clock import SKEW, run_clock_ahead
 from tests.integration.test_outbox_and_inbox import FlakyBus, Store, write_note
+from tests.integration.test_relay_loop import postgres_store as postgres_store  # a fixture
 
 pytestmark = pytest.mark.integration
 
@@ -118,5 +120,22 @@ async def test_in_a_mixed_batch_the_heard_fact_is_sent_and_only_the_unheard_one_
         assert rows[heard.id].published_at is not None and rows[heard.id].last_error is None
         assert rows[unheard.id].last_error == "no service subscribes to this event type"
         assert rows[later.id].published_at is None and rows[later.id].last_error is None
+    finally:
+        await bus.close()
+
+
+async def test_a_fact_published_to_nobody_is_dated_by_the_databases_clock(
+    postgres_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retention counts from published_at: a replica whose clock runs ahead must not date it
+    in the future (and so keep it past the horizon)."""
+    bus = FlakyBus()
+    await bus.connect()
+    try:
+        await write_note(postgres_store, "nobody listens")
+        run_clock_ahead(monkeypatch)  # SKEW ahead from now on
+        assert await relay(postgres_store, bus, subscribed={"ticket.routed"}).relay_once() == 0
+        [row] = await outbox_rows(postgres_store)
+        assert row.published_at < utc_now() + SKEW / 2, row.published_at
     finally:
         await bus.close()
