@@ -23,6 +23,7 @@ from spoc_contracts import (
 )
 from spoc_routing.models import Agent, Triage
 from tests.harness import ServiceUnderTest, envelope, service, ticket_created
+from tests.integration.test_routing_staff import staff_updated
 
 pytestmark = pytest.mark.integration
 
@@ -203,3 +204,18 @@ async def test_concurrent_decisions_never_book_an_agent_beyond_capacity(
         assert sorted(o for o in owners if o) == ["piotr", "piotr", "sara"]
         assert owners.count(None) == 9
         assert await loads(routing) == {"sara": 1, "piotr": 2}
+
+
+async def test_a_person_placed_in_a_full_group_takes_its_waiting_tickets(
+    database_url: str, desk_file: Path
+) -> None:
+    async with service("routing", database_url, desk_config=desk_file) as routing:
+        waiting = [ticket_id for ticket_id, _ in [await create(routing) for _ in range(6)]]
+        before = len(await routing.published("ticket.assigned"))
+        await routing.deliver(staff_updated("lena", name="Lena Berg", groups=("service-desk",)))
+
+        given = (await routing.published("ticket.assigned"))[before:]
+        # sara 1 + piotr 2 own the first three; lena takes the next two (the group's capacity).
+        assert [e.ticket_id for e in given] == waiting[3:5]
+        assert {TicketAssigned.model_validate(e.data).owner.id for e in given} == {"lena"}
+        assert (await loads(routing))["lena"] == 2

@@ -221,29 +221,37 @@ async def on_ticket_status_changed(
     await _give_waiting_work(uow, desk, current.owner_id)
 
 
+# At most this many waiting tickets go to one agent in one event (a person placed in a long
+# queue fills up over their following events rather than in one long transaction).
+_GIVEN_AT_ONCE = 20
+
+
 async def _give_waiting_work(uow: UnitOfWork, desk: RoutingDesk, agent_id: str) -> None:
-    """The agent's group's longest-waiting ticket, if the agent may take it and has room."""
+    """The agent's group's longest-waiting tickets, while the agent may take them and has room."""
     person = await repository.agent_profile(uow.conn, agent_id)
     groups = {group.id: group for group in desk.groups}
     if person is None or not (person.active and person.staff_active):
         return
     group = groups.get(person.group_id)
-    if group is None or not await repository.has_room(uow.conn, agent_id, group.agent_capacity):
+    if group is None:
         return
-    waiting = await repository.oldest_waiting(uow.conn, group.id)
-    if waiting is None:
-        return
-    await repository.reassign(uow.conn, waiting.ticket_id, group_id=group.id, owner_id=agent_id)
-    await repository.take_ticket(uow.conn, agent_id)
-    await uow.publish(
-        TicketAssigned(
-            number=waiting.number,
-            owner=AgentRef(id=agent_id, name=person.name),
-            group=GroupRef(id=group.id, name=group.name, tier=group.tier),
-            reason=f"{person.name} has room now: the longest-waiting ticket of {group.name}",
-        ),
-        ticket_id=waiting.ticket_id,
-    )
+    for _ in range(_GIVEN_AT_ONCE):
+        if not await repository.has_room(uow.conn, agent_id, group.agent_capacity):
+            return
+        waiting = await repository.oldest_waiting(uow.conn, group.id)
+        if waiting is None:
+            return
+        await repository.reassign(uow.conn, waiting.ticket_id, group_id=group.id, owner_id=agent_id)
+        await repository.take_ticket(uow.conn, agent_id)
+        await uow.publish(
+            TicketAssigned(
+                number=waiting.number,
+                owner=AgentRef(id=agent_id, name=person.name),
+                group=GroupRef(id=group.id, name=group.name, tier=group.tier),
+                reason=f"{person.name} has room now: the longest-waiting ticket of {group.name}",
+            ),
+            ticket_id=waiting.ticket_id,
+        )
 
 
 async def on_staff_updated(
@@ -265,6 +273,9 @@ async def on_staff_updated(
     )
     if not applied:
         log.info("staff.updated for %s is older than what routing has; ignored", event.id)
+        return
+    # Someone new to the group, or back: the queue's waiting tickets go to them first.
+    await _give_waiting_work(uow, desk, event.id)
 
 
 PUBLISHES = [TicketRouted.TYPE, TicketAssigned.TYPE]
