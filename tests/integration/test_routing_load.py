@@ -5,15 +5,18 @@ until a member resolves one."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, select
+from sqlalchemy import column, func, select, table
 
+from spoc.services import SERVICES, ServiceName
 from spoc_contracts import (
     TicketAssigned,
     TicketAssignmentRefused,
@@ -21,6 +24,8 @@ from spoc_contracts import (
     TicketRouted,
     TicketStatusChanged,
 )
+from spoc_platform.db import create_engine
+from spoc_platform.migrations import upgrade
 from spoc_routing.models import Agent, Triage
 from tests.harness import ServiceUnderTest, envelope, service, ticket_created
 from tests.integration.test_routing_staff import staff_updated
@@ -57,9 +62,13 @@ async def create(routing: ServiceUnderTest) -> tuple[uuid.UUID, str | None]:
     return ticket_id, owner.id if owner else None
 
 
+_SEQUENCES = itertools.count(9)
+
+
 async def move(routing: ServiceUnderTest, ticket_id: uuid.UUID, to: str, was: str = "open") -> None:
     moved = TicketStatusChanged(number="SD-000001", from_status=was, to_status=to)
-    await routing.deliver(envelope(moved, ticket_id=ticket_id, source="intake", sequence=9))
+    sequence = next(_SEQUENCES)  # intake's, increasing per ticket
+    await routing.deliver(envelope(moved, ticket_id=ticket_id, source="intake", sequence=sequence))
 
 
 async def loads(routing: ServiceUnderTest) -> dict[str, int]:
@@ -219,3 +228,61 @@ async def test_a_person_placed_in_a_full_group_takes_its_waiting_tickets(
         assert [e.ticket_id for e in given] == waiting[3:5]
         assert {TicketAssigned.model_validate(e.data).owner.id for e in given} == {"lena"}
         assert (await loads(routing))["lena"] == 2
+
+
+async def test_a_ticket_triaged_before_loads_were_kept_never_joins_a_queue(
+    database_url: str, desk_file: Path
+) -> None:
+    upgrade(SERVICES[ServiceName.routing].migrations, database_url, "0006")
+    old = uuid.uuid4()
+    engine = create_engine(database_url)
+    async with engine.begin() as conn:
+        # Routed to nobody a year ago (the group had no active agent), closed since.
+        # Only the columns revision 0006 has (the model's defaults name later ones).
+        as_of_0006 = table(
+            "triage",
+            *(column(name) for name in ("ticket_id", "number", "impact", "urgency")),
+            *(column(name) for name in ("priority", "group_id", "owner_id", "routed_at")),
+        )
+        await conn.execute(
+            as_of_0006.insert().values(
+                ticket_id=old if conn.dialect.name == "postgresql" else old.hex,
+                number="SD-000009",
+                impact="low",
+                urgency="low",
+                priority="P4",
+                group_id="service-desk",
+                owner_id=None,
+                routed_at=datetime(2025, 1, 1, tzinfo=UTC),
+            )
+        )
+    await engine.dispose()
+    async with service("routing", database_url, desk_config=desk_file) as routing:
+        tickets = [await create(routing) for _ in range(4)]
+        await move(routing, tickets[0][0], "resolved")
+        [given] = await routing.published("ticket.assigned")
+        assert given.ticket_id == tickets[3][0]
+        # Its next status change says what it is, and moves nobody's load.
+        await move(routing, old, "closed", was="resolved")
+        assert await loads(routing) == {"sara": 1, "piotr": 2}
+
+
+async def test_opposite_hand_overs_at_once_wait_for_each_other_and_never_deadlock(
+    postgres_url: str, desk_file: Path
+) -> None:
+    async with service("routing", postgres_url, desk_config=desk_file) as routing:
+        async with routing.runtime.engine.begin() as conn:
+            await conn.execute(Agent.__table__.update().values(capacity=100))
+        tickets = [await create(routing) for _ in range(12)]
+        sara = [t for t, owner in tickets if owner == "sara"][:3]
+        piotr = [t for t, owner in tickets if owner == "piotr"][:3]
+
+        async def hand(ticket_id: uuid.UUID, to: str) -> None:
+            asked = TicketAssignmentRequested(
+                number="SD-000001", requested_by="Mina", requested_by_id="mina", agent=to
+            )
+            await routing.deliver(envelope(asked, ticket_id=ticket_id, source="intake"))
+
+        await asyncio.gather(*(hand(t, "piotr") for t in sara), *(hand(t, "sara") for t in piotr))
+        assert len(await routing.published("ticket.assigned")) == 6
+        assert await loads(routing) == {a: n for a, n in (await owned(routing)).items() if a}

@@ -187,6 +187,7 @@ async def test_the_routed_event_and_routings_record_carry_the_whole_triage(
                 "words": [],
             },
             "active": True,
+            "status_sequence": 0,
         }
         assert routed_total("P2", "service-desk") == before + 1
 

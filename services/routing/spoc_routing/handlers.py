@@ -100,7 +100,8 @@ async def on_ticket_created(
             desk_version=desk.version,
             group=GroupRef(id=group.id, name=group.name, tier=group.tier),
             owner=AgentRef(id=owner[0], name=owner[1]) if owner else None,
-            reason=decision.reason,
+            reason=decision.reason
+            + ("" if owner else f"; nobody in {group.name} has room: it waits in the queue"),
             ticket_created_at=event.created_at,
         ),
         ticket_id=envelope.ticket_id,
@@ -208,10 +209,15 @@ async def on_ticket_status_changed(
     current = await repository.triage_for_change(uow.conn, envelope.ticket_id)
     if current is None:
         raise NotTriagedYet(f"{event.number} is not triaged yet")
-    active = event.to_status in ACTIVE
-    if active == current.active:
+    if envelope.sequence <= current.status_sequence:
+        # Older than a status routing has heard (events of one ticket may be handled in any
+        # order): the newer one stands.
         return
-    await repository.set_active(uow.conn, envelope.ticket_id, active)
+    active = event.to_status in ACTIVE
+    await repository.set_active(uow.conn, envelope.ticket_id, active, sequence=envelope.sequence)
+    if current.active is None or active == current.active:
+        # Unchanged; or triaged before loads were kept, so in nobody's load to change.
+        return
     if current.owner_id is None:
         return
     if active:

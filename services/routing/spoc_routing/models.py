@@ -45,7 +45,12 @@ class Triage(Base):
     facts: Mapped[dict[str, Any] | None] = mapped_column(Json)
     # Not resolved or closed (ticket.status_changed): counted in its owner's load, and in its
     # group's queue while it has no owner.
-    active: Mapped[bool] = mapped_column(default=True, server_default=true())
+    # NULL: triaged before routing kept loads (migration 0007): neither counted nor queued until
+    # its next status change says which it is.
+    active: Mapped[bool | None] = mapped_column(default=True)
+    # The intake sequence of the ticket.status_changed that set `active` (0: none yet): an
+    # older one handled after it changes nothing.
+    status_sequence: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Agent(Base):

@@ -224,7 +224,9 @@ async def release_ticket(conn: AsyncConnection, agent_id: str) -> None:
 
 
 async def has_room(conn: AsyncConnection, agent_id: str, capacity: int | None) -> bool:
-    query = select(agent.c.id).where(agent.c.id == agent_id, HAS_ROOM)
+    """Locks the agent's row (on PostgreSQL) so that a take after this answer cannot race
+    another decision's: two hand-overs to one colleague at once are checked one after the other."""
+    query = select(agent.c.id).where(agent.c.id == agent_id, HAS_ROOM).with_for_update()
     return (await conn.execute(query, {"b_capacity": capacity})).first() is not None
 
 
@@ -237,8 +239,12 @@ async def agent_load(conn: AsyncConnection, agent_id: str) -> tuple[int, int | N
     return row.open_tickets, row.capacity
 
 
-async def set_active(conn: AsyncConnection, ticket_id: Any, active: bool) -> None:
-    await conn.execute(update(triage).where(triage.c.ticket_id == ticket_id).values(active=active))
+async def set_active(conn: AsyncConnection, ticket_id: Any, active: bool, *, sequence: int) -> None:
+    await conn.execute(
+        update(triage)
+        .where(triage.c.ticket_id == ticket_id)
+        .values(active=active, status_sequence=sequence)
+    )
 
 
 async def oldest_waiting(conn: AsyncConnection, group_id: str) -> Any:
@@ -274,3 +280,9 @@ async def move_group(conn: AsyncConnection, ticket_id: Any, *, group_id: str) ->
 
 async def retriage(conn: AsyncConnection, ticket_id: Any, **values: Any) -> None:
     await conn.execute(update(triage).where(triage.c.ticket_id == ticket_id).values(**values))
+
+
+async def lock_agents(conn: AsyncConnection, agent_ids: set[str]) -> None:
+    """Locks the agents' rows until the transaction ends, in id order (on PostgreSQL)."""
+    query = select(agent.c.id).where(agent.c.id.in_(sorted(agent_ids))).order_by(agent.c.id)
+    await conn.execute(query.with_for_update())

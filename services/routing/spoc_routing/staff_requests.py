@@ -82,7 +82,7 @@ async def _decide_assignment(
     would change nothing (a repeated click, or one that raced the previous answer) is refused
     before anyone is counted: intake's already_assigned check reads a projection that lags."""
     known = {group.id: group for group in desk.groups}
-    if not current.active:
+    if current.active is False:
         return "the ticket is resolved or closed"
     if event.group is not None and event.group not in known:
         return f"there is no group {event.group}"
@@ -101,6 +101,10 @@ async def _decide_assignment(
         if taken is None:
             others = " else" if same_group else ""
             return f"nobody{others} in {known[event.group].name} has room for it now"
+        if taken[0] == current.owner_id:
+            # The owner, picked for another group (after an escalation, or a move of theirs):
+            # the ticket is in their load already.
+            await repository.release_ticket(uow.conn, taken[0])
         return known[event.group], AgentRef(id=taken[0], name=taken[1])
     person = await repository.agent_profile(uow.conn, event.agent)
     if person is None:
@@ -116,6 +120,8 @@ async def _decide_assignment(
         return _outside(event, known[group_id])
     if person.id == current.owner_id and group_id == current.group_id:
         return f"{person.name} has it already, in {known[group_id].name}"
+    # Both people's rows in one order: two opposite hand-overs at once wait, never deadlock.
+    await repository.lock_agents(uow.conn, {person.id, current.owner_id} - {None})
     # Never hand a full colleague more; an agent may take one more themselves.
     taking_it = event.requested_by_id == person.id
     capacity = known[person.group_id].agent_capacity

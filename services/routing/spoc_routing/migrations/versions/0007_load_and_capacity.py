@@ -17,11 +17,13 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    # Every ticket triaged before counts as active and no agent as loaded: routing had not
-    # heard of resolutions until now (the load starts afresh from here).
+    # Routing had not heard of resolutions until now: a ticket triaged before is neither active
+    # nor not (NULL) until its next status change, and no agent is loaded with it (the load
+    # starts afresh from here; a long-closed ticket never joins a queue).
     with op.batch_alter_table("triage", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("active", sa.Boolean(), nullable=True))
         batch_op.add_column(
-            sa.Column("active", sa.Boolean(), server_default=sa.true(), nullable=False)
+            sa.Column("status_sequence", sa.Integer(), server_default="0", nullable=False)
         )
     with op.batch_alter_table("agent", schema=None) as batch_op:
         batch_op.add_column(
@@ -35,4 +37,5 @@ def downgrade() -> None:
         batch_op.drop_column("capacity")
         batch_op.drop_column("open_tickets")
     with op.batch_alter_table("triage", schema=None) as batch_op:
+        batch_op.drop_column("status_sequence")
         batch_op.drop_column("active")
