@@ -16,13 +16,13 @@ from spoc_contracts import (
     TicketStatusChanged,
     TicketUpdated,
 )
-from spoc_contracts.routing import AgentRef, GroupRef
+from spoc_contracts.routing import AgentRef
 from spoc_platform.consumer import AlreadyHandled, PermanentError
 from spoc_platform.db import utc_now
 from spoc_platform.unit_of_work import UnitOfWork
 from spoc_routing import metrics, repository
 from spoc_routing.desk import RoutingDesk
-from spoc_routing.staff_requests import NotTriagedYet
+from spoc_routing.staff_requests import NotTriagedYet, agent_ref, group_ref
 from spoc_routing.triage import RETRIAGED_BY, TicketFacts, recalled, remembered, triage
 
 log = logging.getLogger(__name__)
@@ -63,15 +63,7 @@ async def on_ticket_created(
         uow.conn,
         ticket_id=envelope.ticket_id,
         number=event.number,
-        impact=decision.impact,
-        urgency=decision.urgency,
-        priority=decision.priority,
-        category=decision.category,
-        subcategory=decision.subcategory,
-        item=decision.item,
-        auto_classified=decision.auto_classified,
-        tags=list(decision.tags),
-        rules=list(decision.rules),
+        **decision.outcome(),
         desk_version=desk.version,
         facts=kept,
         group_id=group.id,
@@ -88,17 +80,9 @@ async def on_ticket_created(
     await uow.publish(
         TicketRouted(
             number=event.number,
-            priority=decision.priority,
-            impact=decision.impact,
-            urgency=decision.urgency,
-            category=decision.category,
-            subcategory=decision.subcategory,
-            item=decision.item,
-            auto_classified=decision.auto_classified,
-            tags=list(decision.tags),
-            rules=list(decision.rules),
+            **decision.outcome(),
             desk_version=desk.version,
-            group=GroupRef(id=group.id, name=group.name, tier=group.tier),
+            group=group_ref(group),
             owner=AgentRef(id=owner[0], name=owner[1]) if owner else None,
             reason=decision.reason
             + ("" if owner else f"; nobody in {group.name} has room: it waits in the queue"),
@@ -151,38 +135,19 @@ async def on_ticket_updated(
     await repository.retriage(
         uow.conn,
         envelope.ticket_id,
-        impact=decision.impact,
-        urgency=decision.urgency,
-        priority=decision.priority,
-        category=decision.category,
-        subcategory=decision.subcategory,
-        item=decision.item,
-        auto_classified=decision.auto_classified,
-        tags=list(decision.tags),
-        rules=list(decision.rules),
+        **decision.outcome(),
         desk_version=desk.version,
         facts={**record, **{f: getattr(facts, f) for f in RETRIAGED_BY}},
     )
-    owner = None
-    if current.owner_id is not None:
-        name = await repository.agent_name(uow.conn, current.owner_id)
-        owner = AgentRef(id=current.owner_id, name=name or current.owner_id)
+    owner = await agent_ref(uow, current.owner_id)
     by = f" by {event.updated_by}" if event.updated_by else ""
     changed = ", ".join(sorted(RETRIAGED_BY & event.changes.keys()))
     await uow.publish(
         TicketRouted(
             number=event.number,
-            priority=decision.priority,
-            impact=decision.impact,
-            urgency=decision.urgency,
-            category=decision.category,
-            subcategory=decision.subcategory,
-            item=decision.item,
-            auto_classified=decision.auto_classified,
-            tags=list(decision.tags),
-            rules=list(decision.rules),
+            **decision.outcome(),
             desk_version=desk.version,
-            group=GroupRef(id=group.id, name=group.name, tier=group.tier),
+            group=group_ref(group),
             owner=owner,
             reason="; ".join(
                 [
@@ -253,7 +218,7 @@ async def _give_waiting_work(uow: UnitOfWork, desk: RoutingDesk, agent_id: str) 
             TicketAssigned(
                 number=waiting.number,
                 owner=AgentRef(id=agent_id, name=person.name),
-                group=GroupRef(id=group.id, name=group.name, tier=group.tier),
+                group=group_ref(group),
                 reason=f"{person.name} has room now: the longest-waiting ticket of {group.name}",
             ),
             ticket_id=waiting.ticket_id,

@@ -58,15 +58,12 @@ async def on_assignment_requested(
     if current.owner_id is not None and current.owner_id != owner.id:
         # The ticket leaves the previous owner's load (the new owner's was counted).
         await repository.release_ticket(uow.conn, current.owner_id)
-    previous = None
-    if current.owner_id is not None:
-        previous_name = await repository.agent_name(uow.conn, current.owner_id)
-        previous = AgentRef(id=current.owner_id, name=previous_name or current.owner_id)
+    previous = await agent_ref(uow, current.owner_id)
     await uow.publish(
         TicketAssigned(
             number=event.number,
             owner=owner,
-            group=_ref(group),
+            group=group_ref(group),
             previous_owner=previous,
             reason=_assignment_reason(event, owner),
         ),
@@ -185,16 +182,13 @@ async def on_escalation_requested(
         return
     await repository.move_group(uow.conn, envelope.ticket_id, group_id=target.id)
     source = known.get(current.group_id)
-    owner = None
-    if current.owner_id is not None:
-        name = await repository.agent_name(uow.conn, current.owner_id)
-        owner = AgentRef(id=current.owner_id, name=name or current.owner_id)
+    owner = await agent_ref(uow, current.owner_id)
     await uow.publish(
         TicketEscalated(
             number=event.number,
             kind="functional",
-            to_group=_ref(target),
-            from_group=_ref(source) if source is not None else None,
+            to_group=group_ref(target),
+            from_group=group_ref(source) if source is not None else None,
             owner=owner,
             reason=event.reason,
         ),
@@ -212,8 +206,16 @@ async def _triage(envelope: Envelope, uow: UnitOfWork, number: str) -> Any:
     return current
 
 
-def _ref(group: Group) -> GroupRef:
+def group_ref(group: Group) -> GroupRef:
     return GroupRef(id=group.id, name=group.name, tier=group.tier)
+
+
+async def agent_ref(uow: UnitOfWork, agent_id: str | None) -> AgentRef | None:
+    """The agent as events name them (their id if routing no longer knows their name)."""
+    if agent_id is None:
+        return None
+    name = await repository.agent_name(uow.conn, agent_id)
+    return AgentRef(id=agent_id, name=name or agent_id)
 
 
 PUBLISHES = [

@@ -64,6 +64,20 @@ class Decision:
     def reason(self) -> str:
         return "; ".join(self.steps)
 
+    def outcome(self) -> dict[str, Any]:
+        """The decision as routing records it and ticket.routed carries it (same names)."""
+        return {
+            "impact": self.impact,
+            "urgency": self.urgency,
+            "priority": self.priority,
+            "category": self.category,
+            "subcategory": self.subcategory,
+            "item": self.item,
+            "auto_classified": self.auto_classified,
+            "tags": list(self.tags),
+            "rules": list(self.rules),
+        }
+
 
 # What a re-categorisation may change: the fields of ticket.updated that triage reads.
 RETRIAGED_BY = frozenset({"type", "category", "subcategory", "item", "impact", "urgency"})
