@@ -1,7 +1,8 @@
-"""`spoc staff create|set-password|list`: staff accounts straight on intake's database, for the
-first admin of a new desk (after that, the admin API does the same): the embedded default's
-(`--data-dir`) or SPOC_INTAKE_DATABASE_URL's, migrated (`spoc migrate intake`). Changes publish
-staff.updated through intake's outbox, so routing hears of them once intake runs."""
+"""`spoc staff create|set-password|set-availability|list`: staff accounts straight on intake's
+database, for the first admin of a new desk (after that, the admin API does the same): the
+embedded default's (`--data-dir`) or SPOC_INTAKE_DATABASE_URL's, migrated (`spoc migrate
+intake`). Changes publish staff.updated through intake's outbox, so routing hears of them once
+intake runs."""
 
 from __future__ import annotations
 
@@ -18,14 +19,21 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from spoc.intake_database import DataDirOption, intake_settings, on_intake_database
 from spoc_intake.callers import Caller
 from spoc_intake.models import MESSAGING
-from spoc_intake.staff import PasswordSet, StaffCreate, StaffService, build_staff
+from spoc_intake.staff import (
+    AvailabilitySet,
+    PasswordSet,
+    StaffCreate,
+    StaffService,
+    build_staff,
+)
 from spoc_platform.db import utc_now
 from spoc_platform.unit_of_work import UnitOfWorkFactory
 from spoc_platform.web import ApiError
 
 staff = typer.Typer(help="Staff accounts on intake's database: the first admin of a new desk.")
 
-# Who `spoc staff set-password` acts as: whoever can run it holds the database already.
+# Who `spoc staff set-password` and `set-availability` act as: whoever can run them holds the
+# database already.
 COMMAND_LINE = Caller(role="admin", name="spoc staff (command line)")
 
 
@@ -35,6 +43,14 @@ class StaffRole(StrEnum):
     agent = "agent"
     manager = "manager"
     admin = "admin"
+
+
+class Availability(StrEnum):
+    """Whether a person is on shift for new work (spoc_intake.staff.Availability)."""
+
+    available = "available"
+    away = "away"
+    off = "off"
 
 
 T = TypeVar("T")
@@ -70,11 +86,21 @@ def create(
     group: Annotated[
         list[str] | None, typer.Option("--group", help="A group id; repeat for several.")
     ] = None,
+    availability: Annotated[
+        Availability, typer.Option(help="On shift for new work, away for a while, or off.")
+    ] = Availability.available,
     data_dir: DataDirOption = None,
 ) -> None:
     """Create a staff account (without a password: set one with `spoc staff set-password`)."""
     try:
-        data = StaffCreate(id=id, name=name, email=email, role=role.value, groups=group or [])
+        data = StaffCreate(
+            id=id,
+            name=name,
+            email=email,
+            role=role.value,
+            groups=group or [],
+            availability=availability.value,
+        )
     except ValidationError as error:
         raise _invalid(error) from error
     profile = _run(data_dir, lambda service: service.create(data))
@@ -106,11 +132,29 @@ def set_password(
     typer.echo(f"password set for {id}")
 
 
+@staff.command("set-availability")
+def set_availability(
+    id: Annotated[str, typer.Argument(help="The staff account's id.")],
+    availability: Annotated[
+        Availability, typer.Argument(help="On shift for new work, away for a while, or off.")
+    ],
+    data_dir: DataDirOption = None,
+) -> None:
+    """Set whether a staff member is available, away or off; routing hears of a change."""
+    data = AvailabilitySet(availability=availability.value)
+    profile = _run(
+        data_dir, lambda service: service.set_availability(id, data, caller=COMMAND_LINE)
+    )
+    typer.echo(f"{profile.id} is {profile.availability}")
+
+
 @staff.command("list")
 def list_staff(data_dir: DataDirOption = None) -> None:
-    """Every staff account: id, role, state, address, name and groups."""
+    """Every staff account: id, role, state (away or off when so), address, name and groups."""
     for p in _run(data_dir, lambda service: service.list()):
         state = "active" if p.active else "inactive"
+        if p.availability != "available":
+            state += f", {p.availability}"
         if not p.has_password:
             state += ", no password"
         if p.locked_until is not None and p.locked_until > utc_now():

@@ -255,6 +255,11 @@ def admin_only(status: int) -> dict[str, int]:
     return {**everyone(403), ANONYMOUS: 401, KEY_HOLDER: 401, ADMIN: status}
 
 
+def managers_only(status: int) -> dict[str, int]:
+    """`status` for managers and admins, 403 for other callers signed in, 401 for the rest."""
+    return {**admin_only(status), MANAGER: status}
+
+
 def admin_by_token(status: int) -> dict[str, int]:
     """`status` for the admin's bearer token, 403 for other bearer tokens, 401 for the rest."""
     return {**everyone(401), OTHER_AGENT: 403, INTEGRATION: 403, ADMIN: status}
@@ -310,6 +315,13 @@ ROUTES: dict[tuple[str, str], Call] = {
         path=f"/api/v1/staff/{SPARE_STAFF}/password",
         json={"password": "Zed's next passphrase, long enough 93"},
     ),
+    # The agent's own account: she and an admin may set it, nobody else. The value it has
+    # already, so the cells change nothing and may run in any order.
+    ("PUT", "/api/v1/staff/{staff_id}/availability"): Call(
+        {**admin_only(200), AGENT: 200},
+        path="/api/v1/staff/sara/availability",
+        json={"availability": "available"},
+    ),
     ("POST", "/api/v1/requester/links"): Call(everyone(202), json={"email": NEWCOMER}),
     ("DELETE", "/api/v1/requester/session"): Call(everyone(204), ends_credential=True),
     ("GET", "/requester/sign-in"): Call(everyone(200), params={"token": "from-a-mail"}),
@@ -321,6 +333,9 @@ ROUTES: dict[tuple[str, str], Call] = {
     ("POST", "/my"): Call(everyone(200), data={"email": NEWCOMER}),
     ("POST", "/my/sign-out"): Call(everyone(303), headers=SAME_SITE, ends_credential=True),
     ("GET", "/api/v1/categories"): Call(everyone(200)),
+    # Counts over every ticket: the desk's managers' view (an agent, a requester or an
+    # integration is refused whatever tickets they may read one by one).
+    ("GET", "/api/v1/reports/tickets"): Call(managers_only(200), params={"by": "category,group"}),
     # Operations: open probes, the rest behind the operators' tokens, which no role holds.
     ("GET", "/healthz"): Call(everyone(200)),
     ("GET", "/readyz"): Call(everyone(200)),

@@ -19,7 +19,7 @@ from spoc_intake.bootstrap import bootstrap
 from spoc_intake.callers import Caller
 from spoc_intake.desk import IntakeDesk
 from spoc_intake.settings import IntakeSettings
-from spoc_intake.staff import PasswordSet, StaffCreate, StaffUpdate
+from spoc_intake.staff import AvailabilitySet, PasswordSet, StaffCreate, StaffUpdate
 from spoc_platform.bus.memory import MemoryBus
 from spoc_platform.desk_config import DeskConfigError, load_section
 from tests.harness import ServiceUnderTest, service
@@ -148,6 +148,12 @@ async def test_a_change_is_published_with_the_account_as_it_now_is(
         # A boolean is true or false, as the document says, not a number that looks like one.
         ("post", "/api/v1/staff", {**NEW_AGENT, "active": 0}),
         ("patch", "/api/v1/staff/sara", {"active": 1}),
+        ("patch", "/api/v1/staff/sara", {"availability": "busy"}),
+        ("put", "/api/v1/staff/sara/availability", {"availability": "busy"}),
+        ("put", "/api/v1/staff/sara/availability", {"availability": "Away"}),
+        ("put", "/api/v1/staff/sara/availability", {"availability": None}),
+        ("put", "/api/v1/staff/sara/availability", {}),
+        ("put", "/api/v1/staff/sara/availability", {"availability": "off", "active": False}),
     ],
 )
 async def test_unknown_fields_and_non_staff_roles_are_a_422(
@@ -213,6 +219,83 @@ async def test_a_member_changes_their_own_password_only_with_the_current_one(
         "/api/v1/staff/sara/password", json={**new, "current_password": PASSWORD}
     )
     assert right.status_code == 204
+
+
+async def test_a_member_sets_their_own_availability_and_routing_is_told(
+    agent: httpx.AsyncClient, admin: httpx.AsyncClient, intake: ServiceUnderTest
+) -> None:
+    before = len(await staff_events(intake))
+    away = await agent.put("/api/v1/staff/sara/availability", json={"availability": "away"})
+
+    assert away.status_code == 200, away.text
+    assert away.json()["id"] == "sara" and away.json()["availability"] == "away"
+    [event] = (await staff_events(intake))[before:]
+    assert (event.id, event.availability, event.active) == ("sara", "away", True)
+    listed = {
+        s["id"]: s["availability"] for s in (await admin.get("/api/v1/staff")).json()["items"]
+    }
+    assert listed == {"ada": "available", "sara": "away"}
+
+
+async def test_the_same_availability_again_answers_and_publishes_nothing(
+    agent: httpx.AsyncClient, intake: ServiceUnderTest
+) -> None:
+    before = len(await staff_events(intake))
+    for _ in range(2):
+        answer = await agent.put("/api/v1/staff/sara/availability", json={"availability": "off"})
+        assert answer.status_code == 200 and answer.json()["availability"] == "off"
+    assert [e.availability for e in (await staff_events(intake))[before:]] == ["off"]
+    # Two requests at once for one value: one change, one event.
+    both = await asyncio.gather(
+        *(
+            agent.put("/api/v1/staff/sara/availability", json={"availability": "away"})
+            for _ in range(2)
+        )
+    )
+    assert [a.status_code for a in both] == [200, 200]
+    assert [e.availability for e in (await staff_events(intake))[before:]] == ["off", "away"]
+
+
+async def test_an_admin_sets_anyones_availability_and_nobody_else_does(
+    admin: httpx.AsyncClient, agent: httpx.AsyncClient, intake: ServiceUnderTest
+) -> None:
+    off = await admin.put("/api/v1/staff/sara/availability", json={"availability": "off"})
+    assert off.status_code == 200 and off.json()["availability"] == "off"
+    assert (await staff_events(intake))[-1].availability == "off"
+    patched = await admin.patch("/api/v1/staff/sara", json={"availability": "available"})
+    assert patched.status_code == 200 and patched.json()["availability"] == "available"
+    assert (await staff_events(intake))[-1].availability == "available"
+
+    before = len(await staff_events(intake))
+    other = await agent.put("/api/v1/staff/ada/availability", json={"availability": "off"})
+    assert other.status_code == 403 and other.json()["error"]["code"] == "forbidden"
+    # Not even whether the account exists, to someone who may not set it.
+    nobody = await agent.put("/api/v1/staff/nobody/availability", json={"availability": "off"})
+    assert nobody.status_code == 403 and nobody.json()["error"]["code"] == "forbidden"
+    unknown = await admin.put("/api/v1/staff/nobody/availability", json={"availability": "off"})
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "staff_not_found"
+    async with client_of(intake) as anonymous:
+        refused = await anonymous.put(
+            "/api/v1/staff/sara/availability", json={"availability": "away"}
+        )
+    assert refused.status_code == 401
+    assert refused.json()["error"]["code"] == "unauthenticated"
+    assert len(await staff_events(intake)) == before
+    assert (await intake.container.staff.get("ada")).availability == "available"
+
+
+async def test_a_session_sets_an_availability_only_from_the_desks_own_pages(
+    agent: httpx.AsyncClient, intake: ServiceUnderTest
+) -> None:
+    path, body = "/api/v1/staff/sara/availability", {"availability": "off"}
+    # The session cookie without the desk's Origin: what another site's page can send.
+    del agent.headers["Origin"]
+    for origin in (None, "https://elsewhere.example"):
+        headers = {"Origin": origin} if origin else {}
+        refused = await agent.put(path, json=body, headers=headers)
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["error"]["code"] == "cross_site_request"
+    assert (await intake.container.staff.get("sara")).availability == "available"
 
 
 async def test_the_last_active_admin_cannot_be_demoted_or_deactivated(
@@ -286,16 +369,20 @@ async def test_the_desk_files_staff_are_synced_at_start_without_touching_passwor
             "sara", PasswordSet(password=PASSWORD), caller=Caller(role="admin")
         )
         await first.container.staff.update("sara", StaffUpdate(active=False))
+        await first.container.staff.set_availability(
+            "sara", AvailabilitySet(availability="off"), caller=Caller(role="admin")
+        )
         published = len(await staff_events(first))
 
     desk.write_text(desk.read_text().replace("Sara A,", "Sara Ahmadi,"))
     async with service("intake", database_url, **settings) as second:
         events = (await staff_events(second))[published:]
         # Only the changed person is published again; the deactivation stands.
-        assert [(e.id, e.name) for e in events] == [("sara", "Sara Ahmadi")]
+        assert [(e.id, e.name, e.availability) for e in events] == [("sara", "Sara Ahmadi", "off")]
         sara = await second.container.staff.get("sara")
         assert sara.has_password and sara.name == "Sara Ahmadi"
-        assert sara.active is False
+        # Neither is the desk file's to say: a restart puts nobody back on shift.
+        assert sara.active is False and sara.availability == "off"
 
 
 def test_the_first_admin_is_made_on_the_command_line(
@@ -333,6 +420,32 @@ def test_the_first_admin_is_made_on_the_command_line(
         ],
     )
     assert again.exit_code == 1 and "exists" in again.output
+
+
+def test_an_operator_sets_an_availability_on_the_command_line(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runner = CliRunner()
+    monkeypatch.setenv("SPOC_INTAKE_DATABASE_URL", sqlite_url)
+    assert runner.invoke(spoc, ["migrate", "intake"]).exit_code == 0
+    made = runner.invoke(
+        spoc,
+        [
+            *("staff", "create", "--id", "sara", "--name", "Sara", "--email", "s@example.org"),
+            *("--role", "agent", "--availability", "off"),
+        ],
+    )
+    assert made.exit_code == 0, made.output
+    assert (
+        runner.invoke(spoc, ["staff", "list"]).output.split("\t")[2] == "active, off, no password"
+    )
+
+    set_ = runner.invoke(spoc, ["staff", "set-availability", "sara", "available"])
+    assert set_.exit_code == 0 and set_.output.strip() == "sara is available"
+    assert runner.invoke(spoc, ["staff", "list"]).output.split("\t")[2] == "active, no password"
+    assert runner.invoke(spoc, ["staff", "set-availability", "sara", "busy"]).exit_code == 2
+    missing = runner.invoke(spoc, ["staff", "set-availability", "nobody", "off"])
+    assert missing.exit_code == 1 and "no staff account 'nobody'" in missing.output
 
 
 async def test_an_empty_change_publishes_nothing_and_groups_are_kept_once(

@@ -25,3 +25,6 @@ class StaffUpdated(Event):
     # False: the person may not sign in, and no ticket should be handed to them.
     active: bool
     updated_at: datetime
+    # On shift ("available"), away for a while, or off: set by the person or an admin at
+    # intake. What each means for handing out tickets is routing's to decide.
+    availability: Literal["available", "away", "off"] = "available"

@@ -77,6 +77,8 @@ async def on_ticket_routed(
         owner_name=event.owner.name if event.owner else None,
         tags=event.tags,
     )
+    if event.owner is not None:
+        await repository.note_owner(uow.conn, ticket_id, event.owner.id)
     owner = f", owner {event.owner.name}" if event.owner else ""
     await _add_timeline(
         uow,
@@ -120,6 +122,10 @@ async def on_ticket_assigned(event: TicketAssigned, *, envelope: Envelope, uow: 
         group_name=event.group.name,
         group_tier=event.group.tier,
     )
+    # The previous owner first: it had the ticket before this one (first-contact resolution).
+    if event.previous_owner is not None:
+        await repository.note_owner(uow.conn, ticket_id, event.previous_owner.id)
+    await repository.note_owner(uow.conn, ticket_id, event.owner.id)
     await _add_timeline(
         uow,
         envelope,
@@ -143,6 +149,8 @@ async def on_ticket_escalated(
         group_name=event.to_group.name,
         group_tier=event.to_group.tier,
     )
+    # Functional or hierarchical, an escalated ticket is no first-contact resolution (D4).
+    await repository.note_escalated(uow.conn, ticket_id)
     await _add_timeline(
         uow,
         envelope,

@@ -27,6 +27,8 @@ class Ticket(Base):
         # address (requester_known: one index seek); both look the address up by its key.
         Index("ix_ticket_requester_email_key", "requester_email_key", "requester_vouched"),
         Index("ix_ticket_sla_state_sla_due_at", "sla_state", "sla_due_at"),
+        # Reports count a period's tickets by when they came in (reports.py).
+        Index("ix_ticket_created_at", "created_at"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
@@ -107,6 +109,15 @@ class Ticket(Base):
     # without one; an agent re-categorising clears the flag), and the tags its rules gave.
     auto_classified: Mapped[bool] = mapped_column(default=False, server_default=false())
     tags: Mapped[list[str] | None] = mapped_column(Json)
+    # What first-contact resolution (D4, reports.py) asks of a ticket's history (0012): the
+    # first owner routing named, whether another owner had it since, whether it was ever
+    # escalated or reopened, and who resolved it last. Facts that stay once true: events of
+    # other services may come in any order, and each only ever adds to what is known.
+    first_owner_id: Mapped[str | None] = mapped_column(String(100))
+    handed_over: Mapped[bool] = mapped_column(default=False, server_default=false())
+    escalated: Mapped[bool] = mapped_column(default=False, server_default=false())
+    reopened: Mapped[bool] = mapped_column(default=False, server_default=false())
+    resolved_by: Mapped[str | None] = mapped_column(String(64))
 
 
 class TimelineEntry(Base):
@@ -153,6 +164,10 @@ class StaffAccount(Base):
     role: Mapped[str] = mapped_column(String(16))
     groups: Mapped[list[str]] = mapped_column(Json)
     active: Mapped[bool] = mapped_column(default=True)
+    # available, away or off (staff.py): whether the person is on shift for new work (0011).
+    availability: Mapped[str] = mapped_column(
+        String(16), default="available", server_default="available"
+    )
     # argon2id (PHC string); None until a password is set: such an account cannot sign in.
     password_hash: Mapped[str | None] = mapped_column(String(255))
     # Consecutive failed sign-ins, and the lock they earned (see staff_sign_in.py).

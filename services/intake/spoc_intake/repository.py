@@ -208,6 +208,36 @@ async def classify_if_unclassified(
     )
 
 
+# What first-contact resolution asks of a ticket's history (models.Ticket, reports.py). Each
+# statement only adds a fact, whatever the order events come in and however often: no
+# sequence guard, so a late ticket.escalated still counts, and a redelivered one changes nothing.
+_NOTE_OWNER = (
+    update(ticket)
+    .where(ticket.c.id == bindparam("b_ticket_id"))
+    .values(
+        # Both right-hand sides read the row as it was: the first owner seen stays the first,
+        # and any other owner seen, before or after it, is a hand-over.
+        first_owner_id=func.coalesce(ticket.c.first_owner_id, bindparam("b_owner_id")),
+        handed_over=or_(
+            ticket.c.handed_over,
+            and_(
+                ticket.c.first_owner_id.is_not(None),
+                ticket.c.first_owner_id != bindparam("b_owner_id"),
+            ),
+        ),
+    )
+)
+
+
+async def note_owner(conn: AsyncConnection, ticket_id: uuid.UUID, owner_id: str) -> None:
+    """Records that `owner_id` has had the ticket: its first owner, or a hand-over."""
+    await conn.execute(_NOTE_OWNER, {"b_ticket_id": ticket_id, "b_owner_id": owner_id})
+
+
+async def note_escalated(conn: AsyncConnection, ticket_id: uuid.UUID) -> None:
+    await conn.execute(update(ticket).where(ticket.c.id == ticket_id).values(escalated=True))
+
+
 # --- SLA state and notifications, for agents (handlers.py, sla_state.py; migration 0007) -----
 
 notification: Table = cast(Table, Notification.__table__)
@@ -391,3 +421,72 @@ async def add_feedback(conn: AsyncConnection, **values: Any) -> None:
 
 async def feedback_of(conn: AsyncConnection, ticket_id: uuid.UUID) -> Row[Any] | None:
     return (await conn.execute(select(feedback).where(feedback.c.ticket_id == ticket_id))).first()
+
+
+# --- Reports (reports.py; D4, D25) ------------------------------------------------------------
+
+# What a report may count by, under the names it shows.
+REPORT_DIMENSIONS: dict[str, Any] = {
+    "category": ticket.c.category,
+    "subcategory": ticket.c.subcategory,
+    "item": ticket.c.item,
+    "group": ticket.c.group_id,
+    "priority": ticket.c.priority,
+    "type": ticket.c.type,
+    "channel": ticket.c.channel,
+}
+SETTLED = ("resolved", "closed")
+_settled = ticket.c.status.in_(SETTLED)
+# First-contact resolution (D4): resolved at the first line, at once, by whoever first had it.
+# A phone call solved on the line keeps its flag until it is reopened or escalated (work.py);
+# any other ticket must have stayed with one owner in a tier-1 group, never escalated nor
+# reopened. A resolver or first owner not on record (before 0011, or nobody owned it) is not
+# held against the ticket.
+FIRST_CONTACT_RESOLVED: ColumnElement[bool] = and_(
+    _settled,
+    ticket.c.reopened.is_(False),
+    ticket.c.escalated.is_(False),
+    or_(
+        ticket.c.first_contact_resolution.is_(True),
+        and_(
+            ticket.c.group_tier == 1,
+            ticket.c.handed_over.is_(False),
+            or_(
+                ticket.c.first_owner_id.is_(None),
+                ticket.c.resolved_by.is_(None),
+                ticket.c.resolved_by == ticket.c.first_owner_id,
+            ),
+        ),
+    ),
+)
+
+
+def _count_of(condition: ColumnElement[bool]) -> Any:
+    return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+
+async def count_tickets(
+    conn: AsyncConnection, *, since: datetime, until: datetime, by: Sequence[str]
+) -> Sequence[Row[Any]]:
+    """The tickets created in [since, until), counted per distinct value of the `by`
+    dimensions (None a value like any other): how many, how many resolved or closed, and how
+    many of those at first contact. Most first, then by the values, None last on either
+    database."""
+    keys = [REPORT_DIMENSIONS[name].label(name) for name in by]
+    columns = [REPORT_DIMENSIONS[name] for name in by]
+    query = (
+        select(
+            *keys,
+            func.count().label("count"),
+            _count_of(_settled).label("resolved"),
+            _count_of(FIRST_CONTACT_RESOLVED).label("first_contact_resolved"),
+        )
+        .where(ticket.c.created_at >= since, ticket.c.created_at < until)
+        .group_by(*columns)
+        .order_by(
+            func.count().desc(),
+            *[part for column in columns for part in (column.is_(None), column)],
+        )
+    )
+    # As many columns as dimensions asked for: typed as rows of anything.
+    return cast(Sequence[Row[Any]], (await conn.execute(query)).all())

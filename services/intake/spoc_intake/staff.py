@@ -1,5 +1,5 @@
-"""Staff accounts' use cases: create, change, set a password, sync from the desk file; each
-change commits with its staff.updated event, so routing hears of it."""
+"""Staff accounts' use cases: create, change, set a password or an availability, sync from the
+desk file; each change commits with its staff.updated event, so routing hears of it."""
 
 from __future__ import annotations
 
@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 StaffRole = Literal["agent", "manager", "admin"]
 # Lowest first: a change down this list takes the account's tokens away (tokens.py).
 ROLE_RANK: dict[str, int] = {"agent": 0, "manager": 1, "admin": 2}
+# On shift for new work, away for a while, or off: the person's own say (or an admin's), told
+# to routing on staff.updated. Not the desk file's: a restart must not put anyone back on shift.
+Availability = Literal["available", "away", "off"]
 # Stripped, 1 to 200 characters, no control characters (PostgreSQL cannot store a NUL).
 PersonName = OneLine
 # Each group once, in the order given (the first is where routing places a new agent).
@@ -80,6 +83,7 @@ class StaffCreate(BaseModel):
     groups: Groups = Field(default_factory=list)
     # Strict: true or false as the schema says, not 0, 1 or "yes".
     active: StrictBool = True
+    availability: Availability = "available"
     # Optional: without one the person cannot sign in until it is set.
     password: Password | None = None
 
@@ -94,6 +98,15 @@ class StaffUpdate(BaseModel):
     role: StaffRole | None = None
     groups: Groups | None = None
     active: StrictBool | None = None
+    availability: Availability | None = None
+
+
+class AvailabilitySet(BaseModel):
+    """The person themselves, or an admin for anyone."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    availability: Availability
 
 
 class PasswordSet(BaseModel):
@@ -113,6 +126,7 @@ class StaffProfile:
     role: str
     groups: list[str]
     active: bool
+    availability: str
     has_password: bool
     locked_until: datetime | None
 
@@ -125,6 +139,7 @@ class StaffProfile:
             role=row.role,
             groups=list(row.groups),
             active=row.active,
+            availability=row.availability,
             has_password=row.password_hash is not None,
             locked_until=row.locked_until,
         )
@@ -189,6 +204,7 @@ class StaffService:
                     role=data.role,
                     groups=data.groups,
                     active=data.active,
+                    availability=data.availability,
                     password_hash=password_hash,
                     failed_attempts=0,
                     locked_until=None,
@@ -282,9 +298,28 @@ class StaffService:
             )
             await staff_repository.delete_sessions_of(conn, account_id, keep=keep)
 
+    async def set_availability(
+        self, account_id: str, data: AvailabilitySet, *, caller: Caller
+    ) -> StaffProfile:
+        """The member themselves (any staff role), or an admin for anyone. Only a change is
+        published: the value the account has already is answered as it is, and routing hears
+        nothing new."""
+        own = caller.is_staff and caller.subject_id == account_id
+        if not own and caller.role != "admin":
+            raise ApiError(403, "forbidden", "only an admin may set another's availability")
+        profile: StaffProfile | None = None
+        async with self._unit_of_work() as uow:
+            if await staff_repository.change_availability(
+                uow.conn, account_id, data.availability, utc_now()
+            ):
+                profile = await self._published(uow, account_id)
+        # Unchanged, or no such account (get's 404 then).
+        return profile or await self.get(account_id)
+
     async def sync_desk(self, staff: Sequence[StaffEntry]) -> None:
-        """The desk file's people exist with its names, addresses, roles and groups. Passwords
-        and the active flag are left alone: a restart must not undo an admin's deactivation.
+        """The desk file's people exist with its names, addresses, roles and groups. Passwords,
+        the active flag and availability are left alone: a restart must not undo an admin's
+        deactivation, nor put someone who is off back on shift.
         Accounts the file does not name (made through the API) are left as they are."""
         for entry in staff:
             try:
@@ -352,6 +387,7 @@ class StaffService:
                 groups=tuple(row.groups),
                 active=row.active,
                 updated_at=row.updated_at,
+                availability=row.availability,
             ),
             ticket_id=None,
         )

@@ -45,6 +45,20 @@ async def update_account(conn: AsyncConnection, account_id: str, **values: Any) 
     await conn.execute(update(account).where(account.c.id == account_id).values(**values))
 
 
+async def change_availability(
+    conn: AsyncConnection, account_id: str, availability: str, now: datetime
+) -> bool:
+    """Sets the account's availability unless it has it already, in one statement: False then
+    (or when there is no such account), so two requests for the same value publish one change."""
+    stmt = (
+        update(account)
+        .where(account.c.id == account_id, account.c.availability != availability)
+        .values(availability=availability, updated_at=now)
+        .returning(account.c.id)
+    )
+    return (await conn.execute(stmt)).first() is not None
+
+
 async def lock_active_admins(conn: AsyncConnection) -> list[str]:
     """The active admins' ids, their rows locked until the transaction ends (PostgreSQL; on
     SQLite the one writer serialises): two demotions at once cannot each count the other."""

@@ -522,9 +522,12 @@ async def record_move(
     values.update(sla_state.ticket_summary_of(row, status=to))
     if to == "resolved":
         values["resolved_at"] = now
+        # Whose resolution it is (first-contact resolution asks: the first owner's?).
+        values["resolved_by"] = actor.id if actor.kind == "agent" else None
     elif to == "open" and row.status == "resolved":
-        # Reopened: the next resolution opens a new window.
-        values["resolved_at"] = None
+        # Reopened: the next resolution opens a new window, and it is no first-contact
+        # resolution any more, whoever resolves it next (D4).
+        values.update(resolved_at=None, resolved_by=None, reopened=True)
     await repository.update_ticket(uow.conn, row.id, **values)
     because = f": {reason}" if reason else ""
     await repository.add_timeline(

@@ -1,4 +1,5 @@
-"""/api/v1/staff: the desk's admins manage staff accounts; a member changes their own password."""
+"""/api/v1/staff: the desk's admins manage staff accounts; a member changes their own password
+and availability."""
 
 from __future__ import annotations
 
@@ -10,7 +11,14 @@ from pydantic import BaseModel
 
 from spoc_intake.api.deps import Container, CurrentCaller
 from spoc_intake.callers import Caller
-from spoc_intake.staff import PasswordSet, StaffCreate, StaffProfile, StaffUpdate
+from spoc_intake.staff import (
+    Availability,
+    AvailabilitySet,
+    PasswordSet,
+    StaffCreate,
+    StaffProfile,
+    StaffUpdate,
+)
 from spoc_platform.openapi import error_response
 from spoc_platform.web import ApiError, SharedPathRoute
 
@@ -35,6 +43,8 @@ class StaffRead(BaseModel):
     role: str
     groups: list[str]
     active: bool
+    # On shift for new work (`available`), `away` for a while, or `off`.
+    availability: Availability
     # Whether the person can sign in with a password yet.
     has_password: bool
     # Set while the account is locked after repeated failed sign-ins.
@@ -94,7 +104,7 @@ async def create_staff(data: StaffCreate, container: Container, caller: CurrentC
             "desk without an active admin (`last_admin`)",
         ),
     },
-    summary="Change a staff account's name, address, role, groups or active flag",
+    summary="Change a staff account's name, address, role, groups, active flag or availability",
 )
 async def update_staff(
     staff_id: StaffIdPath, data: StaffUpdate, container: Container, caller: CurrentCaller
@@ -129,3 +139,25 @@ async def set_staff_password(
         raise ApiError(401, "unauthenticated", "sign in first")
     await container.staff.set_password(staff_id, data, caller=caller)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.put(
+    "/{staff_id}/availability",
+    response_model=StaffRead,
+    responses={
+        401: error_response(401, UNAUTHENTICATED),
+        403: error_response(
+            403,
+            "Neither an admin nor the account's owner (`forbidden`), or sent from another "
+            "site's page (`cross_site_request`)",
+        ),
+        404: error_response(404, "No such staff account; code `staff_not_found`"),
+    },
+    summary="Set an availability (available, away, off): a member their own, an admin anyone's",
+)
+async def set_staff_availability(
+    staff_id: StaffIdPath, data: AvailabilitySet, container: Container, caller: CurrentCaller
+) -> StaffRead:
+    if caller.is_anonymous:
+        raise ApiError(401, "unauthenticated", "sign in first")
+    return StaffRead.of(await container.staff.set_availability(staff_id, data, caller=caller))
