@@ -123,7 +123,10 @@ async def test_a_group_request_is_given_to_its_least_loaded_active_agent(
             "desktop-support",
             2,
         )
-        assert answer.reason == "Sara Ahmadi asked for the group; Lena Berg has the fewest tickets"
+        assert answer.reason == (
+            "Sara Ahmadi asked for the group; Lena Berg has the lightest load in Desktop Support"
+            " (0 open)"
+        )
         assert tuple(await triage_of(routing, ticket_id)) == ("desktop-support", "lena")
 
 
@@ -150,7 +153,7 @@ async def test_an_agent_is_handed_a_ticket_in_another_group_they_belong_to(
         ({"agent": "lena", "group": "service-desk"}, "Lena Berg is not a member of Service Desk"),
         ({"agent": "ghost"}, "Ghost Writer is in no group of this desk"),
         ({"group": "nowhere"}, "there is no group nowhere"),
-        ({"group": "network"}, "nobody in Network Operations has room for it now"),
+        ({"group": "network"}, "nobody in Network Operations is on duty with room for it now"),
         ({}, "the request names neither an agent nor a group"),
         # An agent hands over within their own groups only (anything else is an escalation).
         (
@@ -239,7 +242,7 @@ async def test_a_hand_over_within_the_group_goes_to_someone_else(database_url: s
         )
         alone = await ask(routing, ticket_id, routed.number, group="service-desk")
         assert isinstance(alone, TicketAssignmentRefused)
-        assert alone.reason == "nobody else in Service Desk has room for it now"
+        assert alone.reason == "nobody else in Service Desk is on duty with room for it now"
 
 
 async def test_an_agent_hands_a_ticket_to_a_colleague_within_their_groups(

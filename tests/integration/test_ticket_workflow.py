@@ -400,7 +400,7 @@ async def test_an_assignment_is_staff_work_on_an_active_ticket_and_a_refusal_is_
     refused = TicketAssignmentRefused(
         number=ticket["number"],
         group="network",
-        reason="nobody in Network Operations has room for it now",
+        reason="nobody in Network Operations is on duty with room for it now",
         requested_by="Sara Ahmadi",
     )
     await intake.deliver(
@@ -410,7 +410,10 @@ async def test_an_assignment_is_staff_work_on_an_active_ticket_and_a_refusal_is_
     entries = [(e["kind"], e["summary"]) for e in staff_view.json()["timeline"][-2:]]
     assert entries == [
         ("assignment_requested", "Mina Rad asked for someone to take this ticket in network."),
-        ("assignment_refused", "Not reassigned: nobody in Network Operations has room for it now"),
+        (
+            "assignment_refused",
+            "Not reassigned: nobody in Network Operations is on duty with room for it now",
+        ),
     ]
     public = await client.get(
         f"/api/v1/tickets/{ticket['number']}", headers={"X-Access-Key": ticket["access_key"]}

@@ -149,7 +149,10 @@ async def test_the_routed_event_and_routings_record_carry_the_whole_triage(
             "category": "network",
             "group": {"id": "service-desk", "name": "Service Desk", "tier": 1},
             "owner": {"id": "sara", "name": "Sara Ahmadi"},
-            "reason": "impact high × urgency medium → P2; Service Desk by the default group",
+            "reason": (
+                "impact high × urgency medium → P2; Service Desk by the default group; "
+                "Sara Ahmadi has the lightest load in Service Desk (0 open)"
+            ),
             "ticket_created_at": "2026-11-23T10:00:00Z",
             "subcategory": None,
             "item": None,
@@ -188,6 +191,7 @@ async def test_the_routed_event_and_routings_record_carry_the_whole_triage(
             },
             "active": True,
             "status_sequence": 0,
+            "skills": None,
         }
         assert routed_total("P2", "service-desk") == before + 1
 
@@ -226,7 +230,8 @@ async def test_a_group_with_no_one_on_duty_gets_the_ticket_without_an_owner_and_
         ] == [
             (
                 "WARNING",
-                "nobody in group night-shift has room; SD-000042 waits in its queue, unowned",
+                "nobody in group night-shift is on duty with room; SD-000042 waits in its queue, "
+                "unowned",
             )
         ]
 

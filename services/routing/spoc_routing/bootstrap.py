@@ -21,6 +21,7 @@ from spoc_routing import handlers, metrics, repository, staff_requests
 from spoc_routing.desk import RoutingDesk
 from spoc_routing.models import MESSAGING, TOKENS
 from spoc_routing.settings import RoutingSettings
+from spoc_routing.waiting_queue import WaitingQueueSweeper
 
 
 @dataclass
@@ -61,6 +62,9 @@ def bootstrap(settings: RoutingSettings, *, bus: MessageBus | None = None) -> Ro
         publishes=sorted({*handlers.PUBLISHES, *staff_requests.PUBLISHES}),
         bus=bus,
         on_start=[sync_agents],
+    )
+    runtime.workers.append(
+        WaitingQueueSweeper(runtime.unit_of_work, desk, interval=settings.queue_sweep_seconds)
     )
     bearer_tokens = TokenProjection(runtime.engine, TOKENS, service="routing")
     # Its admin tokens all refused while the feed is stale or behind: a gauge says it.

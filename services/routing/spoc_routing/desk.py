@@ -11,9 +11,12 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from spoc_routing.shifts import Shift
+
 Level = Literal["high", "medium", "low"]
 TicketType = Literal["incident", "request", "complaint", "suggestion"]
 Channel = Literal["portal", "email", "api", "chat", "phone"]
+Strategy = Literal["least_loaded", "round_robin", "skill_match"]
 NodeId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]*$", max_length=64)]
 # A word or phrase looked for in the subject and description, whole words, any case.
 Keyword = Annotated[
@@ -34,6 +37,11 @@ class Agent(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     # Open tickets at once; none: no limit (or the group's agent_capacity).
     capacity: int | None = Field(default=None, ge=1, le=10_000)
+    # What the person knows (the group's skill_match strategy prefers who has what a ticket
+    # needs: the skills of its category, sub-category, item and matching rules).
+    skills: tuple[NodeId, ...] = ()
+    # Their own shift (one of the desk's shifts); none: the group's.
+    shift: NodeId | None = None
 
 
 class Group(BaseModel):
@@ -47,6 +55,13 @@ class Group(BaseModel):
     # places here); none: no limit. A full group's new tickets wait in its queue, unowned,
     # until a member resolves one.
     agent_capacity: int | None = Field(default=None, ge=1, le=10_000)
+    # Who among the members with room, on duty and available gets a new ticket:
+    # least_loaded (open tickets against capacity), round_robin (whoever has waited longest
+    # since their last ticket) or skill_match (most of the skills the ticket needs, then the
+    # least loaded).
+    strategy: Strategy = "least_loaded"
+    # When the members are on duty (one of the desk's shifts); none: always.
+    shift: NodeId | None = None
 
 
 class Classified(BaseModel):
@@ -62,6 +77,8 @@ class Classified(BaseModel):
     urgency: Level | None = None
     # For tickets that come without a category: the words that point here (auto-classified).
     keywords: tuple[Keyword, ...] = ()
+    # What working its tickets takes (added up along the path; see Agent.skills).
+    skills: tuple[NodeId, ...] = ()
 
 
 class Item(Classified):
@@ -96,6 +113,8 @@ class RuleThen(BaseModel):
     # At least this urgent: a P2 floor turns a P3 or P4 into a P2 and leaves a P1 alone.
     priority_floor: str | None = Field(default=None, max_length=16)
     tags: tuple[NodeId, ...] = ()
+    # Skills the ticket needs, added to its category's.
+    skills: tuple[NodeId, ...] = ()
 
 
 class Rule(BaseModel):
@@ -144,6 +163,8 @@ class RoutingDesk(BaseModel):
     rules: tuple[Rule, ...] = ()
     # Requesters the desk treats as VIP (rules' `vip: true`): addresses, or @domain for all of one.
     vip_requesters: tuple[str, ...] = ()
+    # Named working hours for groups and agents (Group.shift, Agent.shift).
+    shifts: dict[NodeId, Shift] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _complete(self) -> RoutingDesk:
@@ -197,6 +218,17 @@ class RoutingDesk(BaseModel):
                 if self.categories and category not in {c.id for c in self.categories}
             ),
         ]
+        problems += [
+            f"groups.{g.id}{where}: shift '{shift}' is not among the shifts"
+            for g in self.groups
+            for where, shift in [
+                ("", g.shift),
+                *((f".agents.{a.id}", a.shift) for a in g.agents),
+            ]
+            if shift is not None and shift not in self.shifts
+        ]
+        problems += _repeats("groups", [g.id for g in self.groups])
+        problems += _repeats("agents", [a.id for g in self.groups for a in g.agents])
         problems += _repeats("categories", [c.id for c in self.categories])
         for c in self.categories:
             problems += _repeats(f"categories.{c.id}", [s.id for s in c.subcategories])
@@ -235,6 +267,21 @@ class RoutingDesk(BaseModel):
 
     def group(self, group_id: str) -> Group:
         return next(g for g in self.groups if g.id == group_id)
+
+    @cached_property
+    def _agents(self) -> dict[str, Agent]:
+        return {a.id: a for g in self.groups for a in g.agents}
+
+    def skills_of(self, agent_id: str) -> frozenset[str]:
+        """What the desk file says the person knows (nothing for people only intake placed)."""
+        person = self._agents.get(agent_id)
+        return frozenset(person.skills) if person else frozenset()
+
+    def shift_of(self, agent_id: str, group: Group) -> Shift | None:
+        """The person's working hours: their own, else their group's; None: always on duty."""
+        person = self._agents.get(agent_id)
+        name = (person.shift if person else None) or group.shift
+        return self.shifts[name] if name is not None else None
 
 
 _NUMBERED = re.compile(r"^P(\d+)$", re.IGNORECASE)

@@ -21,9 +21,11 @@ from spoc_platform.consumer import AlreadyHandled, PermanentError
 from spoc_platform.db import utc_now
 from spoc_platform.unit_of_work import UnitOfWork
 from spoc_routing import metrics, repository
+from spoc_routing.assignment import pick_owner
 from spoc_routing.desk import RoutingDesk
 from spoc_routing.staff_requests import NotTriagedYet, agent_ref, group_ref
 from spoc_routing.triage import RETRIAGED_BY, TicketFacts, recalled, remembered, triage
+from spoc_routing.waiting_queue import give_waiting_work
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +58,8 @@ async def on_ticket_created(
     # The text is searched once, for every keyword of the desk; triage reads the words found.
     decision = triage(replace(facts, words=frozenset(kept["words"])), desk)
     group = decision.group
-    owner = await repository.take_least_loaded_agent(
-        uow.conn, group.id, capacity=group.agent_capacity
-    )
+    now = utc_now()
+    owner = await pick_owner(uow.conn, desk, group, skills=decision.skills, now=now)
     first_time = await repository.save_triage(
         uow.conn,
         ticket_id=envelope.ticket_id,
@@ -67,15 +68,18 @@ async def on_ticket_created(
         desk_version=desk.version,
         facts=kept,
         group_id=group.id,
-        owner_id=owner[0] if owner else None,
-        routed_at=utc_now(),
+        owner_id=owner.id if owner else None,
+        skills=list(decision.skills) or None,
+        routed_at=now,
     )
     if not first_time:
         # Same ticket under a new event id (a re-sent creation): it keeps its first triage.
         raise AlreadyHandled(f"ticket {event.number} was already triaged")
     if owner is None:
         log.warning(
-            "nobody in group %s has room; %s waits in its queue, unowned", group.id, event.number
+            "nobody in group %s is on duty with room; %s waits in its queue, unowned",
+            group.id,
+            event.number,
         )
     await uow.publish(
         TicketRouted(
@@ -83,9 +87,15 @@ async def on_ticket_created(
             **decision.outcome(),
             desk_version=desk.version,
             group=group_ref(group),
-            owner=AgentRef(id=owner[0], name=owner[1]) if owner else None,
-            reason=decision.reason
-            + ("" if owner else f"; nobody in {group.name} has room: it waits in the queue"),
+            owner=AgentRef(id=owner.id, name=owner.name) if owner else None,
+            reason="; ".join(
+                [
+                    decision.reason,
+                    owner.why
+                    if owner
+                    else f"nobody in {group.name} is on duty with room: it waits in the queue",
+                ]
+            ),
             ticket_created_at=event.created_at,
         ),
         ticket_id=envelope.ticket_id,
@@ -189,40 +199,7 @@ async def on_ticket_status_changed(
         await repository.take_ticket(uow.conn, current.owner_id, counted=False)
         return
     await repository.release_ticket(uow.conn, current.owner_id)
-    await _give_waiting_work(uow, desk, current.owner_id)
-
-
-# At most this many waiting tickets go to one agent in one event (a person placed in a long
-# queue fills up over their following events rather than in one long transaction).
-_GIVEN_AT_ONCE = 20
-
-
-async def _give_waiting_work(uow: UnitOfWork, desk: RoutingDesk, agent_id: str) -> None:
-    """The agent's group's longest-waiting tickets, while the agent may take them and has room."""
-    person = await repository.agent_profile(uow.conn, agent_id)
-    groups = {group.id: group for group in desk.groups}
-    if person is None or not (person.active and person.staff_active):
-        return
-    group = groups.get(person.group_id)
-    if group is None:
-        return
-    for _ in range(_GIVEN_AT_ONCE):
-        if not await repository.has_room(uow.conn, agent_id, group.agent_capacity):
-            return
-        waiting = await repository.oldest_waiting(uow.conn, group.id)
-        if waiting is None:
-            return
-        await repository.reassign(uow.conn, waiting.ticket_id, group_id=group.id, owner_id=agent_id)
-        await repository.take_ticket(uow.conn, agent_id)
-        await uow.publish(
-            TicketAssigned(
-                number=waiting.number,
-                owner=AgentRef(id=agent_id, name=person.name),
-                group=group_ref(group),
-                reason=f"{person.name} has room now: the longest-waiting ticket of {group.name}",
-            ),
-            ticket_id=waiting.ticket_id,
-        )
+    await give_waiting_work(uow, desk, current.owner_id)
 
 
 async def on_staff_updated(
@@ -238,6 +215,7 @@ async def on_staff_updated(
         name=event.name,
         groups=list(event.groups),
         active=event.active,
+        availability=event.availability,
         updated_at=event.updated_at,
         placement=placement,
         fallback_group=desk.default_group,
@@ -245,8 +223,9 @@ async def on_staff_updated(
     if not applied:
         log.info("staff.updated for %s is older than what routing has; ignored", event.id)
         return
-    # Someone new to the group, or back: the queue's waiting tickets go to them first.
-    await _give_waiting_work(uow, desk, event.id)
+    # Someone new to the group, or back (re-activated, available again): the queue's waiting
+    # tickets go to them first.
+    await give_waiting_work(uow, desk, event.id)
 
 
 PUBLISHES = [TicketRouted.TYPE, TicketAssigned.TYPE]

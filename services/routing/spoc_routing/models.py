@@ -51,6 +51,8 @@ class Triage(Base):
     # The intake sequence of the ticket.status_changed that set `active` (0: none yet): an
     # older one handled after it changes nothing.
     status_sequence: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The skills working it takes (triage.py): who gets it when it leaves the group's queue.
+    skills: Mapped[list[str] | None] = mapped_column(Json)
 
 
 class Agent(Base):
@@ -72,6 +74,13 @@ class Agent(Base):
     staff_active: Mapped[bool] = mapped_column(default=True, server_default=true())
     staff_groups: Mapped[list[str] | None] = mapped_column(Json)
     staff_updated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # What the person says of themselves through intake: available (on duty by their shift),
+    # away, or off. Only an available person on duty gets tickets from routing.
+    availability: Mapped[str] = mapped_column(
+        String(16), default="available", server_default="available"
+    )
+    # When routing last gave them a ticket: round-robin's turn (NULL: never, first in line).
+    last_assigned_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 MESSAGING = define_messaging_tables(Base.metadata)

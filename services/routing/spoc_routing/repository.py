@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from sqlalchemy import Executable, Integer, Table, bindparam, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from spoc_platform.db import insert_for
+from spoc_platform.db import insert_for, utc_now
 from spoc_routing.desk import Agent as AgentConfig
 from spoc_routing.desk import RoutingDesk
 from spoc_routing.models import Agent, Triage
@@ -56,36 +57,86 @@ HAS_ROOM = or_(_CAPACITY.is_(None), agent.c.open_tickets < _CAPACITY)
 
 
 # Built once and executed with parameters: these run for every ticket routed.
-def _take_least_loaded_agent(*also: Any) -> Executable:
+_CANDIDATES = select(
+    agent.c.id,
+    agent.c.name,
+    agent.c.open_tickets,
+    agent.c.capacity,
+    agent.c.assigned_count,
+    agent.c.position,
+    agent.c.last_assigned_at,
+).where(
+    agent.c.group_id == bindparam("b_group_id"),
+    agent.c.active.is_(True),
+    agent.c.staff_active.is_(True),
+    agent.c.availability == "available",
+    agent.c.id.not_in(bindparam("b_excluding", expanding=True)),
+    HAS_ROOM,
+)
+
+
+def _claim(*also: Any) -> Executable:
     return (
         update(agent)
         .where(
-            agent.c.id
-            == select(agent.c.id)
-            .where(
-                agent.c.group_id == bindparam("b_group_id"),
-                agent.c.active.is_(True),
-                agent.c.staff_active.is_(True),
-                HAS_ROOM,
-                *also,
-            )
-            .order_by(agent.c.open_tickets, agent.c.assigned_count, agent.c.position)
-            .limit(1)
-            .scalar_subquery(),
+            agent.c.id == bindparam("b_agent_id"),
             # Checked again on the row itself: on PostgreSQL a concurrent decision that filled
-            # the agent meanwhile makes this one update nothing (and pick again), never go over.
+            # the agent meanwhile makes this one update nothing (and the next candidate is
+            # tried), so nobody goes over capacity whatever the number of replicas.
             HAS_ROOM,
+            agent.c.availability == "available",
+            *also,
         )
-        .values(assigned_count=agent.c.assigned_count + 1, open_tickets=agent.c.open_tickets + 1)
-        .returning(agent.c.id, agent.c.name)
+        .values(
+            assigned_count=agent.c.assigned_count + 1,
+            open_tickets=agent.c.open_tickets + 1,
+            last_assigned_at=bindparam("b_now"),
+        )
+        .returning(agent.c.name)
     )
 
 
-_TAKE_LEAST_LOADED_AGENT = _take_least_loaded_agent()
-# For a hand-over within the group: anyone but the ticket's current owner.
-_TAKE_LEAST_LOADED_OTHER = _take_least_loaded_agent(agent.c.id != bindparam("b_excluding"))
-# How often a pick that lost a race for an agent's last place is tried again.
-_PICKS = 3
+_CLAIM = _claim()
+# Round-robin's: only if nobody took the agent's turn since it was read (then the next in turn
+# is tried), so that concurrent decisions still go round.
+_CLAIM_TURN = _claim(agent.c.last_assigned_at.is_not_distinct_from(bindparam("b_turn_seen")))
+
+
+async def candidates(
+    conn: AsyncConnection,
+    group_id: str,
+    *,
+    capacity: int | None,
+    excluding: str | None = None,
+) -> Sequence[Any]:
+    """The group's members who may get a ticket now as far as the database knows: active,
+    available, with room (`capacity`: the group's, for members without their own). Who is on
+    duty by their shift is the desk's say (assignment.py)."""
+    values = {
+        "b_group_id": group_id,
+        "b_capacity": capacity,
+        "b_excluding": [] if excluding is None else [excluding],
+    }
+    return (await conn.execute(_CANDIDATES, values)).all()
+
+
+async def claim(
+    conn: AsyncConnection,
+    agent_id: str,
+    *,
+    capacity: int | None,
+    turn_seen: datetime | Literal["any"] | None = "any",
+) -> str | None:
+    """One more ticket for the agent if they still have room and are available (and, given
+    `turn_seen`, their last assignment is still that one): their name, or None if another
+    decision took their last place, or their turn, meanwhile."""
+    # Stamped as it happens, not when the decision began: turns follow the order of claims.
+    values = {"b_agent_id": agent_id, "b_capacity": capacity, "b_now": utc_now()}
+    statement = _CLAIM
+    if turn_seen != "any":
+        statement, values["b_turn_seen"] = _CLAIM_TURN, turn_seen
+    name: str | None = (await conn.execute(statement, values)).scalar()
+    return name
 
 
 @functools.cache
@@ -95,41 +146,6 @@ def _save_triage(dialect_name: str) -> Executable:
         .on_conflict_do_nothing(index_elements=[triage.c.ticket_id])
         .returning(triage.c.ticket_id)
     )
-
-
-async def take_least_loaded_agent(
-    conn: AsyncConnection,
-    group_id: str,
-    *,
-    capacity: int | None = None,
-    excluding: str | None = None,
-) -> tuple[str, str] | None:
-    """The group's active agent with room and the fewest open tickets (other than
-    `excluding`), now one more; None if nobody has room. `capacity`: the group's, for members
-    without their own."""
-    values: dict[str, Any] = {"b_group_id": group_id, "b_capacity": capacity}
-    statement = _TAKE_LEAST_LOADED_AGENT
-    if excluding is not None:
-        statement, values["b_excluding"] = _TAKE_LEAST_LOADED_OTHER, excluding
-    for _ in range(_PICKS):
-        row = (await conn.execute(statement, values)).first()
-        if row is not None:
-            return (row.id, row.name)
-        if not await _anyone_with_room(conn, values):
-            return None
-    return None
-
-
-async def _anyone_with_room(conn: AsyncConnection, values: dict[str, Any]) -> bool:
-    query = select(agent.c.id).where(
-        agent.c.group_id == bindparam("b_group_id"),
-        agent.c.active.is_(True),
-        agent.c.staff_active.is_(True),
-        HAS_ROOM,
-    )
-    if "b_excluding" in values:
-        query = query.where(agent.c.id != bindparam("b_excluding"))
-    return (await conn.execute(query.limit(1), values)).first() is not None
 
 
 async def save_triage(conn: AsyncConnection, **values: Any) -> bool:
@@ -144,6 +160,7 @@ async def apply_staff_profile(
     name: str,
     groups: list[str],
     active: bool,
+    availability: str,
     updated_at: datetime,
     placement: str | None,
     fallback_group: str,
@@ -156,7 +173,12 @@ async def apply_staff_profile(
             select(agent.c.group_id, agent.c.staff_updated_at).where(agent.c.id == agent_id)
         )
     ).first()
-    profile = {"name": name, "staff_active": active, "staff_groups": groups}
+    profile = {
+        "name": name,
+        "staff_active": active,
+        "staff_groups": groups,
+        "availability": availability,
+    }
     if row is None:
         await conn.execute(
             agent.insert().values(
@@ -198,6 +220,7 @@ async def agent_profile(conn: AsyncConnection, agent_id: str) -> Any:
         agent.c.active,
         agent.c.staff_active,
         agent.c.staff_groups,
+        agent.c.availability,
     ).where(agent.c.id == agent_id)
     return (await conn.execute(query)).first()
 
@@ -210,7 +233,9 @@ async def take_ticket(conn: AsyncConnection, agent_id: str, *, counted: bool = T
     """One more open ticket for the agent (`counted`: and one more assignment in all)."""
     values: dict[str, Any] = {"open_tickets": agent.c.open_tickets + 1}
     if counted:
+        # A ticket staff handed them is their turn taken, as much as one routing gave.
         values["assigned_count"] = agent.c.assigned_count + 1
+        values["last_assigned_at"] = utc_now()
     await conn.execute(update(agent).where(agent.c.id == agent_id).values(**values))
 
 
@@ -251,7 +276,7 @@ async def oldest_waiting(conn: AsyncConnection, group_id: str) -> Any:
     """The group's active ticket without an owner that has waited longest, locked (on
     PostgreSQL, one another decision holds is skipped: it is being given to someone)."""
     query = (
-        select(triage.c.ticket_id, triage.c.number)
+        select(triage.c.ticket_id, triage.c.number, triage.c.skills)
         .where(
             triage.c.group_id == group_id,
             triage.c.owner_id.is_(None),

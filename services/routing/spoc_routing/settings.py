@@ -1,5 +1,6 @@
 """Routing's settings: environment variables SPOC_ROUTING_* plus the shared SPOC_AMQP_URL."""
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from spoc_platform.settings import ServiceSettings
@@ -7,3 +8,7 @@ from spoc_platform.settings import ServiceSettings
 
 class RoutingSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="SPOC_ROUTING_", extra="ignore")
+
+    # How often each group's waiting tickets are offered to whoever can take them now (a shift
+    # that started, a capacity raised): at most this late after the moment they could.
+    queue_sweep_seconds: float = Field(default=30.0, gt=0, le=3600)

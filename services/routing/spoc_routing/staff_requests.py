@@ -17,8 +17,10 @@ from spoc_contracts import (
 )
 from spoc_contracts.routing import AgentRef, GroupRef
 from spoc_platform.consumer import PermanentError
+from spoc_platform.db import utc_now
 from spoc_platform.unit_of_work import UnitOfWork
 from spoc_routing import metrics, repository
+from spoc_routing.assignment import on_duty, pick_owner
 from spoc_routing.desk import Group, RoutingDesk
 
 
@@ -53,7 +55,7 @@ async def on_assignment_requested(
         )
         metrics.assignments.labels("refused").inc()
         return
-    group, owner = decision
+    group, owner, why = decision
     await repository.reassign(uow.conn, envelope.ticket_id, group_id=group.id, owner_id=owner.id)
     if current.owner_id is not None and current.owner_id != owner.id:
         # The ticket leaves the previous owner's load (the new owner's was counted).
@@ -65,7 +67,7 @@ async def on_assignment_requested(
             owner=owner,
             group=group_ref(group),
             previous_owner=previous,
-            reason=_assignment_reason(event, owner),
+            reason=_assignment_reason(event, owner, why),
         ),
         ticket_id=envelope.ticket_id,
     )
@@ -74,8 +76,9 @@ async def on_assignment_requested(
 
 async def _decide_assignment(
     uow: UnitOfWork, event: TicketAssignmentRequested, desk: RoutingDesk, current: Any
-) -> tuple[Group, AgentRef] | str:
-    """The group and owner the request leads to, or why it cannot be done. A request that
+) -> tuple[Group, AgentRef, str | None] | str:
+    """The group and owner the request leads to (and why the group's strategy picked them),
+    or why it cannot be done. A request that
     would change nothing (a repeated click, or one that raced the previous answer) is refused
     before anyone is counted: intake's already_assigned check reads a projection that lags."""
     known = {group.id: group for group in desk.groups}
@@ -89,20 +92,23 @@ async def _decide_assignment(
         if not _may_hand_into(event, event.group):
             return _outside(event, known[event.group])
         same_group = event.group == current.group_id and current.owner_id is not None
-        taken = await repository.take_least_loaded_agent(
+        group = known[event.group]
+        taken = await pick_owner(
             uow.conn,
-            event.group,
-            capacity=known[event.group].agent_capacity,
+            desk,
+            group,
+            skills=current.skills or (),
             excluding=current.owner_id if same_group else None,
+            now=utc_now(),
         )
         if taken is None:
             others = " else" if same_group else ""
-            return f"nobody{others} in {known[event.group].name} has room for it now"
-        if taken[0] == current.owner_id:
+            return f"nobody{others} in {group.name} is on duty with room for it now"
+        if taken.id == current.owner_id:
             # The owner, picked for another group (after an escalation, or a move of theirs):
             # the ticket is in their load already.
-            await repository.release_ticket(uow.conn, taken[0])
-        return known[event.group], AgentRef(id=taken[0], name=taken[1])
+            await repository.release_ticket(uow.conn, taken.id)
+        return group, AgentRef(id=taken.id, name=taken.name), taken.why
     person = await repository.agent_profile(uow.conn, event.agent)
     if person is None:
         return f"{event.agent} is not an agent of this desk"
@@ -117,17 +123,22 @@ async def _decide_assignment(
         return _outside(event, known[group_id])
     if person.id == current.owner_id and group_id == current.group_id:
         return f"{person.name} has it already, in {known[group_id].name}"
+    taking_it = event.requested_by_id == person.id
+    # Nobody is handed work while away, off or off shift; an agent may take one themselves.
+    if not taking_it and person.availability != "available":
+        return f"{person.name} is {person.availability}"
+    if not taking_it and not on_duty(person.id, known[person.group_id], desk, utc_now()):
+        return f"{person.name} is off shift"
     # Both people's rows in one order: two opposite hand-overs at once wait, never deadlock.
     await repository.lock_agents(uow.conn, {person.id, current.owner_id} - {None})
     # Never hand a full colleague more; an agent may take one more themselves.
-    taking_it = event.requested_by_id == person.id
     capacity = known[person.group_id].agent_capacity
     if not taking_it and not await repository.has_room(uow.conn, person.id, capacity):
         open_tickets, own = await repository.agent_load(uow.conn, person.id)
         return f"{person.name} has no room ({open_tickets} open, at most {own or capacity})"
     if person.id != current.owner_id:
         await repository.take_ticket(uow.conn, person.id)
-    return known[group_id], AgentRef(id=person.id, name=person.name)
+    return known[group_id], AgentRef(id=person.id, name=person.name), None
 
 
 def _may_hand_into(event: TicketAssignmentRequested, group_id: str) -> bool:
@@ -142,12 +153,14 @@ def _outside(event: TicketAssignmentRequested, group: Group) -> str:
     )
 
 
-def _assignment_reason(event: TicketAssignmentRequested, owner: AgentRef) -> str:
+def _assignment_reason(
+    event: TicketAssignmentRequested, owner: AgentRef, picked_because: str | None
+) -> str:
     asked_by = event.requested_by or "staff"
     if event.requested_by_id is not None and event.requested_by_id == owner.id:
         said = f"taken by {owner.name}"
-    elif event.agent is None:
-        said = f"{asked_by} asked for the group; {owner.name} has the fewest tickets"
+    elif picked_because is not None:
+        said = f"{asked_by} asked for the group; {picked_because}"
     else:
         said = f"{asked_by} asked for {owner.name}"
     return f"{said}: {event.reason}" if event.reason else said

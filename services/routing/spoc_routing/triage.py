@@ -59,6 +59,9 @@ class Decision:
     rules: tuple[str, ...]
     # Why, in words, for staff: each step and what decided it, the group last.
     steps: tuple[str, ...]
+    # What working it takes: the skills of its place in the tree and of the matching rules
+    # (the group's skill_match strategy looks for them).
+    skills: tuple[str, ...] = ()
 
     @property
     def reason(self) -> str:
@@ -148,6 +151,12 @@ def triage(facts: TicketFacts, desk: RoutingDesk) -> Decision:
         if group_id is None and rule.then.group is not None:
             group_id, group_by = rule.then.group, f"rule {rule.name}"
         tags += [tag for tag in rule.then.tags if tag not in tags]
+    skills = dict.fromkeys(
+        [
+            *(skill for node in chain for skill in node.skills),
+            *(skill for rule, _ in matched for skill in rule.then.skills),
+        ]
+    )
     if group_id is None:
         owner_node = next((n for n in reversed(chain) if n.group is not None), None)
         group_id = owner_node.group if owner_node is not None else None
@@ -168,6 +177,7 @@ def triage(facts: TicketFacts, desk: RoutingDesk) -> Decision:
         tags=tuple(tags),
         rules=tuple(rule.name for rule, _ in matched),
         steps=tuple(why),
+        skills=tuple(skills),
     )
 
 

@@ -1,0 +1,71 @@
+"""Shifts: when an agent is on duty, in their own time zone, night shifts included. Routing hands
+a ticket only to someone on duty; a ticket that comes while nobody is waits in the group's queue
+until a shift starts (waiting_queue.py)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta
+from functools import cached_property
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class Shift(BaseModel):
+    """Working hours on chosen weekdays in a time zone. A shift that ends at or before its start
+    runs past midnight into the next day (22:00–06:00); 00:00–00:00 is the whole day. A day off
+    (a holiday, a stand-down) cancels the shift that starts on it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    timezone: str = "UTC"
+    days: tuple[str, ...] = WEEKDAYS
+    starts: time = time(0)
+    ends: time = time(0)
+    days_off: frozenset[date] = Field(default_factory=frozenset)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as error:
+            raise ValueError(f"unknown time zone '{value}' (use an IANA name)") from error
+        return value
+
+    @field_validator("days")
+    @classmethod
+    def _weekday_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [d for d in value if d not in WEEKDAYS]
+        if unknown:
+            raise ValueError(f"unknown weekdays {unknown}; use {', '.join(WEEKDAYS)}")
+        if not value:
+            raise ValueError("a shift needs at least one day")
+        return value
+
+    @field_validator("starts", "ends")
+    @classmethod
+    def _wall_clock(cls, value: time) -> time:
+        if value.tzinfo is not None:
+            raise ValueError("a time of day takes no offset: the shift's timezone says where")
+        return value
+
+    @cached_property
+    def _zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def _works(self, day: date) -> bool:
+        return WEEKDAYS[day.weekday()] in self.days and day not in self.days_off
+
+    def on_duty(self, now: datetime) -> bool:
+        """Whether `now` (aware) falls in a shift: today's, or last night's running on."""
+        local = now.astimezone(self._zone)
+        today, clock = local.date(), local.time().replace(tzinfo=None)
+        if self.ends > self.starts:
+            return self._works(today) and self.starts <= clock < self.ends
+        # Past midnight (or the whole day when starts == ends).
+        if self._works(today) and clock >= self.starts:
+            return True
+        return self._works(today - timedelta(days=1)) and clock < self.ends
