@@ -225,6 +225,11 @@ def test_the_catalogue_names_every_event_of_the_architecture() -> None:
             "ticket.assignment_requested",
             "ticket.assignment_refused",
             "ticket.escalation_refused",
+            # An escalated ticket's helper, and the work handed back to the owner's side (D3).
+            "ticket.assist_assigned",
+            "ticket.hand_back_requested",
+            "ticket.handed_back",
+            "ticket.hand_back_refused",
         )
     } | {"ticket.created.v2"}  # the access key sealed to notify (v1 stays for messages in flight)
 

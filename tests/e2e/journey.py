@@ -195,6 +195,30 @@ async def agent_works_the_ticket(client: httpx.AsyncClient, created: dict[str, A
     assert raised["team"]["name"] == "Desktop Support"
     assert raised["owner"] == {"name": AGENT["name"]}
 
+    # Tier 2 asks tier 3; each tier hands it back when done, one at a time (D3): at every step
+    # the requester sees the team that has it (D8) and the same owner.
+    async def with_team(name: str, tier: int) -> dict[str, Any] | None:
+        seen: dict[str, Any] = (await client.get(ticket, headers=requester)).json()
+        return seen if (seen["team"]["name"], seen["team"]["tier"]) == (name, tier) else None
+
+    await agent_says("escalations", {"to_group": "network", "reason": "Looks like the VPN"}, 202)
+    for team, tier in [("Network Operations", 3), ("Desktop Support", 2), ("Service Desk", 1)]:
+        step = await eventually(
+            lambda team=team, tier=tier: with_team(team, tier),  # type: ignore[misc]
+            timeout=20,
+            message=f"the ticket did not reach {team}",
+        )
+        assert step["owner"] == {"name": AGENT["name"]}
+        if tier > 1:
+            await agent_says("hand-back", {"reason": f"Done in {team}"}, 202)
+    handed_back = (await client.get(ticket, headers=agent)).json()
+    assert [e["summary"] for e in handed_back["timeline"] if e["kind"] == "handed_back"] == [
+        "Back with Desktop Support (tier 2); your contact stays the same.",
+        "Back with Service Desk (tier 1); your contact stays the same.",
+    ]
+    assert "Done in Network Operations" in str(handed_back["timeline"])
+    assert "Done in" not in (await client.get(ticket, headers=requester)).text
+
     reply = await agent_says(
         "comments", {"body": "Which VPN client version do you run?", "visibility": "public"}, 201
     )

@@ -215,6 +215,13 @@ TICKET_ROUTES: dict[tuple[str, str], TicketRoute] = {
         closed=Answers(409, 403, 403, codes={403: "forbidden", 409: "ticket_not_active"}),
         json={"to_group": "network", "reason": "The matrix asks for help."},
     ),
+    ("POST", "/api/v1/tickets/{number}/hand-back"): TicketRoute(
+        staff=202,
+        requester=403,
+        integration=403,
+        closed=Answers(409, 403, 403, codes={403: "forbidden", 409: "ticket_not_active"}),
+        json={"reason": "Done here: back to the owner."},
+    ),
     ("POST", "/api/v1/tickets/{number}/assignments"): TicketRoute(
         staff=202,
         requester=403,

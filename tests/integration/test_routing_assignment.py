@@ -264,7 +264,8 @@ async def escalate(
         number=number, to_group=to_group, reason="The switch needs a look.", requested_by="Sara"
     )
     await routing.deliver(envelope(asked, ticket_id=ticket_id, source="intake"))
-    [answer] = (await routing.published())[before:]
+    # (ticket.assist_assigned may follow, when someone in the group can help at once)
+    [answer, *_] = (await routing.published())[before:]
     assert answer.ticket_id == ticket_id and answer.causation_id is not None
     if answer.type == TicketEscalated.TYPE:
         return TicketEscalated.model_validate(answer.data)

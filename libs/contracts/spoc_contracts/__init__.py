@@ -13,8 +13,11 @@ from spoc_contracts.requesters import RequesterSignInRequested
 from spoc_contracts.routing import (
     TicketAssigned,
     TicketAssignmentRefused,
+    TicketAssistAssigned,
     TicketEscalated,
     TicketEscalationRefused,
+    TicketHandBackRefused,
+    TicketHandedBack,
     TicketRouted,
 )
 from spoc_contracts.sla import (
@@ -34,6 +37,7 @@ from spoc_contracts.tickets import (
     TicketCreated,
     TicketCreatedV1,
     TicketEscalationRequested,
+    TicketHandBackRequested,
     TicketStatusChanged,
     TicketUpdated,
 )
@@ -59,12 +63,16 @@ __all__ = [
     "TicketAssigned",
     "TicketAssignmentRefused",
     "TicketAssignmentRequested",
+    "TicketAssistAssigned",
     "TicketCommented",
     "TicketCreated",
     "TicketCreatedV1",
     "TicketEscalated",
     "TicketEscalationRefused",
     "TicketEscalationRequested",
+    "TicketHandBackRefused",
+    "TicketHandBackRequested",
+    "TicketHandedBack",
     "TicketRouted",
     "TicketStatusChanged",
     "TicketUpdated",

@@ -11,8 +11,11 @@ from spoc_contracts.requesters import RequesterSignInRequested
 from spoc_contracts.routing import (
     TicketAssigned,
     TicketAssignmentRefused,
+    TicketAssistAssigned,
     TicketEscalated,
     TicketEscalationRefused,
+    TicketHandBackRefused,
+    TicketHandedBack,
     TicketRouted,
 )
 from spoc_contracts.sla import SlaBreached, SlaClockStarted, SlaClockUpdated, SlaMet, SlaWarning
@@ -24,6 +27,7 @@ from spoc_contracts.tickets import (
     TicketCreated,
     TicketCreatedV1,
     TicketEscalationRequested,
+    TicketHandBackRequested,
     TicketStatusChanged,
     TicketUpdated,
 )
@@ -36,12 +40,16 @@ EVENT_CLASSES: tuple[type[Event], ...] = (
     TicketStatusChanged,
     TicketEscalationRequested,
     TicketAssignmentRequested,
+    TicketHandBackRequested,
     FeedbackSubmitted,
     TicketRouted,
     TicketAssigned,
     TicketAssignmentRefused,
     TicketEscalated,
     TicketEscalationRefused,
+    TicketAssistAssigned,
+    TicketHandedBack,
+    TicketHandBackRefused,
     SlaClockStarted,
     SlaClockUpdated,
     SlaWarning,

@@ -77,6 +77,52 @@ class TicketEscalated(Event):
     reason: str
 
 
+class TicketAssistAssigned(Event):
+    """Someone in the group helping with an escalated ticket works on it now (an assist): the
+    front-line owner stays the requester's one contact (D3) and gets the work back when the
+    group hands it back."""
+
+    TYPE = "ticket.assist_assigned"
+    VERSION = 1
+
+    number: str
+    group: GroupRef
+    assignee: AgentRef
+    owner: AgentRef | None = None
+    # Why this person (the group's strategy), for staff.
+    reason: str
+
+
+class TicketHandedBack(Event):
+    """A group that helped with a ticket handed it back to the one that asked (a tier 3 to the
+    tier 2 that escalated to it, a tier 2 to the owner's group): the requester sees the team
+    that has it now (D8), and the owner is the same."""
+
+    TYPE = "ticket.handed_back"
+    VERSION = 1
+
+    number: str
+    from_group: GroupRef
+    to_group: GroupRef
+    owner: AgentRef | None = None
+    # Who in to_group works on it again, when that is not the owner's own group.
+    assignee: AgentRef | None = None
+    reason: str
+    requested_by: str | None = None
+
+
+class TicketHandBackRefused(Event):
+    """Routing could not do what a ticket.hand_back_requested asked: the ticket is not
+    escalated (it is with the group that asked for help, or never left the owner's)."""
+
+    TYPE = "ticket.hand_back_refused"
+    VERSION = 1
+
+    number: str
+    reason: str
+    requested_by: str | None = None
+
+
 class TicketAssignmentRefused(Event):
     """Routing could not do what a ticket.assignment_requested asked (an unknown or inactive
     agent, an agent outside the group, nobody in the group able to take it): the ticket stays

@@ -126,6 +126,20 @@ class TicketEscalationRequested(Event):
     requested_by: str | None = None
 
 
+class TicketHandBackRequested(Event):
+    """Staff of the group helping with an escalated ticket (or its owner) are done: the work
+    goes back to the group that asked. Routing answers with ticket.handed_back, or
+    ticket.hand_back_refused."""
+
+    TYPE = "ticket.hand_back_requested"
+    VERSION = 1
+
+    number: str
+    reason: str
+    requested_by: str | None = None
+    requested_by_id: str | None = None
+
+
 class TicketAssignmentRequested(Event):
     """Staff asked for the ticket to go to a person (an agent taking it, or handing it to a
     colleague) or to a group. Routing decides, and answers with ticket.assigned or

@@ -22,8 +22,11 @@ from spoc_contracts import (
     SlaWarning,
     TicketAssigned,
     TicketAssignmentRefused,
+    TicketAssistAssigned,
     TicketEscalated,
     TicketEscalationRefused,
+    TicketHandBackRefused,
+    TicketHandedBack,
     TicketRouted,
 )
 from spoc_intake import repository, sla_state
@@ -148,6 +151,9 @@ async def on_ticket_escalated(
         group_id=event.to_group.id,
         group_name=event.to_group.name,
         group_tier=event.to_group.tier,
+        # Whoever helped before does no more; ticket.assist_assigned names who helps now.
+        assignee_id=None,
+        assignee_name=None,
     )
     # Functional or hierarchical, an escalated ticket is no first-contact resolution (D4).
     await repository.note_escalated(uow.conn, ticket_id)
@@ -158,6 +164,66 @@ async def on_ticket_escalated(
         kind="escalated",
         summary=f"Referred to {event.to_group.name} (tier {event.to_group.tier}); "
         "your contact stays the same.",
+    )
+
+
+async def on_assist_assigned(
+    event: TicketAssistAssigned, *, envelope: Envelope, uow: UnitOfWork
+) -> None:
+    await repository.apply_routing(
+        uow.conn,
+        _ticket_id(envelope),
+        sequence=envelope.sequence,
+        now=utc_now(),
+        assignee_id=event.assignee.id,
+        assignee_name=event.assignee.name,
+    )
+    owner = f" with {event.owner.name}" if event.owner else ""
+    await _add_timeline(
+        uow,
+        envelope,
+        at=envelope.occurred_at,
+        kind="assist_assigned",
+        summary=f"{event.assignee.name} ({event.group.name}) helps{owner}: {event.reason}",
+        # Behind the scenes: the requester's contact stays the owner (D3).
+        public=False,
+    )
+
+
+async def on_handed_back(event: TicketHandedBack, *, envelope: Envelope, uow: UnitOfWork) -> None:
+    await repository.apply_routing(
+        uow.conn,
+        _ticket_id(envelope),
+        sequence=envelope.sequence,
+        now=utc_now(),
+        group_id=event.to_group.id,
+        group_name=event.to_group.name,
+        group_tier=event.to_group.tier,
+        assignee_id=event.assignee.id if event.assignee else None,
+        assignee_name=event.assignee.name if event.assignee else None,
+    )
+    # Why, for staff, is on the timeline already (hand_back_requested); the requester sees
+    # which team has it (D8), and that their contact is the same.
+    await _add_timeline(
+        uow,
+        envelope,
+        at=envelope.occurred_at,
+        kind="handed_back",
+        summary=f"Back with {event.to_group.name} (tier {event.to_group.tier}); "
+        "your contact stays the same.",
+    )
+
+
+async def on_hand_back_refused(
+    event: TicketHandBackRefused, *, envelope: Envelope, uow: UnitOfWork
+) -> None:
+    await _add_timeline(
+        uow,
+        envelope,
+        at=envelope.occurred_at,
+        kind="hand_back_refused",
+        summary=f"Not handed back: {event.reason}",
+        public=False,
     )
 
 
@@ -383,6 +449,9 @@ HANDLERS: dict[str, Handler] = {
     TicketEscalated.TYPE: on_ticket_escalated,
     TicketAssignmentRefused.TYPE: on_assignment_refused,
     TicketEscalationRefused.TYPE: on_escalation_refused,
+    TicketAssistAssigned.TYPE: on_assist_assigned,
+    TicketHandedBack.TYPE: on_handed_back,
+    TicketHandBackRefused.TYPE: on_hand_back_refused,
     SlaClockStarted.TYPE: on_sla_clock_started,
     SlaClockUpdated.TYPE: on_sla_clock_updated,
     SlaWarning.TYPE: on_sla_warning,
@@ -398,6 +467,7 @@ PUBLISHES = [
     "ticket.updated",
     "ticket.escalation_requested",
     "ticket.assignment_requested",
+    "ticket.hand_back_requested",
     "feedback.submitted",
     "staff.updated",
     "requester.sign_in_requested",

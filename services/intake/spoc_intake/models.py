@@ -63,6 +63,10 @@ class Ticket(Base):
     group_name: Mapped[str | None] = mapped_column(String(200))
     group_tier: Mapped[int | None] = mapped_column(Integer)
     owner_name: Mapped[str | None] = mapped_column(String(200))
+    # While another group helps (an escalation, D3): who there works on it; staff only. The
+    # owner above stays the requester's one contact.
+    assignee_id: Mapped[str | None] = mapped_column(String(64))
+    assignee_name: Mapped[str | None] = mapped_column(String(200))
     first_response_due_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     resolution_due_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     # Last applied sequence per source, so a stale update never overwrites a newer one.

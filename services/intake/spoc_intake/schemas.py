@@ -514,6 +514,11 @@ class NotificationRead(BaseModel):
 _NO_CLOCK = SlaMetricRead(state=None, due_at=None, breached_at=None, met_at=None)
 
 
+class AssigneeRead(BaseModel):
+    id: str
+    name: str
+
+
 class TicketAgentRead(TicketRead):
     """The agent's view: everything, including internal notes, notifications and the
     requester's contact details."""
@@ -523,6 +528,11 @@ class TicketAgentRead(TicketRead):
     urgency: str | None
     group_id: str | None
     owner_id: str | None
+    assignee: AssigneeRead | None = Field(
+        default=None,
+        description="Escalated: who in the helping group works on it (the owner stays the "
+        "requester's contact)",
+    )
     first_responded_at: datetime | None
     resolved_at: datetime | None
     taken_by: str | None = Field(
@@ -642,6 +652,19 @@ class AssignmentRequestedRead(BaseModel):
     number: str
     agent: str | None
     group: str | None
+    requested_at: datetime
+
+
+class HandBackCreate(BaseModel):
+    """The helping group is done: the work goes back to the group that asked (D3)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Reason
+
+
+class HandBackRequestedRead(BaseModel):
+    number: str
     requested_at: datetime
 
 

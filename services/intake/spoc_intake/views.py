@@ -17,6 +17,7 @@ from spoc_intake.callers import Caller
 from spoc_intake.repository import TicketFilter as TicketFilter
 from spoc_intake.schemas import (
     AgentTimelineEntryRead,
+    AssigneeRead,
     AuthorRead,
     CommentRead,
     NotificationRead,
@@ -171,6 +172,9 @@ async def ticket_for_caller(
             "urgency": row.urgency,
             "group_id": row.group_id,
             "owner_id": row.owner_id,
+            "assignee": AssigneeRead(id=row.assignee_id, name=row.assignee_name or row.assignee_id)
+            if row.assignee_id
+            else None,
             "first_responded_at": row.first_responded_at,
             "resolved_at": row.resolved_at,
             # A phone call: who took it, and whether it was solved on the line (D4).

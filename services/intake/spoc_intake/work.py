@@ -15,6 +15,7 @@ from spoc_contracts import (
     TicketAssignmentRequested,
     TicketCommented,
     TicketEscalationRequested,
+    TicketHandBackRequested,
     TicketStatusChanged,
     TicketUpdated,
 )
@@ -31,6 +32,8 @@ from spoc_intake.schemas import (
     EscalationRequestedRead,
     FeedbackCreate,
     FeedbackRead,
+    HandBackCreate,
+    HandBackRequestedRead,
     RequesterCommentCreate,
     RequesterCreate,
     StaffCommentCreate,
@@ -344,6 +347,38 @@ class TicketWork:
                 ticket_id=row.id,
             )
         return EscalationRequestedRead(number=formatted, to_group=data.to_group, requested_at=now)
+
+    async def request_hand_back(
+        self, number: str, data: HandBackCreate, *, caller: Caller, access_key: str | None
+    ) -> HandBackRequestedRead:
+        """The group helping with an escalated ticket is done: the work goes back to the group
+        that asked, one tier at a time (D3). Routing knows the way back, and answers with
+        ticket.handed_back, or ticket.hand_back_refused if the ticket is not escalated."""
+        now = utc_now()
+        async with self._unit_of_work() as uow:
+            row = await self._active_for_staff(uow, number, caller, access_key, "handed back")
+            actor = agent(caller)
+            await repository.add_timeline(
+                uow.conn,
+                ticket_id=row.id,
+                at=now,
+                kind="hand_back_requested",
+                summary=f"{actor.name} handed it back from {row.group_name or row.group_id}: "
+                f"{data.reason}",
+                public=False,
+            )
+            await repository.update_ticket(uow.conn, row.id, updated_at=now)
+            formatted = format_number(self._settings.number_prefix, row.number)
+            await uow.publish(
+                TicketHandBackRequested(
+                    number=formatted,
+                    reason=data.reason,
+                    requested_by=actor.name,
+                    requested_by_id=actor.id,
+                ),
+                ticket_id=row.id,
+            )
+        return HandBackRequestedRead(number=formatted, requested_at=now)
 
     async def request_assignment(
         self, number: str, data: AssignmentCreate, *, caller: Caller, access_key: str | None

@@ -9,6 +9,7 @@ from spoc_contracts import (
     TicketAssignmentRequested,
     TicketCreated,
     TicketEscalationRequested,
+    TicketHandBackRequested,
     TicketStatusChanged,
     TicketUpdated,
 )
@@ -56,6 +57,9 @@ def bootstrap(settings: RoutingSettings, *, bus: MessageBus | None = None) -> Ro
             ),
             TicketEscalationRequested.TYPE: bind_handler(
                 staff_requests.on_escalation_requested, desk=desk
+            ),
+            TicketHandBackRequested.TYPE: bind_handler(
+                staff_requests.on_hand_back_requested, desk=desk
             ),
             **feed_handlers(TOKENS),
         },

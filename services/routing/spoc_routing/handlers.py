@@ -178,7 +178,8 @@ async def on_ticket_status_changed(
     event: TicketStatusChanged, *, envelope: Envelope, uow: UnitOfWork, desk: RoutingDesk
 ) -> None:
     """The owner's load follows the ticket (D3: a reopened ticket comes back to its owner,
-    room or not); a resolution gives the owner room for the group's longest-waiting ticket."""
+    room or not, and to whoever helped with it); a resolution gives them room for their
+    group's longest-waiting ticket."""
     if envelope.ticket_id is None:
         raise PermanentError("ticket.status_changed without a ticket_id")
     current = await repository.triage_for_change(uow.conn, envelope.ticket_id)
@@ -193,13 +194,16 @@ async def on_ticket_status_changed(
     if current.active is None or active == current.active:
         # Unchanged; or triaged before loads were kept, so in nobody's load to change.
         return
-    if current.owner_id is None:
-        return
-    if active:
-        await repository.take_ticket(uow.conn, current.owner_id, counted=False)
-        return
-    await repository.release_ticket(uow.conn, current.owner_id)
-    await give_waiting_work(uow, desk, current.owner_id)
+    # The owner, and whoever helps while it is escalated (an assist), carry it alike.
+    holders = [h for h in (current.owner_id, current.assignee_id) if h is not None]
+    for holder in holders:
+        if active:
+            await repository.take_ticket(uow.conn, holder, counted=False)
+        else:
+            await repository.release_ticket(uow.conn, holder)
+    if not active:
+        for holder in holders:
+            await give_waiting_work(uow, desk, holder)
 
 
 async def on_staff_updated(

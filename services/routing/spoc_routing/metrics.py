@@ -1,6 +1,6 @@
 """Routing's own Prometheus series."""
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from spoc_routing.desk import RoutingDesk
 
@@ -20,6 +20,18 @@ escalations = Counter(
     ["outcome"],
 )
 
+hand_backs = Counter(
+    "spoc_routing_hand_back_requests_total",
+    "Staff requests to hand an escalated ticket back to the group that asked, by outcome.",
+    ["outcome"],
+)
+waiting_tickets = Gauge(
+    "spoc_routing_waiting_tickets",
+    "Active tickets in a group's queue, waiting for an owner or (escalated) for someone to "
+    "help, as of the last queue sweep.",
+    ["group", "waiting_for"],
+)
+
 
 def initialise(desk: RoutingDesk) -> None:
     """Every priority × group the desk can produce, at zero from the start: a series born at
@@ -32,3 +44,8 @@ def initialise(desk: RoutingDesk) -> None:
         assignments.labels(outcome)
     for outcome in ("escalated", "refused"):
         escalations.labels(outcome)
+    for outcome in ("handed_back", "refused"):
+        hand_backs.labels(outcome)
+    for group in desk.groups:
+        for waiting_for in ("owner", "assist"):
+            waiting_tickets.labels(group.id, waiting_for)

@@ -53,6 +53,13 @@ class Triage(Base):
     status_sequence: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # The skills working it takes (triage.py): who gets it when it leaves the group's queue.
     skills: Mapped[list[str] | None] = mapped_column(Json)
+    # While another group helps (a functional escalation, D3): who there works on it (NULL:
+    # nobody yet, it waits in that group's queue), the groups it came from with who worked
+    # it in each, most recent last ({"group": id, "assignee": id or null}: a hand-back returns
+    # to the last), and how many (0: with the owner's side, not escalated).
+    assignee_id: Mapped[str | None] = mapped_column(String(64))
+    escalation_path: Mapped[list[dict[str, Any]] | None] = mapped_column(Json)
+    escalation_depth: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Agent(Base):

@@ -7,7 +7,18 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal, cast
 
-from sqlalchemy import Executable, Integer, Table, bindparam, case, func, or_, select, update
+from sqlalchemy import (
+    Executable,
+    Integer,
+    Table,
+    and_,
+    bindparam,
+    case,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from spoc_platform.db import insert_for, utc_now
@@ -272,20 +283,32 @@ async def set_active(conn: AsyncConnection, ticket_id: Any, active: bool, *, seq
     )
 
 
-async def oldest_waiting(conn: AsyncConnection, group_id: str) -> Any:
-    """The group's active ticket without an owner that has waited longest, locked (on
-    PostgreSQL, one another decision holds is skipped: it is being given to someone)."""
+async def oldest_waiting(
+    conn: AsyncConnection, group_id: str, *, for_agent: str | None = None
+) -> Any:
+    """The group's active ticket that has waited longest for someone: for an owner, or, sent
+    to the group for help, for someone to help (an assist); locked (on PostgreSQL, one another
+    decision holds is skipped: it is being given to someone). `for_agent`: not one of theirs
+    (nobody assists on their own ticket)."""
+    waits = or_(
+        triage.c.owner_id.is_(None),
+        and_(triage.c.escalation_depth > 0, triage.c.assignee_id.is_(None)),
+    )
     query = (
-        select(triage.c.ticket_id, triage.c.number, triage.c.skills)
-        .where(
-            triage.c.group_id == group_id,
-            triage.c.owner_id.is_(None),
-            triage.c.active.is_(True),
+        select(
+            triage.c.ticket_id,
+            triage.c.number,
+            triage.c.skills,
+            triage.c.owner_id,
+            triage.c.escalation_depth,
         )
+        .where(triage.c.group_id == group_id, triage.c.active.is_(True), waits)
         .order_by(triage.c.routed_at)
         .limit(1)
         .with_for_update(skip_locked=True)
     )
+    if for_agent is not None:
+        query = query.where(or_(triage.c.owner_id.is_(None), triage.c.owner_id != for_agent))
     return (await conn.execute(query)).first()
 
 
@@ -297,9 +320,30 @@ async def reassign(conn: AsyncConnection, ticket_id: Any, *, group_id: str, owne
     )
 
 
-async def move_group(conn: AsyncConnection, ticket_id: Any, *, group_id: str) -> None:
+async def move_work(
+    conn: AsyncConnection,
+    ticket_id: Any,
+    *,
+    group_id: str,
+    assignee_id: str | None,
+    path: list[dict[str, Any]],
+) -> None:
+    """The ticket's work to `group_id` (an escalation, or a hand-back), the owner unchanged."""
     await conn.execute(
-        update(triage).where(triage.c.ticket_id == ticket_id).values(group_id=group_id)
+        update(triage)
+        .where(triage.c.ticket_id == ticket_id)
+        .values(
+            group_id=group_id,
+            assignee_id=assignee_id,
+            escalation_path=path or None,
+            escalation_depth=len(path),
+        )
+    )
+
+
+async def set_assignee(conn: AsyncConnection, ticket_id: Any, assignee_id: str) -> None:
+    await conn.execute(
+        update(triage).where(triage.c.ticket_id == ticket_id).values(assignee_id=assignee_id)
     )
 
 
@@ -311,3 +355,20 @@ async def lock_agents(conn: AsyncConnection, agent_ids: set[str]) -> None:
     """Locks the agents' rows until the transaction ends, in id order (on PostgreSQL)."""
     query = select(agent.c.id).where(agent.c.id.in_(sorted(agent_ids))).order_by(agent.c.id)
     await conn.execute(query.with_for_update())
+
+
+async def waiting_counts(conn: AsyncConnection) -> dict[tuple[str, str], int]:
+    """(group, "owner" or "assist") → active tickets waiting there for one."""
+    waiting_for = case((triage.c.owner_id.is_(None), "owner"), else_="assist")
+    query = (
+        select(triage.c.group_id, waiting_for.label("waiting_for"), func.count())
+        .where(
+            triage.c.active.is_(True),
+            or_(
+                triage.c.owner_id.is_(None),
+                and_(triage.c.escalation_depth > 0, triage.c.assignee_id.is_(None)),
+            ),
+        )
+        .group_by(triage.c.group_id, waiting_for)
+    )
+    return {(group, kind): count for group, kind, count in (await conn.execute(query)).all()}

@@ -11,9 +11,13 @@ from spoc_contracts import (
     TicketAssigned,
     TicketAssignmentRefused,
     TicketAssignmentRequested,
+    TicketAssistAssigned,
     TicketEscalated,
     TicketEscalationRefused,
     TicketEscalationRequested,
+    TicketHandBackRefused,
+    TicketHandBackRequested,
+    TicketHandedBack,
 )
 from spoc_contracts.routing import AgentRef, GroupRef
 from spoc_platform.consumer import PermanentError
@@ -173,9 +177,10 @@ async def on_escalation_requested(
     uow: UnitOfWork,
     desk: RoutingDesk,
 ) -> None:
-    """A functional escalation: the ticket's group becomes the one asked to help, and its
-    owner stays the requester's one contact (D3); ticket.escalated says so, or
-    ticket.escalation_refused says why not."""
+    """A functional escalation: the ticket's work goes to the group asked to help, to someone
+    there its strategy picks (an assist), and its owner stays the requester's one contact
+    (D3); ticket.escalated (and ticket.assist_assigned) say so, or ticket.escalation_refused
+    says why not."""
     current = await _triage(envelope, uow, event.number)
     known = {group.id: group for group in desk.groups}
     target = known.get(event.to_group)
@@ -193,7 +198,29 @@ async def on_escalation_requested(
         )
         metrics.escalations.labels("refused").inc()
         return
-    await repository.move_group(uow.conn, envelope.ticket_id, group_id=target.id)
+    # Where it was, and who worked it there: a hand-back returns to both.
+    path = [*(current.escalation_path or []), {"group": current.group_id, "assignee": None}]
+    if current.assignee_id is not None:
+        path[-1]["assignee"] = current.assignee_id
+        # Helping here ends while the next tier has it (and starts again on the hand-back).
+        await repository.release_ticket(uow.conn, current.assignee_id)
+    helper = None
+    if current.active is not False:
+        helper = await pick_owner(
+            uow.conn,
+            desk,
+            target,
+            skills=current.skills or (),
+            excluding=current.owner_id,
+            now=utc_now(),
+        )
+    await repository.move_work(
+        uow.conn,
+        envelope.ticket_id,
+        group_id=target.id,
+        assignee_id=helper.id if helper else None,
+        path=path,
+    )
     source = known.get(current.group_id)
     owner = await agent_ref(uow, current.owner_id)
     await uow.publish(
@@ -207,7 +234,76 @@ async def on_escalation_requested(
         ),
         ticket_id=envelope.ticket_id,
     )
+    if helper is not None:
+        await uow.publish(
+            TicketAssistAssigned(
+                number=event.number,
+                group=group_ref(target),
+                assignee=AgentRef(id=helper.id, name=helper.name),
+                owner=owner,
+                reason=helper.why,
+            ),
+            ticket_id=envelope.ticket_id,
+        )
     metrics.escalations.labels("escalated").inc()
+
+
+async def on_hand_back_requested(
+    event: TicketHandBackRequested,
+    *,
+    envelope: Envelope,
+    uow: UnitOfWork,
+    desk: RoutingDesk,
+) -> None:
+    """The group that helped is done: the work returns to the group that asked, and to whoever
+    worked it there (the owner's group: the owner), one tier at a time; ticket.handed_back says
+    so, or ticket.hand_back_refused says why not."""
+    current = await _triage(envelope, uow, event.number)
+    known = {group.id: group for group in desk.groups}
+    path = list(current.escalation_path or [])
+    if not path:
+        await uow.publish(
+            TicketHandBackRefused(
+                number=event.number,
+                reason="it is not escalated: nobody helps with it to hand it back",
+                requested_by=event.requested_by,
+            ),
+            ticket_id=envelope.ticket_id,
+        )
+        metrics.hand_backs.labels("refused").inc()
+        return
+    back = path.pop()
+    if current.assignee_id is not None:
+        await repository.release_ticket(uow.conn, current.assignee_id)
+    # Who worked it there takes it up again, if they still can (room or not: it was theirs);
+    # otherwise it waits in that group's queue for someone to help.
+    returning = None
+    if path and back["assignee"] is not None:
+        person = await repository.agent_profile(uow.conn, back["assignee"])
+        if person is not None and person.active and person.staff_active:
+            returning = AgentRef(id=person.id, name=person.name)
+            if current.active is not False:
+                await repository.take_ticket(uow.conn, person.id, counted=False)
+    await repository.move_work(
+        uow.conn,
+        envelope.ticket_id,
+        group_id=back["group"],
+        assignee_id=returning.id if returning else None,
+        path=path,
+    )
+    await uow.publish(
+        TicketHandedBack(
+            number=event.number,
+            from_group=_named(known, current.group_id),
+            to_group=_named(known, back["group"]),
+            owner=await agent_ref(uow, current.owner_id),
+            assignee=returning,
+            reason=event.reason,
+            requested_by=event.requested_by,
+        ),
+        ticket_id=envelope.ticket_id,
+    )
+    metrics.hand_backs.labels("handed_back").inc()
 
 
 async def _triage(envelope: Envelope, uow: UnitOfWork, number: str) -> Any:
@@ -217,6 +313,12 @@ async def _triage(envelope: Envelope, uow: UnitOfWork, number: str) -> Any:
     if current is None:
         raise NotTriagedYet(f"{number} is not triaged yet")
     return current
+
+
+def _named(known: dict[str, Group], group_id: str) -> GroupRef:
+    """The group as events name it (by its id alone if the desk file no longer has it)."""
+    group = known.get(group_id)
+    return group_ref(group) if group is not None else GroupRef(id=group_id, name=group_id)
 
 
 def group_ref(group: Group) -> GroupRef:
@@ -236,4 +338,7 @@ PUBLISHES = [
     TicketAssignmentRefused.TYPE,
     TicketEscalated.TYPE,
     TicketEscalationRefused.TYPE,
+    TicketAssistAssigned.TYPE,
+    TicketHandedBack.TYPE,
+    TicketHandBackRefused.TYPE,
 ]

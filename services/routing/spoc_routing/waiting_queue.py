@@ -11,15 +11,16 @@ import contextlib
 import logging
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
-from spoc_contracts import TicketAssigned
+from spoc_contracts import Event, TicketAssigned, TicketAssistAssigned
 from spoc_contracts.routing import AgentRef
 from spoc_platform.db import utc_now
 from spoc_platform.unit_of_work import UnitOfWork, UnitOfWorkFactory
-from spoc_routing import repository
+from spoc_routing import metrics, repository
 from spoc_routing.assignment import on_duty, pick_owner
-from spoc_routing.desk import RoutingDesk
-from spoc_routing.staff_requests import group_ref
+from spoc_routing.desk import Group, RoutingDesk
+from spoc_routing.staff_requests import agent_ref, group_ref
 
 log = logging.getLogger(__name__)
 
@@ -42,20 +43,39 @@ async def give_waiting_work(uow: UnitOfWork, desk: RoutingDesk, agent_id: str) -
     for _ in range(GIVEN_AT_ONCE):
         if not await repository.has_room(uow.conn, agent_id, group.agent_capacity):
             return
-        waiting = await repository.oldest_waiting(uow.conn, group.id)
+        waiting = await repository.oldest_waiting(uow.conn, group.id, for_agent=agent_id)
         if waiting is None:
             return
-        await repository.reassign(uow.conn, waiting.ticket_id, group_id=group.id, owner_id=agent_id)
         await repository.take_ticket(uow.conn, agent_id)
-        await uow.publish(
-            TicketAssigned(
-                number=waiting.number,
-                owner=AgentRef(id=agent_id, name=person.name),
-                group=group_ref(group),
-                reason=f"{person.name} has room now: the longest-waiting ticket of {group.name}",
-            ),
-            ticket_id=waiting.ticket_id,
+        await give(
+            uow,
+            waiting,
+            group,
+            AgentRef(id=agent_id, name=person.name),
+            f"{person.name} has room now: the longest-waiting ticket of {group.name}",
         )
+
+
+async def give(uow: UnitOfWork, waiting: Any, group: Group, person: AgentRef, reason: str) -> None:
+    """The waiting ticket to `person` (whose load counts it already): as its owner, or, sent
+    to the group for help, as the one who helps (the owner stays, D3)."""
+    if waiting.owner_id is None:
+        await repository.reassign(
+            uow.conn, waiting.ticket_id, group_id=group.id, owner_id=person.id
+        )
+        event: Event = TicketAssigned(
+            number=waiting.number, owner=person, group=group_ref(group), reason=reason
+        )
+    else:
+        await repository.set_assignee(uow.conn, waiting.ticket_id, person.id)
+        event = TicketAssistAssigned(
+            number=waiting.number,
+            group=group_ref(group),
+            assignee=person,
+            owner=await agent_ref(uow, waiting.owner_id),
+            reason=reason,
+        )
+    await uow.publish(event, ticket_id=waiting.ticket_id)
 
 
 class WaitingQueueSweeper:
@@ -78,7 +98,8 @@ class WaitingQueueSweeper:
         self._stopped = asyncio.Event()
 
     async def sweep(self) -> int:
-        """One pass over every group; how many tickets went out."""
+        """One pass over every group; how many tickets went out. The queues' lengths after it
+        go to the spoc_routing_waiting_tickets gauge."""
         given = 0
         for group in self._desk.groups:
             while True:
@@ -86,6 +107,13 @@ class WaitingQueueSweeper:
                 given += given_now
                 if given_now < GIVEN_AT_ONCE:
                     break
+        async with self._unit_of_work() as uow:
+            waiting = await repository.waiting_counts(uow.conn)
+        for group in self._desk.groups:
+            for waiting_for in ("owner", "assist"):
+                metrics.waiting_tickets.labels(group.id, waiting_for).set(
+                    waiting.get((group.id, waiting_for), 0)
+                )
         return given
 
     async def _give_out(self, group_id: str) -> int:
@@ -96,23 +124,24 @@ class WaitingQueueSweeper:
                 waiting = await repository.oldest_waiting(uow.conn, group.id)
                 if waiting is None:
                     break
-                owner = await pick_owner(
-                    uow.conn, self._desk, group, skills=waiting.skills or (), now=self.clock()
+                picked = await pick_owner(
+                    uow.conn,
+                    self._desk,
+                    group,
+                    skills=waiting.skills or (),
+                    excluding=waiting.owner_id,
+                    now=self.clock(),
                 )
-                if owner is None:
-                    # Nobody on duty has room: the rest of the queue waits as well.
+                if picked is None:
+                    # Nobody on duty has room: the rest of the queue waits as well (an
+                    # assist excludes the owner, who may be the only one with room: rare).
                     break
-                await repository.reassign(
-                    uow.conn, waiting.ticket_id, group_id=group.id, owner_id=owner.id
-                )
-                await uow.publish(
-                    TicketAssigned(
-                        number=waiting.number,
-                        owner=AgentRef(id=owner.id, name=owner.name),
-                        group=group_ref(group),
-                        reason=f"{owner.why}; it waited in the queue of {group.name}",
-                    ),
-                    ticket_id=waiting.ticket_id,
+                await give(
+                    uow,
+                    waiting,
+                    group,
+                    AgentRef(id=picked.id, name=picked.name),
+                    f"{picked.why}; it waited in the queue of {group.name}",
                 )
                 given += 1
         return given

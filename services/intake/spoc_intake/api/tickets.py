@@ -26,6 +26,8 @@ from spoc_intake.schemas import (
     FeedbackCreate,
     FeedbackRead,
     FollowUpCreatedRead,
+    HandBackCreate,
+    HandBackRequestedRead,
     PublicTicketCreate,
     RequesterCommentCreate,
     SlaAttention,
@@ -448,6 +450,32 @@ async def update_ticket(
         caller,
         access_key,
         agents_see_all=container.settings.agents_see_all,
+    )
+
+
+@router.post(
+    "/{number}/hand-back",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=HandBackRequestedRead,
+    responses={
+        401: BAD_CREDENTIALS,
+        403: error_response(403, "Only staff hand a ticket back; code `forbidden`"),
+        404: NOT_FOUND,
+        409: error_response(409, "The ticket is resolved or closed; code `ticket_not_active`"),
+        503: error_response(503),
+    },
+    summary="Hand an escalated ticket back to the group that asked for help (D3). Routing "
+    "answers with ticket.handed_back (or ticket.hand_back_refused if it is not escalated)",
+)
+async def request_hand_back(
+    number: TicketNumber,
+    data: HandBackCreate,
+    container: Container,
+    access_key: RequesterKey,
+    caller: CurrentCaller,
+) -> HandBackRequestedRead:
+    return await container.work.request_hand_back(
+        number, data, caller=caller, access_key=access_key
     )
 
 
