@@ -14,8 +14,9 @@ from spoc_routing import repository
 from spoc_routing.desk import Group, RoutingDesk
 
 _NEVER = datetime.min.replace(tzinfo=UTC)
-# How often a decision reads the group again after losing every race for its ranking.
-_LOOKS = 3
+# How often a decision reads the group again after losing every race for its ranking (round-robin
+# under many concurrent decisions loses a few: each look, the others take the turns it saw).
+_LOOKS = 8
 
 
 @dataclass(frozen=True)

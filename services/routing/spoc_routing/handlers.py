@@ -195,7 +195,8 @@ async def on_ticket_status_changed(
         # Unchanged; or triaged before loads were kept, so in nobody's load to change.
         return
     # The owner, and whoever helps while it is escalated (an assist), carry it alike.
-    holders = [h for h in (current.owner_id, current.assignee_id) if h is not None]
+    # In id order: two transactions moving the same two people's rows never wait on each other.
+    holders = sorted({h for h in (current.owner_id, current.assignee_id) if h is not None})
     for holder in holders:
         if active:
             await repository.take_ticket(uow.conn, holder, counted=False)

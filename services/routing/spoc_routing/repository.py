@@ -146,7 +146,19 @@ async def claim(
     statement = _CLAIM
     if turn_seen != "any":
         statement, values["b_turn_seen"] = _CLAIM_TURN, turn_seen
-    name: str | None = (await conn.execute(statement, values)).scalar()
+    if conn.dialect.name != "postgresql":
+        name: str | None = (await conn.execute(statement, values)).scalar()
+        return name
+    # On PostgreSQL an update that waited for the row and then found it no longer fits (filled
+    # up, or the turn taken) still holds it to the end of the transaction: a decision holding
+    # one so while it waits for another's row could deadlock with one doing the opposite. A
+    # claim that fails is undone to its savepoint, which lets the row go.
+    savepoint = await conn.begin_nested()
+    name = (await conn.execute(statement, values)).scalar()
+    if name is None:
+        await savepoint.rollback()
+    else:
+        await savepoint.commit()
     return name
 
 

@@ -198,14 +198,9 @@ async def on_escalation_requested(
         )
         metrics.escalations.labels("refused").inc()
         return
-    # Where it was, and who worked it there: a hand-back returns to both.
-    path = [*(current.escalation_path or []), {"group": current.group_id, "assignee": None}]
-    if current.assignee_id is not None:
-        path[-1]["assignee"] = current.assignee_id
-        # Helping here ends while the next tier has it (and starts again on the hand-back).
-        await repository.release_ticket(uow.conn, current.assignee_id)
     helper = None
     if current.active is not False:
+        # Picked before any agent's row is touched here, so the claim may wait (claim()).
         helper = await pick_owner(
             uow.conn,
             desk,
@@ -214,6 +209,12 @@ async def on_escalation_requested(
             excluding=current.owner_id,
             now=utc_now(),
         )
+    # Where it was, and who worked it there: a hand-back returns to both.
+    path = [*(current.escalation_path or []), {"group": current.group_id, "assignee": None}]
+    if current.assignee_id is not None:
+        path[-1]["assignee"] = current.assignee_id
+        # Helping here ends while the next tier has it (and starts again on the hand-back).
+        await repository.release_ticket(uow.conn, current.assignee_id)
     await repository.move_work(
         uow.conn,
         envelope.ticket_id,
