@@ -15,13 +15,20 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import select, text, update
 
-from spoc_contracts import TicketAssigned, TicketRouted
+from spoc_contracts import (
+    TicketAssigned,
+    TicketAssignmentRequested,
+    TicketRouted,
+    TicketStatusChanged,
+    TicketUpdated,
+)
+from spoc_routing import repository
 from spoc_routing.models import Agent
 from spoc_routing.waiting_queue import WaitingQueueSweeper
 from tests.harness import ServiceUnderTest, envelope, service, ticket_created
-from tests.integration.test_routing_assignment import ask
+from tests.integration.test_routing_assignment import ask, triage_of
 from tests.integration.test_routing_staff import staff_updated
 
 pytestmark = pytest.mark.integration
@@ -319,3 +326,180 @@ routing:
         assert {row.id: row.open_tickets for row in rows if row.open_tickets} == {
             i: n for i, n in owners.items() if i is not None
         }
+
+
+def skills_desk(today: datetime) -> str:
+    return f"""
+routing:
+  shifts:
+    early:
+      timezone: UTC
+      days_off: ["{(today - timedelta(days=1)):%Y-%m-%d}", "{today:%Y-%m-%d}"]
+  categories:
+    - {{id: network, skills: [network]}}
+    - {{id: printing, skills: [printers]}}
+  groups:
+    - id: service-desk
+      name: Service Desk
+      shift: early
+      strategy: skill_match
+      agents:
+        - {{id: sara, name: Sara Ahmadi, skills: [printers]}}
+        - {{id: lena, name: Lena Berg, skills: [network]}}
+"""
+
+
+async def test_two_replicas_sweeping_one_skill_match_queue_do_not_deadlock(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    today = datetime.now(UTC)
+    async with service(
+        "routing", postgres_url, desk_config=desk_file(tmp_path, skills_desk(today))
+    ) as routing:
+        failures = []
+        for round_ in range(3):
+            categories = ["printing", "network", "network", "printing"] * 3
+            tickets = [await create(routing, category=c) for c in categories]
+            assert {owner_of(r) for _, r in tickets} == {None}
+            [first] = [w for w in routing.runtime.workers if isinstance(w, WaitingQueueSweeper)]
+            on_shift = today + timedelta(days=1 + round_)
+            replicas = [
+                WaitingQueueSweeper(
+                    routing.runtime.unit_of_work, first._desk, 30, clock=lambda d=on_shift: d
+                )
+                for _ in range(2)
+            ]
+            results = await asyncio.gather(*(r.sweep() for r in replicas), return_exceptions=True)
+            failures += [r for r in results if isinstance(r, BaseException)]
+            # Let the agents' loads drop again for the next round.
+            async with routing.runtime.engine.begin() as conn:
+                await conn.execute(update(repository.triage).values(active=False))
+                await conn.execute(update(repository.agent).values(open_tickets=0))
+        assert failures == []
+
+
+HAND_OVER = """
+routing:
+  groups:
+    - id: service-desk
+      name: Service Desk
+      agents:
+        - {id: sara, name: Sara Ahmadi, capacity: 1}
+    - id: network
+      name: Network Operations
+      agents:
+        - {id: lena, name: Lena Berg}
+"""
+
+
+async def test_room_made_by_a_hand_over_goes_to_the_queue_not_to_the_next_new_ticket(
+    database_url: str, tmp_path: Path
+) -> None:
+
+    async with service(
+        "routing", database_url, desk_config=desk_file(tmp_path, HAND_OVER)
+    ) as routing:
+        first_id, first = await create(routing)
+        assert owner_of(first) == "sara"
+        waiting_id, waiting = await create(routing)
+        assert owner_of(waiting) is None
+        asked = TicketAssignmentRequested(
+            number=first.number,
+            agent="lena",
+            group="network",
+            requested_by="Mina Manager",
+            requested_by_id="mina",
+        )
+        await routing.deliver(envelope(asked, ticket_id=first_id, source="intake"))
+        # Sara has room again: the ticket that waited is hers, before any newcomer.
+        _, newcomer = await create(routing)
+        given = [
+            e.ticket_id
+            for e in await routing.published("ticket.assigned")
+            if TicketAssigned.model_validate(e.data).owner.id == "sara"
+        ]
+        assert given == [waiting_id] and owner_of(newcomer) is None
+
+
+TWO = """
+routing:
+  groups:
+    - id: service-desk
+      name: Service Desk
+      agents:
+        - {id: sara, name: Sara Ahmadi}
+        - {id: piotr, name: Piotr Nowak}
+"""
+
+
+async def test_a_reopened_ticket_whose_owner_left_goes_to_someone_who_works_here(
+    database_url: str, tmp_path: Path
+) -> None:
+    """D3 keeps a reopened ticket with its owner, unless the owner no longer takes tickets."""
+
+    async with service("routing", database_url, desk_config=desk_file(tmp_path, TWO)) as routing:
+        ticket_id, routed = await create(routing)
+        assert owner_of(routed) == "sara"
+
+        async def moved(sequence: int, from_: str, to: str) -> None:
+            changed = TicketStatusChanged(
+                number=routed.number, from_status=from_, to_status=to, changed_by="x"
+            )
+            await routing.deliver(
+                envelope(changed, ticket_id=ticket_id, source="intake", sequence=sequence)
+            )
+
+        await moved(1, "open", "resolved")
+        await routing.deliver(staff_updated("sara", active=False))
+        await moved(2, "resolved", "open")
+        assert (await triage_of(routing, ticket_id)).owner_id == "piotr"
+        [*_, handed] = await routing.published("ticket.assigned")
+        assigned = TicketAssigned.model_validate(handed.data)
+        assert assigned.previous_owner is not None and assigned.previous_owner.id == "sara"
+        assert assigned.reason is not None and assigned.reason.startswith(
+            "reopened, and Sara Ahmadi no longer takes tickets: Piotr Nowak"
+        )
+
+
+async def test_a_group_s_waiting_queue_is_read_through_an_index(
+    postgres_url: str, tmp_path: Path
+) -> None:
+
+    async with service("routing", postgres_url, desk_config=desk_file(tmp_path, TWO)) as routing:
+        async with routing.runtime.engine.connect() as conn:
+            await conn.execute(text("SET enable_seqscan = off"))
+            query = (
+                select(repository.triage.c.ticket_id)
+                .where(
+                    repository.triage.c.group_id == "service-desk",
+                    repository.triage.c.owner_id.is_(None),
+                    repository.triage.c.active.is_(True),
+                )
+                .order_by(repository.triage.c.routed_at)
+                .limit(1)
+            )
+            compiled = query.compile(conn.sync_connection, compile_kwargs={"literal_binds": True})
+            plan = (await conn.execute(text(f"EXPLAIN {compiled}"))).scalars().all()
+        assert not any("Seq Scan" in line for line in plan), plan
+
+
+async def test_a_waiting_ticket_re_categorised_goes_to_who_has_its_new_skills(
+    database_url: str, tmp_path: Path
+) -> None:
+    async with service("routing", database_url, desk_config=desk_file(tmp_path, SKILLS)) as routing:
+        for agent_id in ("sara", "lena", "piotr"):
+            await routing.deliver(staff_updated(agent_id, availability="off"))
+        ticket_id, routed = await create(routing, category="hardware", subcategory="printer")
+        assert owner_of(routed) is None
+        changed = TicketUpdated(
+            number=routed.number,
+            changes={"category": "network", "subcategory": None},
+            updated_by="Mina Manager",
+        )
+        await routing.deliver(envelope(changed, ticket_id=ticket_id, source="intake", sequence=2))
+        # Everyone back at once (no event of theirs takes the ticket first): the sweep decides.
+        async with routing.runtime.engine.begin() as conn:
+            await conn.execute(update(repository.agent).values(availability="available"))
+        [sweeper] = [w for w in routing.runtime.workers if isinstance(w, WaitingQueueSweeper)]
+        assert await sweeper.sweep() == 1
+        assert (await triage_of(routing, ticket_id)).owner_id in {"lena", "piotr"}

@@ -463,3 +463,53 @@ async def test_the_upgrade_reads_earlier_tickets_histories_from_their_timelines(
     assert await flags(intake) == kept
     assert await report(client) == counted
     assert counted["first_contact_resolution"] == {"resolved": 2, "first_contact": 2, "rate": 1.0}
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"from": "9999-12-31", "to": "9999-12-31"},
+        {"from": "0001-01-01", "to": "0001-01-01"},
+        {"to": "0001-01-01"},
+        {"from": "9999-01-01"},
+        {"from": "2026-02-30"},
+        {"from": "２０２６-01-01"},
+        {"by": "category,category,group", "format": "csv"},
+    ],
+)
+async def test_odd_periods_are_a_report_or_a_422_never_a_500(
+    client: httpx.AsyncClient, params: dict[str, str]
+) -> None:
+    answer = await client.get(REPORT, params=params, headers=as_(MINA))
+    assert answer.status_code in (200, 422), answer.text
+    assert answer.headers["content-type"].startswith(("application/json", "text/csv"))
+
+
+async def test_the_upgrade_does_not_call_a_re_triage_after_a_take_a_hand_over(
+    client: httpx.AsyncClient, intake: ServiceUnderTest, database_url: str
+) -> None:
+    queued = await open_ticket(client, category="vpn")
+    await route(intake, queued)
+    taken = TicketAssigned(
+        number=queued["number"], owner=AgentRef(id="sara", name="Sara"), group=DESK
+    )
+    await tell(intake, queued, taken, 2)
+    # An agent re-categorises it: routing triages it again and names the owner it has.
+    retriaged = TicketRouted(
+        number=queued["number"],
+        priority="P2",
+        impact="high",
+        urgency="medium",
+        group=DESK,
+        owner=AgentRef(id="sara", name="Sara"),
+        reason="re-triaged after a change of impact",
+    )
+    await tell(intake, queued, retriaged, 3)
+    kept = await flags(intake)
+    assert kept == [(False, False, False)]
+
+    migrations = SERVICES[ServiceName.intake].migrations
+    await intake.runtime.engine.dispose()
+    downgrade(migrations, database_url, "-1")
+    upgrade(migrations, database_url)
+    assert await flags(intake) == kept

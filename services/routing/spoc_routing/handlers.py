@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from types import SimpleNamespace
+from typing import Any
 
 from spoc_contracts import (
     Envelope,
@@ -148,6 +150,8 @@ async def on_ticket_updated(
         **decision.outcome(),
         desk_version=desk.version,
         facts={**record, **{f: getattr(facts, f) for f in RETRIAGED_BY}},
+        # What working it takes follows its new place in the tree (the queue's skill match).
+        skills=list(decision.skills) or None,
     )
     owner = await agent_ref(uow, current.owner_id)
     by = f" by {event.updated_by}" if event.updated_by else ""
@@ -194,6 +198,10 @@ async def on_ticket_status_changed(
     if current.active is None or active == current.active:
         # Unchanged; or triaged before loads were kept, so in nobody's load to change.
         return
+    if active and current.owner_id is not None and current.escalation_depth == 0:
+        successor = await _successor_of_departed_owner(uow, desk, current, event.number)
+        if successor is not None:
+            current = successor
     # The owner, and whoever helps while it is escalated (an assist), carry it alike.
     # In id order: two transactions moving the same two people's rows never wait on each other.
     holders = sorted({h for h in (current.owner_id, current.assignee_id) if h is not None})
@@ -205,6 +213,48 @@ async def on_ticket_status_changed(
     if not active:
         for holder in holders:
             await give_waiting_work(uow, desk, holder)
+
+
+async def _successor_of_departed_owner(
+    uow: UnitOfWork, desk: RoutingDesk, current: Any, number: str
+) -> Any:
+    """A reopened ticket whose owner no longer takes tickets (deactivated, or gone from the
+    desk) goes to whoever the group's strategy picks now (ticket.assigned). Returns the triage
+    as it now is (its new owner counted already), or None when the owner still works here or
+    nobody can take it (it stays theirs: a manager hands it on)."""
+    person = await repository.agent_profile(uow.conn, current.owner_id)
+    if person is not None and person.active and person.staff_active:
+        return None
+    group = next((g for g in desk.groups if g.id == current.group_id), None)
+    if group is None:
+        return None
+    picked = await pick_owner(
+        uow.conn,
+        desk,
+        group,
+        skills=current.skills or (),
+        excluding=current.owner_id,
+        now=utc_now(),
+    )
+    if picked is None:
+        log.warning(
+            "%s was reopened, its owner left, and nobody in %s can take it", number, group.id
+        )
+        return None
+    await repository.reassign(uow.conn, current.ticket_id, group_id=group.id, owner_id=picked.id)
+    departed = person.name if person is not None else current.owner_id
+    await uow.publish(
+        TicketAssigned(
+            number=number,
+            owner=AgentRef(id=picked.id, name=picked.name),
+            group=group_ref(group),
+            previous_owner=AgentRef(id=current.owner_id, name=departed),
+            reason=f"reopened, and {departed} no longer takes tickets: {picked.why}",
+        ),
+        ticket_id=current.ticket_id,
+    )
+    # Its owner is counted (the claim): only a helper, if any, is left to take it up again.
+    return SimpleNamespace(owner_id=None, assignee_id=current.assignee_id)
 
 
 async def on_staff_updated(

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Integer, String, Uuid, false, true
+from sqlalchemy import JSON, Index, Integer, String, Uuid, false, text, true
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -23,6 +23,18 @@ class Base(DeclarativeBase):
 
 class Triage(Base):
     __tablename__ = "triage"
+    __table_args__ = (
+        # Each group's queue, oldest first (repository.oldest_waiting): read on every
+        # resolution and by every sweep, it must not scan every ticket ever triaged (only the
+        # active ones, which whatever waits is among).
+        Index(
+            "ix_triage_waiting",
+            "group_id",
+            "routed_at",
+            postgresql_where=text("active IS true"),
+            sqlite_where=text("active IS 1"),
+        ),
+    )
 
     ticket_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     number: Mapped[str] = mapped_column(String(32))

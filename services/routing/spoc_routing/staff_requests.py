@@ -23,7 +23,9 @@ from spoc_contracts.routing import AgentRef, GroupRef
 from spoc_platform.consumer import PermanentError
 from spoc_platform.db import utc_now
 from spoc_platform.unit_of_work import UnitOfWork
-from spoc_routing import metrics, repository
+
+# waiting_queue as a module, not its names: it reads this one's group_ref in turn.
+from spoc_routing import metrics, repository, waiting_queue
 from spoc_routing.assignment import on_duty, pick_owner
 from spoc_routing.desk import Group, RoutingDesk
 
@@ -64,6 +66,8 @@ async def on_assignment_requested(
     if current.owner_id is not None and current.owner_id != owner.id:
         # The ticket leaves the previous owner's load (the new owner's was counted).
         await repository.release_ticket(uow.conn, current.owner_id)
+        # Room the hand-over made goes to the group's queue first, not to the next newcomer.
+        await waiting_queue.give_waiting_work(uow, desk, current.owner_id)
     previous = await agent_ref(uow, current.owner_id)
     await uow.publish(
         TicketAssigned(

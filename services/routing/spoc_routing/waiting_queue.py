@@ -2,7 +2,7 @@
 they came. They go out oldest first: to an agent who frees up (a resolution), to someone placed
 in the group or available again (staff.updated), and, every little while, by the group's
 strategy to whoever can take them now (a shift that started, a capacity raised in the desk
-file, a reopened ticket whose owner left)."""
+file)."""
 
 from __future__ import annotations
 
@@ -17,15 +17,14 @@ from spoc_contracts import Event, TicketAssigned, TicketAssistAssigned
 from spoc_contracts.routing import AgentRef
 from spoc_platform.db import utc_now
 from spoc_platform.unit_of_work import UnitOfWork, UnitOfWorkFactory
-from spoc_routing import metrics, repository
+from spoc_routing import metrics, repository, staff_requests
 from spoc_routing.assignment import on_duty, pick_owner
 from spoc_routing.desk import Group, RoutingDesk
-from spoc_routing.staff_requests import agent_ref, group_ref
 
 log = logging.getLogger(__name__)
 
-# At most this many waiting tickets go out in one transaction (a person placed in a long queue
-# fills up over their following events, and a sweep over several transactions).
+# At most this many waiting tickets go to one person in one event's transaction (a person placed
+# in a long queue fills up over their following events and the sweeps).
 GIVEN_AT_ONCE = 20
 
 
@@ -64,15 +63,18 @@ async def give(uow: UnitOfWork, waiting: Any, group: Group, person: AgentRef, re
             uow.conn, waiting.ticket_id, group_id=group.id, owner_id=person.id
         )
         event: Event = TicketAssigned(
-            number=waiting.number, owner=person, group=group_ref(group), reason=reason
+            number=waiting.number,
+            owner=person,
+            group=staff_requests.group_ref(group),
+            reason=reason,
         )
     else:
         await repository.set_assignee(uow.conn, waiting.ticket_id, person.id)
         event = TicketAssistAssigned(
             number=waiting.number,
-            group=group_ref(group),
+            group=staff_requests.group_ref(group),
             assignee=person,
-            owner=await agent_ref(uow, waiting.owner_id),
+            owner=await staff_requests.agent_ref(uow, waiting.owner_id),
             reason=reason,
         )
     await uow.publish(event, ticket_id=waiting.ticket_id)
@@ -80,8 +82,9 @@ async def give(uow: UnitOfWork, waiting: Any, group: Group, person: AgentRef, re
 
 class WaitingQueueSweeper:
     """Every `interval` seconds, each group's waiting tickets to whoever the group's strategy
-    picks among the members who can take them now. Several replicas may sweep at once: a
-    ticket one of them is giving out is skipped by the others (oldest_waiting)."""
+    picks among the members who can take them now, one ticket per transaction. Several replicas
+    may sweep at once: a ticket one of them is giving out is skipped by the others
+    (oldest_waiting)."""
 
     def __init__(
         self,
@@ -102,11 +105,8 @@ class WaitingQueueSweeper:
         go to the spoc_routing_waiting_tickets gauge."""
         given = 0
         for group in self._desk.groups:
-            while True:
-                given_now = await self._give_out(group.id)
-                given += given_now
-                if given_now < GIVEN_AT_ONCE:
-                    break
+            while await self._give_one(group):
+                given += 1
         async with self._unit_of_work() as uow:
             waiting = await repository.waiting_counts(uow.conn)
         for group in self._desk.groups:
@@ -116,35 +116,35 @@ class WaitingQueueSweeper:
                 )
         return given
 
-    async def _give_out(self, group_id: str) -> int:
-        group = self._desk.group(group_id)
-        given = 0
+    async def _give_one(self, group: Group) -> bool:
+        """The group's longest-waiting ticket to whoever its strategy picks, in a transaction of
+        its own: holding one agent's row at a time, a sweep cannot deadlock with another
+        replica's (which may rank the members in another order for a ticket needing other
+        skills) nor with a hand-over locking two people's rows in id order."""
         async with self._unit_of_work() as uow:
-            for _ in range(GIVEN_AT_ONCE):
-                waiting = await repository.oldest_waiting(uow.conn, group.id)
-                if waiting is None:
-                    break
-                picked = await pick_owner(
-                    uow.conn,
-                    self._desk,
-                    group,
-                    skills=waiting.skills or (),
-                    excluding=waiting.owner_id,
-                    now=self.clock(),
-                )
-                if picked is None:
-                    # Nobody on duty has room: the rest of the queue waits as well (an
-                    # assist excludes the owner, who may be the only one with room: rare).
-                    break
-                await give(
-                    uow,
-                    waiting,
-                    group,
-                    AgentRef(id=picked.id, name=picked.name),
-                    f"{picked.why}; it waited in the queue of {group.name}",
-                )
-                given += 1
-        return given
+            waiting = await repository.oldest_waiting(uow.conn, group.id)
+            if waiting is None:
+                return False
+            picked = await pick_owner(
+                uow.conn,
+                self._desk,
+                group,
+                skills=waiting.skills or (),
+                excluding=waiting.owner_id,
+                now=self.clock(),
+            )
+            if picked is None:
+                # Nobody on duty has room: the rest of the queue waits as well (an
+                # assist excludes the owner, who may be the only one with room: rare).
+                return False
+            await give(
+                uow,
+                waiting,
+                group,
+                AgentRef(id=picked.id, name=picked.name),
+                f"{picked.why}; it waited in the queue of {group.name}",
+            )
+            return True
 
     async def run(self) -> None:
         while not self._stopped.is_set():

@@ -29,6 +29,7 @@ timeline = sa.table(
     sa.column("ticket_id", sa.Uuid()),
     sa.column("kind", sa.String()),
     sa.column("summary", sa.Text()),
+    sa.column("at", sa.DateTime()),
 )
 
 
@@ -70,7 +71,20 @@ def upgrade() -> None:
         .where(timeline.c.ticket_id == ticket.c.id, timeline.c.kind == "assigned")
         .scalar_subquery()
     )
-    routed_with_owner = _entries(timeline.c.kind == "routed", timeline.c.summary.like("%, owner %"))
+    # Named by routing before the first assignment: a re-triage after an agent took the ticket
+    # names its owner too, and that is no hand-over.
+    assigned = timeline.alias("first_assignment")
+    first_assigned_at = (
+        sa.select(sa.func.min(assigned.c.at))
+        .where(assigned.c.ticket_id == ticket.c.id, assigned.c.kind == "assigned")
+        .correlate(ticket)
+        .scalar_subquery()
+    )
+    routed_with_owner = _entries(
+        timeline.c.kind == "routed",
+        timeline.c.summary.like("%, owner %"),
+        timeline.c.at < first_assigned_at,
+    )
     op.execute(
         ticket.update()
         .where(sa.or_(assignments > 1, sa.and_(assignments == 1, routed_with_owner)))
