@@ -240,6 +240,68 @@ async def test_an_escalation_shows_the_new_team_and_keeps_the_requesters_contact
     }
 
 
+async def test_a_hierarchical_escalation_tells_the_requester_it_went_to_management_and_staff_why(
+    intake: ServiceUnderTest,
+) -> None:
+    ticket_id, number, key = await open_ticket(intake)
+    await intake.deliver(envelope(routed("Sara Ahmadi"), ticket_id=ticket_id, source="routing"))
+    before = await view(intake, number, key)
+    reason = (
+        "resolution target breached at 14:05 UTC: Service Desk's manager Mira Nowak notified; "
+        "priority raised P3 → P2"
+    )
+    escalated = TicketEscalated(
+        number=number,
+        kind="hierarchical",
+        to_group=DESK,
+        from_group=DESK,
+        owner=AgentRef(id="sara", name="Sara Ahmadi"),
+        reason=reason,
+        manager=AgentRef(id="mira", name="Mira Nowak"),
+        actions=["notify_manager", "raise_priority"],
+    )
+    event = envelope(escalated, ticket_id=ticket_id, source="routing", sequence=2)
+    await intake.deliver(event)
+
+    # The team and the contact stay; who was notified and why is internal.
+    assert await view_after(intake, number, key, before) == {
+        **before,
+        "timeline": [
+            *before["timeline"],
+            entry(
+                event.occurred_at,
+                "escalated",
+                "Escalated to the management of Service Desk; your contact stays the same.",
+            ),
+        ],
+    }
+    [*_, public, internal] = await timeline_rows(intake, ticket_id)
+    assert (public["public"], public["event_id"]) == (True, event.id)
+    assert (internal["kind"], internal["public"]) == ("escalation", False)
+    assert internal["summary"] == f"Hierarchical escalation: {reason}."
+
+
+async def test_a_hierarchical_escalation_that_could_do_nothing_is_for_staff_only(
+    intake: ServiceUnderTest,
+) -> None:
+    ticket_id, number, key = await open_ticket(intake)
+    await intake.deliver(envelope(routed("Sara Ahmadi"), ticket_id=ticket_id, source="routing"))
+    before = await view(intake, number, key)
+    escalated = TicketEscalated(
+        number=number,
+        kind="hierarchical",
+        to_group=DESK,
+        owner=AgentRef(id="sara", name="Sara Ahmadi"),
+        reason="resolution target breached at 14:05 UTC: Service Desk has no manager to notify",
+    )
+    await intake.deliver(envelope(escalated, ticket_id=ticket_id, source="routing", sequence=2))
+
+    assert await view_after(intake, number, key, before) == before
+    [*_, internal] = await timeline_rows(intake, ticket_id)
+    assert (internal["kind"], internal["public"]) == ("escalated", False)
+    assert internal["summary"] == f"Hierarchical escalation: {escalated.reason}."
+
+
 async def test_an_escalation_older_than_the_last_routing_news_does_not_move_the_ticket_back(
     intake: ServiceUnderTest,
 ) -> None:

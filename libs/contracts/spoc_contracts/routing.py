@@ -75,6 +75,11 @@ class TicketEscalated(Event):
     # The front-line owner keeps the ticket through an escalation (D3).
     owner: AgentRef | None = None
     reason: str
+    # Hierarchical: the manager it went up to (the group's, notified), and the steps the desk's
+    # escalation policy took: notify_manager, reassign, raise_priority (the reason says which
+    # could not be taken and why; staff only).
+    manager: AgentRef | None = None
+    actions: list[str] = Field(default_factory=list)
 
 
 class TicketAssistAssigned(Event):

@@ -36,6 +36,8 @@ SUBSCRIPTIONS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
             "ticket.updated",
             "ticket.status_changed",
             "staff.updated",
+            "sla.warning",
+            "sla.breached",
             "credential.token_issued",
             "credential.token_revoked",
             "credential.heartbeat",

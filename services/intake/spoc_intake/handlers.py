@@ -152,11 +152,14 @@ async def on_ticket_escalated(
         group_name=event.to_group.name,
         group_tier=event.to_group.tier,
         # Whoever helped before does no more; ticket.assist_assigned names who helps now.
-        assignee_id=None,
-        assignee_name=None,
+        # (A hierarchical escalation stays in the group, with whoever helps there.)
+        **({"assignee_id": None, "assignee_name": None} if event.kind == "functional" else {}),
     )
     # Functional or hierarchical, an escalated ticket is no first-contact resolution (D4).
     await repository.note_escalated(uow.conn, ticket_id)
+    if event.kind == "hierarchical":
+        await _add_hierarchical(event, envelope, uow)
+        return
     await _add_timeline(
         uow,
         envelope,
@@ -164,6 +167,44 @@ async def on_ticket_escalated(
         kind="escalated",
         summary=f"Referred to {event.to_group.name} (tier {event.to_group.tier}); "
         "your contact stays the same.",
+    )
+
+
+async def _add_hierarchical(event: TicketEscalated, envelope: Envelope, uow: UnitOfWork) -> None:
+    """An SLA target near or missed took the ticket up to management (routing's escalation
+    policy): the requester reads that it was escalated (D8), staff read the whole reason
+    (which target, who was notified, what changed). A new owner or priority has its own
+    entry, from ticket.assigned and ticket.routed."""
+    staff_entry = f"Hierarchical escalation: {event.reason}."
+    if not event.actions:
+        # Nothing could be done (no manager, nobody else, already the most urgent): staff's.
+        # Still the "escalated" kind: the first-contact facts are rebuilt from it (0012).
+        await _add_timeline(
+            uow,
+            envelope,
+            at=envelope.occurred_at,
+            kind="escalated",
+            summary=staff_entry,
+            public=False,
+        )
+        return
+    group = event.to_group.name
+    to = f"to the management of {group}" if event.manager is not None else f"within {group}"
+    contact = "" if "reassign" in event.actions else "; your contact stays the same"
+    await _add_timeline(
+        uow,
+        envelope,
+        at=envelope.occurred_at,
+        kind="escalated",
+        summary=f"Escalated {to}{contact}.",
+    )
+    await repository.add_timeline(
+        uow.conn,
+        ticket_id=_ticket_id(envelope),
+        at=envelope.occurred_at,
+        kind="escalation",
+        summary=staff_entry,
+        public=False,
     )
 
 

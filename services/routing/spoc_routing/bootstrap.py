@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from spoc_contracts import (
+    SlaBreached,
+    SlaWarning,
     StaffUpdated,
     TicketAssignmentRequested,
     TicketCreated,
@@ -18,7 +20,7 @@ from spoc_platform.consumer import bind_handler
 from spoc_platform.desk_config import load_section
 from spoc_platform.runtime import ServiceRuntime, build_runtime
 from spoc_platform.token_projection import TokenProjection, feed_handlers
-from spoc_routing import handlers, metrics, repository, staff_requests
+from spoc_routing import handlers, metrics, repository, sla_escalation, staff_requests
 from spoc_routing.desk import RoutingDesk
 from spoc_routing.models import MESSAGING, TOKENS
 from spoc_routing.settings import RoutingSettings
@@ -61,9 +63,13 @@ def bootstrap(settings: RoutingSettings, *, bus: MessageBus | None = None) -> Ro
             TicketHandBackRequested.TYPE: bind_handler(
                 staff_requests.on_hand_back_requested, desk=desk
             ),
+            SlaWarning.TYPE: bind_handler(sla_escalation.on_sla_warning, desk=desk),
+            SlaBreached.TYPE: bind_handler(sla_escalation.on_sla_breached, desk=desk),
             **feed_handlers(TOKENS),
         },
-        publishes=sorted({*handlers.PUBLISHES, *staff_requests.PUBLISHES}),
+        publishes=sorted(
+            {*handlers.PUBLISHES, *staff_requests.PUBLISHES, *sla_escalation.PUBLISHES}
+        ),
         bus=bus,
         on_start=[sync_agents],
     )

@@ -62,6 +62,75 @@ class Group(BaseModel):
     strategy: Strategy = "least_loaded"
     # When the members are on duty (one of the desk's shifts); none: always.
     shift: NodeId | None = None
+    # The staff member a hierarchical escalation goes up to (see RoutingDesk.escalation); a
+    # member or not. None: the group's escalations notify nobody.
+    manager: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9._-]*$", max_length=64)
+
+
+EscalationAction = Literal["notify_manager", "reassign", "raise_priority"]
+
+
+class EscalationSteps(BaseModel):
+    """What routing does when sla warns that a target is near (`on_warning`) and when it is
+    breached (`on_breach`), in this order: notify the group's manager, hand the ticket to
+    another member of its group (the group's strategy picks), raise its priority one step."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    on_warning: tuple[EscalationAction, ...] | None = None
+    on_breach: tuple[EscalationAction, ...] | None = None
+
+
+class Escalation(BaseModel):
+    """Hierarchical escalation on sla.warning and sla.breached (D27): the desk's steps, and
+    per priority the steps that differ (a step list given for a priority replaces the
+    desk's)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    on_warning: tuple[EscalationAction, ...] = ("notify_manager",)
+    on_breach: tuple[EscalationAction, ...] = ("notify_manager", "raise_priority")
+    priorities: dict[str, EscalationSteps] = Field(default_factory=dict)
+
+    def steps(self, priority: str, stage: Literal["warning", "breach"]) -> tuple[str, ...]:
+        override = self.priorities.get(priority)
+        chosen = getattr(override, f"on_{stage}") if override is not None else None
+        steps: tuple[str, ...] = chosen if chosen is not None else getattr(self, f"on_{stage}")
+        # Whatever the file's order, the owner is settled before the priority is raised (the
+        # new priority's ticket.routed then names the new owner).
+        return tuple(sorted(steps, key=_STEP_ORDER.index))
+
+    def problems(self, priorities: set[str]) -> list[str]:
+        """What the desk's validation reports, each with its path in the file."""
+        lists = [
+            ("escalation.on_warning", self.on_warning),
+            ("escalation.on_breach", self.on_breach),
+            *(
+                (f"escalation.priorities.{priority}.on_{stage}", steps)
+                for priority, override in self.priorities.items()
+                for stage, steps in (
+                    ("warning", override.on_warning),
+                    ("breach", override.on_breach),
+                )
+                if steps is not None
+            ),
+        ]
+        return [
+            *(
+                f"escalation.priorities: '{priority}' is not one of {sorted(priorities)}"
+                for priority in self.priorities
+                if priority not in priorities
+            ),
+            *(
+                f"{where}: '{step}' is listed twice"
+                for where, steps in lists
+                for step, n in sorted(Counter(steps).items())
+                if n > 1
+            ),
+        ]
+
+
+_STEP_ORDER: tuple[str, ...] = ("notify_manager", "reassign", "raise_priority")
 
 
 class Classified(BaseModel):
@@ -165,6 +234,8 @@ class RoutingDesk(BaseModel):
     vip_requesters: tuple[str, ...] = ()
     # Named working hours for groups and agents (Group.shift, Agent.shift).
     shifts: dict[NodeId, Shift] = Field(default_factory=dict)
+    # What a warning or a breach of a ticket's SLA target does (sla_escalation.py).
+    escalation: Escalation = Field(default_factory=Escalation)
 
     @model_validator(mode="after")
     def _complete(self) -> RoutingDesk:
@@ -227,6 +298,7 @@ class RoutingDesk(BaseModel):
             ]
             if shift is not None and shift not in self.shifts
         ]
+        problems += self.escalation.problems(priorities)
         problems += _repeats("groups", [g.id for g in self.groups])
         problems += _repeats("agents", [a.id for g in self.groups for a in g.agents])
         problems += _repeats("categories", [c.id for c in self.categories])
@@ -256,6 +328,13 @@ class RoutingDesk(BaseModel):
             sorted({p for row in self.matrix.values() for p in row.values()}, key=_urgency_key)
         )
         return {priority: rank for rank, priority in enumerate(order)}
+
+    def more_urgent(self, priority: str) -> str | None:
+        """The priority one step more urgent; None for the most urgent (or one not known)."""
+        rank = self.ranks.get(priority)
+        if not rank:
+            return None
+        return next(p for p, r in self.ranks.items() if r == rank - 1)
 
     @cached_property
     def version(self) -> str:

@@ -31,6 +31,12 @@ waiting_tickets = Gauge(
     "help, as of the last queue sweep.",
     ["group", "waiting_for"],
 )
+hierarchical_escalations = Counter(
+    "spoc_routing_hierarchical_escalations_total",
+    "Steps taken on SLA warnings and breaches (sla_escalation.py), by stage, step and outcome "
+    "(taken, or skipped: no manager, nobody else with room, already the most urgent).",
+    ["stage", "step", "outcome"],
+)
 
 
 def initialise(desk: RoutingDesk) -> None:
@@ -49,3 +55,7 @@ def initialise(desk: RoutingDesk) -> None:
     for group in desk.groups:
         for waiting_for in ("owner", "assist"):
             waiting_tickets.labels(group.id, waiting_for)
+    for stage in ("warning", "breach"):
+        for step in ("notify_manager", "reassign", "raise_priority"):
+            for outcome in ("taken", "skipped"):
+                hierarchical_escalations.labels(stage, step, outcome)

@@ -102,6 +102,20 @@ class Agent(Base):
     last_assigned_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
+class EscalationStage(Base):
+    """How far a ticket's target has escalated (sla_escalation.py): a warning, then a breach.
+    Each stage acts once per ticket and target, however often sla reports it."""
+
+    __tablename__ = "escalation_stage"
+
+    ticket_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    # The SLA target: first_response, resolution.
+    metric: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # 1: warned; 2: breached.
+    stage: Mapped[int] = mapped_column(Integer)
+    escalated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
 MESSAGING = define_messaging_tables(Base.metadata)
 # What intake's credential.* events say of bearer tokens: for the admin API (token_projection).
 TOKENS = define_token_projection(Base.metadata)

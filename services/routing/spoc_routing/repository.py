@@ -24,11 +24,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from spoc_platform.db import insert_for, utc_now
 from spoc_routing.desk import Agent as AgentConfig
 from spoc_routing.desk import RoutingDesk
-from spoc_routing.models import Agent, Triage
+from spoc_routing.models import Agent, EscalationStage, Triage
 
 # Declarative models type __table__ as FromClause; these are plain Tables.
 triage: Table = cast(Table, Triage.__table__)
 agent: Table = cast(Table, Agent.__table__)
+escalation_stage: Table = cast(Table, EscalationStage.__table__)
 
 
 async def sync_agents(conn: AsyncConnection, desk: RoutingDesk) -> None:
@@ -384,3 +385,36 @@ async def waiting_counts(conn: AsyncConnection) -> dict[tuple[str, str], int]:
         .group_by(triage.c.group_id, waiting_for)
     )
     return {(group, kind): count for group, kind, count in (await conn.execute(query)).all()}
+
+
+# --- Hierarchical escalation (sla_escalation.py) ---------------------------------------------
+
+
+async def advance_escalation(
+    conn: AsyncConnection, ticket_id: Any, metric: str, stage: int, *, now: datetime
+) -> bool:
+    """Records that the ticket's target reached `stage` (1 warned, 2 breached); False if it
+    had reached it, or a later one, already (then its steps were taken, or passed over).
+    Callers hold the ticket's triage row locked (triage_for_change): one decision at a time."""
+    reached = (
+        await conn.execute(
+            select(escalation_stage.c.stage).where(
+                escalation_stage.c.ticket_id == ticket_id, escalation_stage.c.metric == metric
+            )
+        )
+    ).scalar()
+    if reached is not None and reached >= stage:
+        return False
+    if reached is None:
+        await conn.execute(
+            escalation_stage.insert().values(
+                ticket_id=ticket_id, metric=metric, stage=stage, escalated_at=now
+            )
+        )
+    else:
+        await conn.execute(
+            update(escalation_stage)
+            .where(escalation_stage.c.ticket_id == ticket_id, escalation_stage.c.metric == metric)
+            .values(stage=stage, escalated_at=now)
+        )
+    return True
