@@ -20,8 +20,10 @@ from spoc_contracts import (
     SlaWarning,
     TicketAssigned,
     TicketEscalated,
+    TicketEscalationRequested,
     TicketRouted,
     TicketStatusChanged,
+    TicketUpdated,
 )
 from spoc_routing.models import Agent, Triage
 from tests.harness import ServiceUnderTest, envelope, service, ticket_created
@@ -230,3 +232,57 @@ async def test_a_breach_of_a_ticket_resolved_meanwhile_is_ignored(
         assert await answers(routing, warned(ticket_id, number)) == []
         assert await answers(routing, breached(ticket_id, number)) == []
         assert await triage_of(routing, ticket_id) == ("P3", "sara")
+
+
+async def test_a_re_classification_after_a_breach_does_not_lower_the_priority_it_raised(
+    database_url: str, desk_file: Path
+) -> None:
+    async with service("routing", database_url, desk_config=desk_file) as routing:
+        ticket_id, number, first = await routed_ticket(routing)
+        assert first.priority == "P3"
+        await answers(routing, breached(ticket_id, number))
+        assert (await triage_of(routing, ticket_id)).priority == "P2"
+
+        # The agent says it is less urgent than thought: the matrix gives P4, the breach's
+        # raise stands; more urgent than the raise, it goes higher still.
+        lower = TicketUpdated(number=number, changes={"urgency": "low"}, updated_by="Sara")
+        [routed] = [
+            TicketRouted.model_validate(e.data)
+            for e in await answers(
+                routing, envelope(lower, ticket_id=ticket_id, source="intake", sequence=50)
+            )
+        ]
+        assert routed.priority == "P2"
+        assert "kept at P2, as an SLA escalation raised it" in routed.reason
+        higher = TicketUpdated(
+            number=number, changes={"impact": "high", "urgency": "high"}, updated_by="Sara"
+        )
+        [routed] = [
+            TicketRouted.model_validate(e.data)
+            for e in await answers(
+                routing, envelope(higher, ticket_id=ticket_id, source="intake", sequence=51)
+            )
+        ]
+        assert routed.priority == "P1"
+
+
+async def test_a_breach_while_another_group_helps_keeps_the_front_line_owner(
+    database_url: str, desk_file: Path
+) -> None:
+    async with service("routing", database_url, desk_config=desk_file) as routing:
+        ticket_id, number, first = await routed_ticket(routing, impact="high", urgency="high")
+        assert first.priority == "P1" and first.owner is not None
+        asked = TicketEscalationRequested(
+            number=number, to_group="network", reason="Core switch", requested_by="Sara"
+        )
+        await routing.deliver(envelope(asked, ticket_id=ticket_id, source="intake", sequence=40))
+        [escalated, *_] = [
+            TicketEscalated.model_validate(e.data)
+            for e in await answers(routing, breached(ticket_id, number))
+            if e.type == TicketEscalated.TYPE
+        ]
+        assert escalated.kind == "hierarchical" and "reassign" not in escalated.actions
+        assert "not reassigned: Network Operations helps with it, and its owner stays" in (
+            escalated.reason
+        )
+        assert (await triage_of(routing, ticket_id)).owner_id == first.owner.id

@@ -143,6 +143,18 @@ async def on_ticket_updated(
     decision = triage(facts, desk)
     if classified and not decision.auto_classified:
         decision = replace(decision, auto_classified=True)
+    floor = current.priority_floor
+    if floor in desk.ranks and desk.ranks[floor] < desk.ranks.get(decision.priority, 1 << 30):
+        # An SLA escalation raised it: a re-classification does not lower it below that.
+        decision = replace(
+            decision,
+            priority=floor,
+            steps=(
+                *decision.steps[:-1],
+                f"kept at {floor}, as an SLA escalation raised it",
+                decision.steps[-1],
+            ),
+        )
     group = next((g for g in desk.groups if g.id == current.group_id), decision.group)
     await repository.retriage(
         uow.conn,

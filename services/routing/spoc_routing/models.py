@@ -72,6 +72,9 @@ class Triage(Base):
     assignee_id: Mapped[str | None] = mapped_column(String(64))
     escalation_path: Mapped[list[dict[str, Any]] | None] = mapped_column(Json)
     escalation_depth: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The most urgent priority an SLA escalation raised it to (sla_escalation.py): a later
+    # re-triage never sets it below (a re-classification does not undo a breach's raise).
+    priority_floor: Mapped[str | None] = mapped_column(String(16))
 
 
 class Agent(Base):

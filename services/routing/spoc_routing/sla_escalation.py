@@ -174,6 +174,10 @@ async def _reassign(
 ) -> bool:
     """Another member of the group, by its strategy (counted in their load, the ticket out
     of the previous owner's); nobody else with room: the owner keeps it."""
+    if current.escalation_depth > 0:
+        # Another group helps with it: the owner is the front line's, and stays (D3).
+        outcome.said.append(f"not reassigned: {group.name} helps with it, and its owner stays")
+        return False
     picked = await pick_owner(
         uow.conn,
         desk,
@@ -210,7 +214,7 @@ async def _raise_priority(
             else f"priority stays {current.priority}, which this desk no longer ranks"
         )
         return False
-    await repository.retriage(uow.conn, current.ticket_id, priority=raised)
+    await repository.retriage(uow.conn, current.ticket_id, priority=raised, priority_floor=raised)
     outcome.priority = raised
     outcome.said.append(f"priority raised {current.priority} → {raised}")
     return True

@@ -27,7 +27,11 @@ def upgrade() -> None:
         sa.Column("escalated_at", UtcDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("ticket_id", "metric", name=op.f("pk_escalation_stage")),
     )
+    with op.batch_alter_table("triage", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("priority_floor", sa.String(length=16), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("triage", schema=None) as batch_op:
+        batch_op.drop_column("priority_floor")
     op.drop_table("escalation_stage")
