@@ -12,6 +12,7 @@ import uvicorn
 
 from spoc import __version__
 from spoc.contracts_cli import contracts
+from spoc.desk_check import app as desk
 from spoc.keys import keys
 from spoc.operator import dead_letters, status_command
 from spoc.services import SERVICES, ServiceName
@@ -35,6 +36,8 @@ app.add_typer(keys, name="keys")
 app.add_typer(topology, name="topology")
 app.add_typer(staff, name="staff")
 app.add_typer(token, name="token")
+# `spoc desk check FILE`: every section of the desk file, and whether they agree.
+app.add_typer(desk, name="desk")
 
 
 def _print_version(asked: bool) -> None:
