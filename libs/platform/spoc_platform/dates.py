@@ -33,6 +33,21 @@ def _known_zone(name: str) -> str:
 # A setting naming a time zone: refused at start-up unless the IANA database knows it.
 TimeZoneSetting = Annotated[str, AfterValidator(_known_zone)]
 
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _weekday_names(days: tuple[str, ...]) -> tuple[str, ...]:
+    unknown = [d for d in days if d not in WEEKDAYS]
+    if unknown:
+        raise ValueError(f"unknown weekdays {unknown}; use {', '.join(WEEKDAYS)}")
+    if not days:
+        raise ValueError("name at least one day")
+    return days
+
+
+# Days of the week by their short English names (a Sat–Wed week: sat, sun, mon, tue, wed).
+Weekdays = Annotated[tuple[str, ...], AfterValidator(_weekday_names)]
+
 
 def locale_for(tag: str | None) -> Locale:
     """Babel's locale for a BCP 47 tag (`fa-IR`, `pl`, `pt_BR`); English when unknown."""

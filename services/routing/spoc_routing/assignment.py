@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from spoc_platform.db import utc_now
 from spoc_routing import repository
 from spoc_routing.desk import Group, RoutingDesk
 
@@ -105,6 +106,25 @@ async def pick_owner(
                 return Pick(id=member.id, name=name, why=why(member, group, desk, skills=skills))
         # Everyone ranked was taken meanwhile (filled up, or their turn taken): look again.
     return None
+
+
+async def hand_to_another(
+    conn: AsyncConnection, desk: RoutingDesk, group: Group, current: Any
+) -> Pick | None:
+    """The ticket (its triage row, `current`) to whoever the group's strategy picks other
+    than its owner, now its owner and one ticket more for them; None if nobody else can take
+    it. The previous owner's load is the caller's to release."""
+    picked = await pick_owner(
+        conn,
+        desk,
+        group,
+        skills=current.skills or (),
+        excluding=current.owner_id,
+        now=utc_now(),
+    )
+    if picked is not None:
+        await repository.reassign(conn, current.ticket_id, group_id=group.id, owner_id=picked.id)
+    return picked
 
 
 def on_duty(agent_id: str, group: Group, desk: RoutingDesk, now: datetime) -> bool:

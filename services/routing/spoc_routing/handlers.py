@@ -23,7 +23,7 @@ from spoc_platform.consumer import AlreadyHandled, PermanentError
 from spoc_platform.db import utc_now
 from spoc_platform.unit_of_work import UnitOfWork
 from spoc_routing import metrics, repository
-from spoc_routing.assignment import pick_owner
+from spoc_routing.assignment import hand_to_another, pick_owner
 from spoc_routing.desk import RoutingDesk
 from spoc_routing.staff_requests import NotTriagedYet, agent_ref, group_ref
 from spoc_routing.triage import RETRIAGED_BY, TicketFacts, recalled, remembered, triage
@@ -240,20 +240,12 @@ async def _successor_of_departed_owner(
     group = next((g for g in desk.groups if g.id == current.group_id), None)
     if group is None:
         return None
-    picked = await pick_owner(
-        uow.conn,
-        desk,
-        group,
-        skills=current.skills or (),
-        excluding=current.owner_id,
-        now=utc_now(),
-    )
+    picked = await hand_to_another(uow.conn, desk, group, current)
     if picked is None:
         log.warning(
             "%s was reopened, its owner left, and nobody in %s can take it", number, group.id
         )
         return None
-    await repository.reassign(uow.conn, current.ticket_id, group_id=group.id, owner_id=picked.id)
     departed = person.name if person is not None else current.owner_id
     await uow.publish(
         TicketAssigned(

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta
 from functools import cached_property
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+from spoc_platform.dates import WEEKDAYS, TimeZoneSetting, Weekdays
 
 
 class Shift(BaseModel):
@@ -20,30 +20,11 @@ class Shift(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    timezone: str = "UTC"
-    days: tuple[str, ...] = WEEKDAYS
+    timezone: TimeZoneSetting = "UTC"
+    days: Weekdays = WEEKDAYS
     starts: time = time(0)
     ends: time = time(0)
     days_off: frozenset[date] = Field(default_factory=frozenset)
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as error:
-            raise ValueError(f"unknown time zone '{value}' (use an IANA name)") from error
-        return value
-
-    @field_validator("days")
-    @classmethod
-    def _weekday_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = [d for d in value if d not in WEEKDAYS]
-        if unknown:
-            raise ValueError(f"unknown weekdays {unknown}; use {', '.join(WEEKDAYS)}")
-        if not value:
-            raise ValueError("a shift needs at least one day")
-        return value
 
     @field_validator("starts", "ends")
     @classmethod

@@ -25,7 +25,7 @@ from spoc_platform.consumer import PermanentError
 from spoc_platform.db import utc_now
 from spoc_platform.unit_of_work import UnitOfWork
 from spoc_routing import metrics, repository
-from spoc_routing.assignment import pick_owner
+from spoc_routing.assignment import hand_to_another
 from spoc_routing.desk import Group, RoutingDesk
 from spoc_routing.staff_requests import NotTriagedYet, agent_ref, group_ref
 
@@ -178,19 +178,11 @@ async def _reassign(
         # Another group helps with it: the owner is the front line's, and stays (D3).
         outcome.said.append(f"not reassigned: {group.name} helps with it, and its owner stays")
         return False
-    picked = await pick_owner(
-        uow.conn,
-        desk,
-        group,
-        skills=current.skills or (),
-        excluding=current.owner_id,
-        now=utc_now(),
-    )
+    picked = await hand_to_another(uow.conn, desk, group, current)
     if picked is None:
         others = " else" if current.owner_id is not None else ""
         outcome.said.append(f"not reassigned: nobody{others} in {group.name} is on duty with room")
         return False
-    await repository.reassign(uow.conn, current.ticket_id, group_id=group.id, owner_id=picked.id)
     if current.owner_id is not None and current.active is not None:
         # Out of the previous owner's load (a ticket triaged before loads were kept, active
         # NULL, was in nobody's).
