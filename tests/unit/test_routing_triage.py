@@ -192,6 +192,11 @@ async def test_the_routed_event_and_routings_record_carry_the_whole_triage(
             "active": True,
             "status_sequence": 0,
             "skills": None,
+            # Not escalated: nobody helps, no way back, no SLA raise to keep.
+            "assignee_id": None,
+            "escalation_path": None,
+            "escalation_depth": 0,
+            "priority_floor": None,
         }
         assert routed_total("P2", "service-desk") == before + 1
 
