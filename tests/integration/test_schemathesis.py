@@ -21,6 +21,7 @@ import pytest
 import schemathesis
 from fastapi import FastAPI
 from hypothesis import HealthCheck, settings
+from pydantic import ValidationError
 from schemathesis import GenerationMode
 from schemathesis.config import SchemathesisConfig
 
@@ -31,6 +32,7 @@ from spoc_intake.reports import period_of
 from spoc_intake.tokens import create_token
 from spoc_platform.migrations import upgrade
 from spoc_platform.web import ApiError
+from spoc_routing.desk import RoutingDesk
 from tests.support import create_postgres_database, drop_postgres_database
 
 pytestmark = pytest.mark.integration
@@ -145,6 +147,8 @@ def conformance_test(name: str) -> Callable[..., None]:
     )
     def test(case: schemathesis.Case, app_of: AppOf) -> None:
         unique_idempotency_key(case)
+        if case.meta is not None and case.meta.generation.mode is GenerationMode.POSITIVE:
+            a_desk_section_that_holds_together(case)
         case.call_and_validate(app=app_of(name), headers={"Authorization": f"Bearer {TOKEN}"})
 
     return test
@@ -201,6 +205,18 @@ def within_a_report_period(case: schemathesis.Case) -> None:
     except (ApiError, ValueError):
         case.query.pop("from", None)
         case.query.pop("to", None)
+
+
+def a_desk_section_that_holds_together(case: schemathesis.Case) -> None:
+    """Routing's desk section refers to itself (the default group among the groups, a rule's
+    group, a shift, no id twice: a 422 naming each, tests/integration/test_routing_desk_admin.py),
+    which no schema can say: a valid case whose references do not hold sends the defaults."""
+    if not case.path.startswith("/api/v1/routing/desk") or not isinstance(case.body, dict):
+        return
+    try:
+        RoutingDesk.model_validate(case.body)
+    except ValidationError:
+        case.body = {}
 
 
 def intake_conformance_test(*, with_token: bool) -> Callable[..., None]:

@@ -196,14 +196,20 @@ def _bearer_tokens(request: Request) -> TokenHolders | None:
     return found if isinstance(found, TokenHolders) else None
 
 
-def admin_guard(token: str) -> Callable[[Request], Awaitable[None]]:
-    """The configured admin token, or else a live projected `spoc_` token of an admin."""
+# Who a change made with the configured admin token is recorded as (it names nobody).
+CONFIGURED_ADMIN = "admin token"
+
+
+def admin_guard(token: str) -> Callable[[Request], Awaitable[str]]:
+    """The configured admin token, or else a live projected `spoc_` token of an admin. As a
+    dependency's value: who called, for the record of what they change (CONFIGURED_ADMIN, or
+    the token holder's staff id, else the token's id)."""
     configured = bearer_guard(token)
 
-    async def guard(request: Request) -> None:
+    async def guard(request: Request) -> str:
         try:
             configured(request)
-            return
+            return CONFIGURED_ADMIN
         except ApiError:
             scheme, _, given = request.headers.get("authorization", "").partition(" ")
             given = given.strip()
@@ -221,6 +227,8 @@ def admin_guard(token: str) -> Callable[[Request], Awaitable[None]]:
             raise ApiError(
                 403, "forbidden", f"the admin API is for admins; this token's role is {holder.role}"
             )
+        subject = getattr(holder, "subject_id", None)
+        return str(subject) if subject else f"token {getattr(holder, 'token_id', '?')}"
 
     return guard
 

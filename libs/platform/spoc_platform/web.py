@@ -73,6 +73,24 @@ def _field_path(location: tuple[Any, ...]) -> str:
     return ".".join(parts)
 
 
+def _error_details(error: Any) -> list[dict[str, Any]]:
+    """One pydantic error as the answer's details: one, or, for a validator that raised a
+    ValueError listing several `problems` ("<path>: <what>", e.g. routing's desk checks), one
+    per problem, each at its own path."""
+    field = _field_path(tuple(error["loc"]))
+    problems = getattr((error.get("ctx") or {}).get("error"), "problems", None)
+    if not (isinstance(problems, list) and problems and all(isinstance(p, str) for p in problems)):
+        return [{"field": field, "message": error["msg"], "type": error["type"]}]
+    # The problems' paths are from where the validator stands: the body itself, or a part.
+    within = "" if tuple(error["loc"]) == ("body",) else field
+    details = []
+    for problem in problems:
+        where, _, what = problem.partition(": ")
+        path = ".".join(part for part in (within, where) if part)
+        details.append({"field": path, "message": what or problem, "type": error["type"]})
+    return details
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, error: ApiError) -> JSONResponse:
@@ -87,10 +105,7 @@ def install_error_handlers(app: FastAPI) -> None:
         syntax = next((e for e in error.errors() if e["type"] == "json_invalid"), None)
         if syntax is not None:
             return _unparseable_json(_syntax_error_message(syntax, error.body))
-        details = [
-            {"field": _field_path(tuple(e["loc"])), "message": e["msg"], "type": e["type"]}
-            for e in error.errors()
-        ]
+        details = [detail for e in error.errors() for detail in _error_details(e)]
         fields = ", ".join(sorted({d["field"] for d in details}))
         return JSONResponse(
             error_body("validation_error", f"invalid request: {fields}", details), 422

@@ -7,7 +7,7 @@ from importlib import metadata
 from fastapi import FastAPI
 
 from spoc_platform.web import create_service_app
-from spoc_routing.api.desk import desk_router
+from spoc_routing.api.desk import desk_admin_router, desk_router
 from spoc_routing.bootstrap import RoutingContainer, bootstrap
 from spoc_routing.settings import RoutingSettings
 
@@ -20,13 +20,17 @@ def create_app(
 ) -> FastAPI:
     container = container or bootstrap(settings)
     runtime = container.runtime
+    token = settings.admin_token.get_secret_value() if settings.admin_token else None
     app = create_service_app(
         service="routing",
         title="Spoc routing",
         version=metadata.version("spoc-routing"),
         readiness=runtime.readiness,
+        # Checking and changing the desk at run time: admins only, and like the rest of the
+        # admin API, only where an admin token is configured.
+        routers=[desk_admin_router(container.desks, runtime.engine, token)] if token else [],
         # The desk configuration (routing's names groups and agents): for staff only.
-        staff_routers=[desk_router(container.desk)],
+        staff_routers=[desk_router(container.desks)],
         max_body_bytes=settings.max_body_bytes,
         max_requests_per_client=settings.max_requests_per_client or None,
         body_read_seconds=settings.body_read_seconds,

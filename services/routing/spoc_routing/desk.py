@@ -194,6 +194,16 @@ class Rule(BaseModel):
     then: RuleThen
 
 
+class DeskProblems(ValueError):
+    """The cross-references the desk's validation found wrong, each "<path>: <what>": the
+    admin API answers one error per problem (spoc_platform.web reads `problems`), the file's
+    loader all of them in one message."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
 def _default_matrix() -> dict[Level, dict[Level, str]]:
     # ITIL's common 3×3: priority follows business impact and urgency, not the requester's say.
     return {
@@ -308,7 +318,7 @@ class RoutingDesk(BaseModel):
                 problems += _repeats(f"categories.{c.id}.{sub.id}", [i.id for i in sub.items])
         problems += _repeats("rules", [rule.name for rule in self.rules])
         if problems:
-            raise ValueError("; ".join(problems))
+            raise DeskProblems(problems)
         return self
 
     def category_nodes(self) -> list[tuple[tuple[str, ...], Classified]]:

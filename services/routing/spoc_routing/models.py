@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Index, Integer, String, Uuid, false, text, true
+from sqlalchemy import JSON, Index, Integer, String, Text, Uuid, false, text, true
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -117,6 +117,23 @@ class EscalationStage(Base):
     # 1: warned; 2: breached.
     stage: Mapped[int] = mapped_column(Integer)
     escalated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class DeskVersion(Base):
+    """A routing section of the desk configuration set at run time through the admin API
+    (desk_versions.py): the newest is in force on every replica; none, the desk file's."""
+
+    __tablename__ = "desk_version"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # The section's digest (RoutingDesk.version): what each decision records.
+    version: Mapped[str] = mapped_column(String(64))
+    # The section as JSON text, not JSONB: its digest depends on its keys' order, which JSONB
+    # does not keep.
+    section: Mapped[str] = mapped_column(Text)
+    # Who set it: the configured admin token, or the staff member whose admin token it was.
+    changed_by: Mapped[str] = mapped_column(String(200))
+    changed_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 MESSAGING = define_messaging_tables(Base.metadata)

@@ -89,12 +89,13 @@ class WaitingQueueSweeper:
     def __init__(
         self,
         unit_of_work: UnitOfWorkFactory,
-        desk: RoutingDesk,
+        # The desk, or where to read the one in force at each sweep (desk_versions.DeskHolder).
+        desk: RoutingDesk | Callable[[], RoutingDesk],
         interval: float,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._unit_of_work = unit_of_work
-        self._desk = desk
+        self._desk = desk if callable(desk) else lambda: desk
         self._interval = interval
         # Who is on duty is read off it (a test moves it to the start of a shift).
         self.clock = clock
@@ -103,20 +104,21 @@ class WaitingQueueSweeper:
     async def sweep(self) -> int:
         """One pass over every group; how many tickets went out. The queues' lengths after it
         go to the spoc_routing_waiting_tickets gauge."""
+        desk = self._desk()
         given = 0
-        for group in self._desk.groups:
-            while await self._give_one(group):
+        for group in desk.groups:
+            while await self._give_one(desk, group):
                 given += 1
         async with self._unit_of_work() as uow:
             waiting = await repository.waiting_counts(uow.conn)
-        for group in self._desk.groups:
+        for group in desk.groups:
             for waiting_for in ("owner", "assist"):
                 metrics.waiting_tickets.labels(group.id, waiting_for).set(
                     waiting.get((group.id, waiting_for), 0)
                 )
         return given
 
-    async def _give_one(self, group: Group) -> bool:
+    async def _give_one(self, desk: RoutingDesk, group: Group) -> bool:
         """The group's longest-waiting ticket to whoever its strategy picks, in a transaction of
         its own: holding one agent's row at a time, a sweep cannot deadlock with another
         replica's (which may rank the members in another order for a ticket needing other
@@ -127,7 +129,7 @@ class WaitingQueueSweeper:
                 return False
             picked = await pick_owner(
                 uow.conn,
-                self._desk,
+                desk,
                 group,
                 skills=waiting.skills or (),
                 excluding=waiting.owner_id,
