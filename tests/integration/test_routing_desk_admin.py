@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import jsonschema
 import pytest
 from sqlalchemy import select
 
@@ -231,3 +232,37 @@ async def test_every_replica_on_the_database_takes_a_change(postgres_url: str) -
         finally:
             await refresher.stop()
             await running
+
+
+async def test_a_desk_read_back_matches_the_document_it_is_described_in(sqlite_url: str) -> None:
+    """Times of day, days off and shifts come back as the OpenAPI document says (a plain
+    `format: time` would require an offset the desk's wall-clock times never have)."""
+    with_shifts = {
+        **SECTION,
+        "shifts": {
+            "nights": {
+                "timezone": "Europe/Warsaw",
+                "days": ["mon", "fri"],
+                "starts": "22:00",
+                "ends": "06:00",
+                "days_off": ["2026-12-24"],
+            }
+        },
+    }
+    with_shifts["groups"] = [{**SECTION["groups"][0], "shift": "nights"}, *SECTION["groups"][1:]]
+    async with routing_api(sqlite_url) as (routing, http):
+        answer = await http.put(DESK, json=with_shifts, headers=AS_ADMIN)
+        assert answer.status_code == 200, answer.text
+        await routing.container.desks.refresh(routing.runtime.engine, force=True)
+        document = (await http.get("/openapi.json")).json()
+        read = await http.get(DESK, headers=AS_ADMIN)
+        assert read.json()["shifts"]["nights"]["starts"] == "22:00:00"
+        schema = {
+            **document["paths"]["/api/v1/routing/desk"]["get"]["responses"]["200"]["content"][
+                "application/json"
+            ]["schema"],
+            "components": document["components"],
+        }
+        jsonschema.validate(
+            read.json(), schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+        )

@@ -6,13 +6,13 @@ that zone spelt out, so "by 17:00" is never read on the wrong clock."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, time
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_datetime, format_skeleton, format_time, get_datetime_format
-from pydantic import AfterValidator
+from pydantic import AfterValidator, WithJsonSchema
 
 DEFAULT_LOCALE = "en"
 
@@ -91,3 +91,26 @@ def for_people(moment: datetime, *, locale: str | None, zone: str) -> str:
     zone_name = format_datetime(moment, "zzzz", tzinfo=tz, locale=language)
     combined = str(get_datetime_format("medium", locale=language))
     return combined.replace("{1}", day).replace("{0}", f"{clock} ({zone_name})")
+
+
+def _wall_clock(value: time) -> time:
+    if value.tzinfo is not None:
+        raise ValueError("a time of day takes no offset: the time zone beside it says where")
+    return value
+
+
+# "09:00" or "22:30:00": a wall-clock time read in a time zone given beside it. JSON Schema's
+# `format: time` is RFC 3339's full-time, which requires an offset, so it is not claimed (a
+# response "22:00:00" would not match the document).
+TimeOfDay = Annotated[
+    time,
+    AfterValidator(_wall_clock),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?$",
+            "description": "HH:MM[:SS] in the time zone given beside it, without an offset",
+            "examples": ["09:00", "22:30:00"],
+        }
+    ),
+]

@@ -8,9 +8,9 @@ from datetime import date, datetime, time, timedelta
 from functools import cached_property
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from spoc_platform.dates import WEEKDAYS, TimeZoneSetting, Weekdays
+from spoc_platform.dates import WEEKDAYS, TimeOfDay, TimeZoneSetting, Weekdays
 
 
 class Shift(BaseModel):
@@ -22,16 +22,9 @@ class Shift(BaseModel):
 
     timezone: TimeZoneSetting = "UTC"
     days: Weekdays = WEEKDAYS
-    starts: time = time(0)
-    ends: time = time(0)
+    starts: TimeOfDay = time(0)
+    ends: TimeOfDay = time(0)
     days_off: frozenset[date] = Field(default_factory=frozenset)
-
-    @field_validator("starts", "ends")
-    @classmethod
-    def _wall_clock(cls, value: time) -> time:
-        if value.tzinfo is not None:
-            raise ValueError("a time of day takes no offset: the shift's timezone says where")
-        return value
 
     @cached_property
     def _zone(self) -> ZoneInfo:
